@@ -1,0 +1,34 @@
+# kneeseg developer commands. `make test` is the README's test command and what CI runs.
+PY_BOOT ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+STAMP   := $(VENV)/.kneeseg-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test bench-networks docs-networks clean
+
+$(PY):
+	$(PY_BOOT) -m venv $(VENV)
+
+# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e ".[dev,onnx,dicom-seg]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-networks: $(STAMP)
+	$(PY) benchmarks/networks.py
+
+docs-networks: $(STAMP)
+	$(PY) docs/scripts/networks_table.py
+	$(PY) docs/scripts/networks_figure.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
