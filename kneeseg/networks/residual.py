@@ -94,5 +94,6 @@ class ResidualConvBlock(nn.Module):
         """Args: x: ``(B, in_channels, *spatial)``. Returns ``(B, out_channels, *spatial)``."""
         y = self.convs(x)
         if self.residual:
-            y = self.out_act(y + self.shortcut(x))
+            # in place: y is a fresh output of conv/norm, none of which keeps it for backward
+            y = self.out_act(y.add_(self.shortcut(x)))
         return y
