@@ -1,0 +1,39 @@
+"""Finding and describing data: DICOM series discovery and reading, 2D/NIfTI inputs,
+manifests, and the synthetic knee phantom.
+
+Attributes are imported lazily so that the pure-DICOM part (``kneeseg.data.dicom_series``)
+works without torch or MONAI installed (e.g. in a MONAI Label environment pinned to pydicom 2.4).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # DICOM series (numpy + pydicom only)
+    "DicomSeriesError": "kneeseg.data.dicom_series",
+    "DiscoveryResult": "kneeseg.data.dicom_series",
+    "Problem": "kneeseg.data.dicom_series",
+    "SeriesVolume": "kneeseg.data.dicom_series",
+    "SliceRef": "kneeseg.data.dicom_series",
+    "discover_series": "kneeseg.data.dicom_series",
+    "load_series": "kneeseg.data.dicom_series",
+    "load_volume": "kneeseg.data.dicom_series",
+    "select_volume": "kneeseg.data.dicom_series",
+    "volume_to_dicom_frames": "kneeseg.data.dicom_series",
+    # MONAI reader
+    "KneeDicomReader": "kneeseg.data.dicom_reader",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kneeseg.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
