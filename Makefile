@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP   := $(VENV)/.kneeseg-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test bench-networks docs-networks clean
+.PHONY: venv test test-pydicom24 bench-networks docs-networks clean
 
 $(PY):
 	$(PY_BOOT) -m venv $(VENV)
@@ -22,6 +22,16 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The pure-DICOM layer must also work with pydicom 2.4 (MONAI Label's environment pins pydicom<3).
+VENV24 ?= .venv-pydicom24
+$(VENV24)/.installed:
+	$(PY_BOOT) -m venv $(VENV24)
+	$(VENV24)/bin/python -m pip install -q numpy nibabel "pydicom>=2.4,<3" pytest pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pyjpegls pillow
+	touch $@
+
+test-pydicom24: $(VENV24)/.installed
+	PYTHONPATH=$(CURDIR) $(VENV24)/bin/python -m pytest -q -p no:cacheprovider tests/test_dicom_series.py
 
 bench-networks: $(STAMP)
 	$(PY) benchmarks/networks.py

@@ -24,6 +24,21 @@ _EXPORTS = {
     "volume_to_dicom_frames": "kneeseg.data.dicom_series",
     # MONAI reader
     "KneeDicomReader": "kneeseg.data.dicom_reader",
+    # synthetic knee phantom
+    "PHANTOM_LABELS": "kneeseg.data.phantom",
+    "PhantomCase": "kneeseg.data.phantom",
+    "generate_phantom": "kneeseg.data.phantom",
+    "render_case": "kneeseg.data.phantom",
+    "write_dicom_series": "kneeseg.data.phantom",
+    "write_nifti": "kneeseg.data.phantom",
+    "write_png_slices": "kneeseg.data.phantom",
+    # manifests
+    "ManifestError": "kneeseg.data.manifest",
+    "build_manifest": "kneeseg.data.manifest",
+    "write_manifest": "kneeseg.data.manifest",
+    "assign_groups": "kneeseg.data.manifest",
+    "split_counts": "kneeseg.data.manifest",
+    "find_image_mask_pairs": "kneeseg.data.manifest",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,197 @@
+"""The ``kneeseg`` command line. Thin: each sub-command parses its options and calls one
+library function.
+
+    kneeseg data phantom OUT [--cases N] [--seed S] [--shape C R S] ...
+    kneeseg data manifest ROOT --out FILE [--image-glob G] [--mask-glob G] [--patient-key K] ...
+
+Adding a command group: write ``_add_<group>_commands(commands)`` that registers parsers on
+the top-level sub-parser action and sets ``handler=`` to a function ``(args) -> int``; call
+it from :py:func:`build_parser`. Library errors (``ValueError``, ``OSError``) are printed as
+``kneeseg: error: ...`` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from kneeseg import __version__
+
+__all__ = ["build_parser", "main"]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _cmd_data_phantom(args: argparse.Namespace) -> int:
+    from kneeseg.data.phantom import generate_phantom
+
+    path = generate_phantom(
+        args.out,
+        cases=args.cases,
+        seed=args.seed,
+        shape=tuple(args.shape),
+        fov_mm=tuple(args.fov_mm),
+        ratios=tuple(args.ratios),
+        png=not args.no_png,
+        png_negatives=args.png_negatives,
+        progress=None if args.quiet else lambda line: print(line, flush=True),
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _parse_labels(items: Optional[Sequence[str]]) -> Optional[Dict[int, str]]:
+    """``background acl`` -> {0: background, 1: acl}; ``0=background 255=acl`` also accepted."""
+    if not items:
+        return None
+    labels: Dict[int, str] = {}
+    for i, item in enumerate(items):
+        key, sep, name = item.partition("=")
+        if sep:
+            if not key.strip().isdigit():
+                raise ValueError(f"--labels: {item!r} is not ID=NAME with an integer ID")
+            labels[int(key)] = name
+        else:
+            labels[i] = item
+    return labels
+
+
+def _parse_id_lists(items: Optional[Sequence[str]]) -> Optional[Dict[str, str]]:
+    if not items:
+        return None
+    out: Dict[str, str] = {}
+    for item in items:
+        key, sep, file = item.partition("=")
+        if not sep or not key or not file:
+            raise ValueError(f"--id-list expects KEY=FILE (e.g. training=train.txt), got {item!r}")
+        out[key] = file
+    return out
+
+
+def _cmd_data_manifest(args: argparse.Namespace) -> int:
+    from kneeseg.data.manifest import build_manifest, write_manifest
+
+    manifest = build_manifest(
+        args.root,
+        image_glob=args.image_glob,
+        mask_glob=args.mask_glob or None,
+        patient_key=args.patient_key,
+        ratios=tuple(args.ratios),
+        seed=args.seed,
+        split_keys=tuple(args.split_keys),
+        id_lists=_parse_id_lists(args.id_list),
+        name=args.name,
+        description=args.description,
+        reference=args.reference,
+        labels=_parse_labels(args.labels),
+    )
+    path = write_manifest(manifest, args.out)
+    parts = ", ".join(f"{k} {len(manifest[k])}" for k in manifest if isinstance(manifest[k], list))
+    print(f"wrote {path}: {parts}")
+    return 0
+
+
+def _add_data_commands(commands: Any) -> None:
+    from kneeseg.data.manifest import DEFAULT_IMAGE_GLOB, DEFAULT_MASK_GLOB, DEFAULT_RATIOS, DEFAULT_SPLIT_KEYS
+    from kneeseg.data.phantom import DEFAULT_FOV_MM, DEFAULT_SHAPE
+
+    data = commands.add_parser("data", help="generate and describe datasets", description="Generate and describe datasets.")
+    sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+
+    ph = sub.add_parser(
+        "phantom",
+        help="generate the synthetic knee phantom dataset",
+        description="Generate the synthetic knee phantom: per case a DICOM series, NIfTI image + labels, "
+        "PNG slices, and MSD datalists (dataset.json, dataset_2d.json). Labels: 0 background, 1 femur, "
+        "2 tibia, 3 patella, 4 patellar ligament.",
+    )
+    ph.add_argument("out", help="output folder")
+    ph.add_argument("--cases", type=int, default=10, help="number of cases (default: 10)")
+    ph.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    ph.add_argument(
+        "--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("COLS", "ROWS", "SLICES"),
+        help="case size (default: %(default)s)",
+    )
+    ph.add_argument(
+        "--fov-mm", type=float, nargs=3, default=list(DEFAULT_FOV_MM), metavar=("COLS", "ROWS", "SLICES"),
+        help="field of view in mm (default: %(default)s)",
+    )
+    ph.add_argument(
+        "--ratios", type=float, nargs=3, default=list(DEFAULT_RATIOS), metavar=("TRAIN", "VAL", "TEST"),
+        help="case split ratios (default: 8 1 1)",
+    )
+    ph.add_argument("--no-png", action="store_true", help="skip the PNG slices and dataset_2d.json")
+    ph.add_argument("--png-negatives", type=int, default=3, help="PNG slices without ligament per case (default: 3)")
+    ph.add_argument("--quiet", action="store_true", help="no per-case progress lines")
+    ph.set_defaults(handler=_cmd_data_phantom)
+
+    mf = sub.add_parser(
+        "manifest",
+        help="write an MSD-style datalist with a seeded, patient-grouped split",
+        description="Write an MSD-style datalist (JSON) for the images under ROOT with a seeded random "
+        "split that keeps each patient's images in one part. Paths are relative to ROOT: load with "
+        "monai.data.load_decathlon_datalist(FILE, data_list_key=..., base_dir=ROOT).",
+    )
+    mf.add_argument("root", help="dataset root folder")
+    mf.add_argument("--out", required=True, help="output JSON file")
+    mf.add_argument("--image-glob", default=DEFAULT_IMAGE_GLOB, help="root-relative image glob (default: %(default)s)")
+    mf.add_argument(
+        "--mask-glob", default=DEFAULT_MASK_GLOB,
+        help="root-relative mask glob with the same wildcards as --image-glob; '' for no masks (default: %(default)s)",
+    )
+    mf.add_argument(
+        "--patient-key", default=None,
+        help="regex on the image path whose first group is the patient id, or dicom:KEYWORD to read a DICOM "
+        "attribute (e.g. dicom:PatientID); default: each image is its own patient",
+    )
+    mf.add_argument(
+        "--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS), metavar="R",
+        help="split ratios, one per split key (default: 8 1 1)",
+    )
+    mf.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    mf.add_argument(
+        "--split-keys", nargs="+", default=list(DEFAULT_SPLIT_KEYS), metavar="KEY",
+        help="datalist keys of the split parts (default: training validation test)",
+    )
+    mf.add_argument(
+        "--id-list", action="append", metavar="KEY=FILE",
+        help="also store a predefined split: entries whose patient id is listed in FILE (relative to ROOT) "
+        "go under KEY; repeatable",
+    )
+    mf.add_argument("--name", help="dataset name (MSD 'name')")
+    mf.add_argument("--description", help="dataset description (MSD 'description')")
+    mf.add_argument("--reference", help="dataset source / citation (MSD 'reference')")
+    mf.add_argument("--labels", nargs="+", metavar="NAME", help="class names in id order, or ID=NAME items")
+    mf.set_defaults(handler=_cmd_data_manifest)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kneeseg`` argument parser with all command groups."""
+    parser = argparse.ArgumentParser(prog="kneeseg", description="Knee MRI segmentation with a CSAM U-Net on MONAI.")
+    parser.add_argument("--version", action="version", version=f"kneeseg {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_data_commands(commands)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the ``kneeseg`` command; returns the exit status (0 ok, 2 usage or input error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    try:
+        return int(args.handler(args))
+    except (ValueError, OSError) as exc:
+        print(f"kneeseg: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,523 @@
+"""Dataset manifests: MSD-style datalists with seeded, patient-grouped splits.
+
+A manifest is the JSON file that :py:func:`monai.data.load_decathlon_datalist` reads::
+
+    {"name": ..., "description": ..., "labels": {"0": "background", ...},
+     "split": {"seed": 0, "ratios": [8, 1, 1], ...},
+     "training":   [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz", "patient": "a"}, ...],
+     "validation": [...],
+     "test":       [...]}
+
+Every path is stored **relative to the dataset root**, so a manifest can be committed and
+shared without the data: load it with ``load_decathlon_datalist(file, data_list_key="training",
+base_dir=ROOT)``. A part that receives no entries is left out (MONAI's loader cannot read an
+empty ``test`` list).
+
+Files are found with globs relative to the root (``*`` and ``?`` stay within one folder,
+``**`` spans folders). An image and its mask are paired when the parts of their paths matched
+by the wildcards are equal: ``cases/*/img.png`` pairs with ``cases/*/mask.png`` by case folder,
+``imagesTr/*.nii.gz`` with ``labelsTr/*.nii.gz`` by file name.
+
+The split is a seeded random permutation of patients; each patient's images stay together in
+one part, and parts are filled towards their share of images (exact largest-remainder counts
+when each patient has one image). Every part with a non-zero ratio gets at least one patient
+when there are enough patients.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_IMAGE_GLOB",
+    "DEFAULT_MASK_GLOB",
+    "DEFAULT_RATIOS",
+    "DEFAULT_SPLIT_KEYS",
+    "ManifestError",
+    "assign_groups",
+    "build_manifest",
+    "find_image_mask_pairs",
+    "natural_key",
+    "patient_ids",
+    "split_counts",
+    "validate_ratios",
+    "write_manifest",
+]
+
+DEFAULT_RATIOS: Tuple[float, float, float] = (8.0, 1.0, 1.0)
+"""The paper's train / validation / test ratios."""
+DEFAULT_SPLIT_KEYS: Tuple[str, str, str] = ("training", "validation", "test")
+"""MSD / MONAI datalist keys for the three parts."""
+DEFAULT_IMAGE_GLOB = "imagesTr/*.nii.gz"
+DEFAULT_MASK_GLOB = "labelsTr/*.nii.gz"
+
+_TWO_D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+PathLike = Union[str, os.PathLike]
+PatientKey = Union[str, Callable[[Path], str], None]
+
+
+class ManifestError(ValueError):
+    """A manifest cannot be built from the given root, globs, ratios or id lists."""
+
+
+def natural_key(text: str) -> Tuple[Any, ...]:
+    """Sort key that orders embedded numbers numerically (``case2`` before ``case10``)."""
+    return tuple((0, int(tok), "") if tok.isdigit() else (1, 0, tok) for tok in re.split(r"(\d+)", text) if tok)
+
+
+# ----------------------------------------------------------------------------- ratios, splits
+
+
+def validate_ratios(ratios: Sequence[float], n_parts: Optional[int] = None) -> Tuple[float, ...]:
+    """Check split ratios and return them as floats.
+
+    Args:
+        ratios: one non-negative number per part (e.g. ``(8, 1, 1)``); the first (training)
+            must be positive. They need not sum to 1.
+        n_parts: if given, the required number of ratios.
+
+    Raises:
+        ManifestError: wrong count, negative, non-finite, or a zero training ratio.
+    """
+    try:
+        values = tuple(float(r) for r in ratios)
+    except (TypeError, ValueError):
+        raise ManifestError(f"ratios must be numbers, got {ratios!r}") from None
+    if n_parts is not None and len(values) != n_parts:
+        raise ManifestError(f"expected {n_parts} ratios (one per split part), got {len(values)}: {list(ratios)}")
+    if len(values) < 2:
+        raise ManifestError(f"need at least 2 ratios (train, validation[, test]), got {list(ratios)}")
+    if any(not math.isfinite(v) or v < 0 for v in values):
+        raise ManifestError(f"ratios must be finite and non-negative, got {list(ratios)}")
+    if values[0] <= 0:
+        raise ManifestError(f"the training ratio (first) must be positive, got {list(ratios)}")
+    return values
+
+
+def split_counts(n: int, ratios: Sequence[float]) -> List[int]:
+    """Split ``n`` items by ``ratios`` with the largest-remainder method.
+
+    Every part with a non-zero ratio receives at least one item when ``n`` is at least the
+    number of such parts (taken from the largest part). Ties go to the earlier part.
+
+    >>> split_counts(93, (8, 1, 1)), split_counts(3, (8, 1, 1)), split_counts(5, (8, 1, 1))
+    ([75, 9, 9], [1, 1, 1], [3, 1, 1])
+    """
+    values = validate_ratios(ratios)
+    if n < 0:
+        raise ManifestError(f"cannot split a negative number of items ({n})")
+    total = sum(values)
+    exact = [n * v / total for v in values]
+    counts = [int(math.floor(e)) for e in exact]
+    order = sorted(range(len(values)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    _ensure_nonempty(counts, values, n)
+    return counts
+
+
+def _ensure_nonempty(counts: List[int], ratios: Sequence[float], n_groups: int) -> None:
+    """Give each non-zero-ratio part one item from the largest part, when there are enough."""
+    wanted = [i for i, r in enumerate(ratios) if r > 0]
+    if n_groups < len(wanted):
+        return
+    for i in wanted:
+        if counts[i] == 0:
+            donor = max(range(len(counts)), key=lambda j: (counts[j], -j))
+            counts[donor] -= 1
+            counts[i] += 1
+
+
+def assign_groups(
+    groups: Union[Mapping[str, int], Sequence[str]],
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    seed: int = 0,
+) -> Dict[str, int]:
+    """Assign whole groups (patients) to split parts, seeded and deterministic.
+
+    Args:
+        groups: group ids, or a mapping group id -> number of items (images) in the group.
+        ratios: one ratio per part (see :py:func:`validate_ratios`).
+        seed: seed of the random permutation; the result depends only on the set of groups,
+            their sizes, the ratios and the seed (not on input order).
+
+    Returns:
+        group id -> part index (0 = first part, usually training).
+
+    Groups are visited in a seeded random order (largest first among unequal sizes) and each
+    goes to the part furthest below its target share of items; with one item per group the
+    part sizes equal :py:func:`split_counts`.
+    """
+    values = validate_ratios(ratios)
+    sizes = dict(groups) if isinstance(groups, Mapping) else {str(g): 1 for g in groups}
+    if any(int(s) < 1 for s in sizes.values()):
+        raise ManifestError("every group must contain at least one item")
+    names = sorted(sizes, key=natural_key)
+    rng = np.random.default_rng(_check_seed(seed))
+    shuffled = [names[i] for i in rng.permutation(len(names))]
+    shuffled.sort(key=lambda g: -sizes[g])  # stable: random order within equal sizes
+    total = sum(sizes.values())
+    exact = [total * v / sum(values) for v in values]
+    targets = [int(math.floor(e)) for e in exact]
+    for i in sorted(range(len(values)), key=lambda i: (-(exact[i] - targets[i]), i))[: total - sum(targets)]:
+        targets[i] += 1
+    filled = [0] * len(values)
+    members: List[List[str]] = [[] for _ in values]
+    for g in shuffled:
+        part = max(range(len(values)), key=lambda i: (targets[i] - filled[i], -i))
+        filled[part] += sizes[g]
+        members[part].append(g)
+    # every non-zero part gets a group (the smallest of the part holding the most groups)
+    wanted = [i for i, r in enumerate(values) if r > 0]
+    if len(names) >= len(wanted):
+        for i in wanted:
+            if not members[i]:
+                donor = max(range(len(values)), key=lambda j: (len(members[j]), -j))
+                moved = min(reversed(members[donor]), key=lambda g: sizes[g])
+                members[donor].remove(moved)
+                members[i].append(moved)
+    return {g: part for part, gs in enumerate(members) for g in gs}
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ManifestError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+# ----------------------------------------------------------------------------- finding files
+
+
+def _glob_regex(pattern: str) -> "re.Pattern[str]":
+    """Translate a root-relative glob to a regex with one capture group per wildcard."""
+    if not pattern or pattern.startswith("/"):
+        raise ManifestError(f"glob must be relative to the dataset root and non-empty, got {pattern!r}")
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:(.*)/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append("(.*)")
+            i += 2
+        elif c == "*":
+            out.append("([^/]*)")
+            i += 1
+        elif c == "?":
+            out.append("([^/])")
+            i += 1
+        elif c == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                raise ManifestError(f"unclosed '[' in glob {pattern!r}")
+            body = pattern[i + 1 : end]
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append(f"([{body}])")
+            i = end + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _walk(root: Path) -> List[str]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = Path(dirpath).relative_to(root)
+        files.extend((rel / f).as_posix() for f in filenames if not f.startswith("."))
+    return sorted(files, key=natural_key)
+
+
+def _match(files: Sequence[str], pattern: str) -> Dict[Tuple[str, ...], str]:
+    regex = _glob_regex(pattern)
+    found: Dict[Tuple[str, ...], str] = {}
+    for f in files:
+        m = regex.match(f)
+        if m:
+            key = tuple(g or "" for g in m.groups())
+            if key in found:
+                raise ManifestError(f"glob {pattern!r} matches both {found[key]} and {f} with the same wildcard parts")
+            found[key] = f
+    return found
+
+
+def _check_root(root: PathLike) -> Path:
+    path = Path(root)
+    if not path.exists():
+        raise ManifestError(f"dataset root {path} does not exist")
+    if not path.is_dir():
+        raise ManifestError(f"dataset root {path} is not a directory")
+    return path
+
+
+def find_image_mask_pairs(
+    root: PathLike, image_glob: str = DEFAULT_IMAGE_GLOB, mask_glob: Optional[str] = DEFAULT_MASK_GLOB
+) -> List[Dict[str, str]]:
+    """Find images (and their masks) under ``root``.
+
+    Args:
+        root: dataset root folder.
+        image_glob: root-relative glob of the image files.
+        mask_glob: root-relative glob of the mask files, or None / "" for an image-only list.
+            Must have the same wildcards as ``image_glob``: an image and a mask pair up when
+            the text matched by the wildcards is equal.
+
+    Returns:
+        ``[{"image": rel_path, "label": rel_path}, ...]`` in natural path order, paths relative
+        to ``root`` with ``/`` separators.
+
+    Raises:
+        ManifestError: missing/empty root, no image matched, an image without mask or a mask
+            without image (naming up to three of them).
+    """
+    root = _check_root(root)
+    files = _walk(root)
+    if not files:
+        raise ManifestError(f"dataset root {root} contains no files")
+    masks = _match(files, mask_glob) if mask_glob else {}
+    mask_files = set(masks.values())
+    images = {k: f for k, f in _match(files, image_glob).items() if f not in mask_files}
+    if not images:
+        raise ManifestError(f"no files under {root} match image glob {image_glob!r}")
+    if not mask_glob:
+        return [{"image": images[k]} for k in sorted(images, key=lambda k: natural_key(images[k]))]
+    if masks and len(next(iter(masks))) != len(next(iter(images))):
+        raise ManifestError(
+            f"image glob {image_glob!r} and mask glob {mask_glob!r} must use the same wildcards to pair files"
+        )
+    lonely = sorted((images[k] for k in images if k not in masks), key=natural_key)
+    if lonely:
+        raise ManifestError(
+            f"{len(lonely)} image(s) under {root} have no mask matching {mask_glob!r}, e.g. {', '.join(lonely[:3])}"
+        )
+    orphans = sorted((masks[k] for k in masks if k not in images), key=natural_key)
+    if orphans:
+        raise ManifestError(
+            f"{len(orphans)} mask(s) under {root} have no image matching {image_glob!r}, e.g. {', '.join(orphans[:3])}"
+        )
+    keys = sorted(images, key=lambda k: natural_key(images[k]))
+    return [{"image": images[k], "label": masks[k]} for k in keys]
+
+
+def patient_ids(root: PathLike, paths: Sequence[str], patient_key: PatientKey) -> List[str]:
+    """Patient (group) id of each root-relative path.
+
+    Args:
+        root: dataset root.
+        paths: root-relative image paths.
+        patient_key: a regular expression searched in the path (its first group, or the
+            named group ``patient``, or else the whole match is the id); ``"dicom:<Keyword>"``
+            to read that DICOM attribute (e.g. ``dicom:PatientID``) from each image file's
+            header; a callable ``Path -> str``; or None (each image is its own patient).
+
+    Raises:
+        ManifestError: the regex does not compile or does not match a path, or a DICOM header
+            cannot be read or lacks the attribute (naming the file).
+    """
+    root = Path(root)
+    if patient_key is None or patient_key == "":
+        return list(paths)
+    if callable(patient_key):
+        return [str(patient_key(root / p)) for p in paths]
+    if patient_key.startswith("dicom:"):
+        return [_dicom_field(root / p, patient_key[len("dicom:") :]) for p in paths]
+    try:
+        regex = re.compile(patient_key)
+    except re.error as exc:
+        raise ManifestError(f"patient key {patient_key!r} is not a valid regular expression: {exc}") from None
+    ids = []
+    for p in paths:
+        m = regex.search(p)
+        if not m:
+            raise ManifestError(f"patient key {patient_key!r} does not match path {p}")
+        if "patient" in regex.groupindex:
+            value = m.group("patient")
+        elif regex.groups:
+            value = m.group(1)
+        else:
+            value = m.group(0)
+        if not value:
+            raise ManifestError(f"patient key {patient_key!r} matched an empty id in path {p}")
+        ids.append(value)
+    return ids
+
+
+def _dicom_field(path: Path, keyword: str) -> str:
+    import pydicom  # local import: only needed for DICOM patient keys
+
+    from pydicom.datadict import tag_for_keyword
+
+    if tag_for_keyword(keyword) is None:
+        raise ManifestError(f"patient key 'dicom:{keyword}': {keyword!r} is not a DICOM keyword")
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[keyword])
+    except Exception as exc:  # pydicom raises several types for unreadable files
+        raise ManifestError(f"cannot read DICOM header of {path}: {exc}") from None
+    value = ds.get(keyword)
+    if value is None or str(value) == "":
+        raise ManifestError(f"{path} has no {keyword} (patient key 'dicom:{keyword}')")
+    return str(value)
+
+
+def _read_id_list(root: Path, path: PathLike) -> List[str]:
+    file = Path(path)
+    file = file if file.is_absolute() else root / file
+    if not file.is_file():
+        raise ManifestError(f"id list {file} does not exist")
+    ids = []
+    for line in file.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            ids.append(line)
+    if not ids:
+        raise ManifestError(f"id list {file} is empty")
+    return ids
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def build_manifest(
+    root: PathLike,
+    *,
+    image_glob: str = DEFAULT_IMAGE_GLOB,
+    mask_glob: Optional[str] = DEFAULT_MASK_GLOB,
+    patient_key: PatientKey = None,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    seed: int = 0,
+    split_keys: Sequence[str] = DEFAULT_SPLIT_KEYS,
+    id_lists: Optional[Mapping[str, PathLike]] = None,
+    name: Optional[str] = None,
+    description: Optional[str] = None,
+    reference: Optional[str] = None,
+    labels: Optional[Mapping[int, str]] = None,
+) -> Dict[str, Any]:
+    """Build an MSD-style datalist for the images under ``root``.
+
+    Args:
+        root: dataset root; all stored paths are relative to it (load with ``base_dir=root``).
+        image_glob, mask_glob: see :py:func:`find_image_mask_pairs`.
+        patient_key: groups images by patient, see :py:func:`patient_ids`; None = one image
+            per patient.
+        ratios: one ratio per entry of ``split_keys`` (default 8:1:1).
+        seed: seed of the random split (see :py:func:`assign_groups`).
+        split_keys: datalist keys of the random split's parts.
+        id_lists: optional predefined splits, datalist key -> file of patient ids (one per
+            line, relative to ``root`` unless absolute), e.g. a dataset's official split.
+            They are stored in addition to the random split; needs ``patient_key``.
+        name, description, reference: MSD metadata strings.
+        labels: class id -> name, stored as the MSD ``labels`` dict.
+
+    Returns:
+        The manifest dict (metadata, ``split`` record, then the parts; empty parts omitted).
+
+    Raises:
+        ManifestError: bad root, globs, ratios, seed, patient key or id lists.
+    """
+    root = _check_root(root)
+    keys = [str(k) for k in split_keys]
+    values = validate_ratios(ratios, n_parts=len(keys))
+    seed = _check_seed(seed)
+    if len(set(keys)) != len(keys):
+        raise ManifestError(f"split keys must be distinct, got {keys}")
+    entries = find_image_mask_pairs(root, image_glob, mask_glob)
+    ids = patient_ids(root, [e["image"] for e in entries], patient_key)
+    if patient_key:
+        for e, pid in zip(entries, ids):
+            e["patient"] = pid
+    sizes: Dict[str, int] = {}
+    for pid in ids:
+        sizes[pid] = sizes.get(pid, 0) + 1
+    parts = assign_groups(sizes, values, seed)
+
+    manifest: Dict[str, Any] = {}
+    if name:
+        manifest["name"] = name
+    if description:
+        manifest["description"] = description
+    if reference:
+        manifest["reference"] = reference
+    suffix = entries[0]["image"].lower()
+    manifest["tensorImageSize"] = "2D" if suffix.endswith(_TWO_D_SUFFIXES) else "3D"
+    if labels:
+        manifest["labels"] = {str(int(k)): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0]))}
+    fixed: Dict[str, List[Dict[str, str]]] = {}
+    if id_lists:
+        if not patient_key:
+            raise ManifestError("id lists need a patient key to map image paths to ids")
+        clash = set(id_lists) & set(keys)
+        if clash:
+            raise ManifestError(f"id-list keys {sorted(clash)} clash with split keys {keys}")
+        owner: Dict[str, str] = {}
+        for key, file in id_lists.items():
+            wanted = _read_id_list(root, file)
+            missing = [i for i in wanted if i not in sizes]
+            if missing:
+                raise ManifestError(f"id list {file}: {len(missing)} id(s) not found under {root}: {missing[:5]}")
+            for i in wanted:
+                if i in owner and owner[i] != key:
+                    raise ManifestError(f"id {i!r} is in both id lists {owner[i]!r} and {key!r}")
+                owner[i] = key
+            chosen = set(wanted)
+            fixed[key] = [e for e, pid in zip(entries, ids) if pid in chosen]
+    random_parts = {k: [e for e, pid in zip(entries, ids) if parts[pid] == i] for i, k in enumerate(keys)}
+    counts = [len(random_parts[k]) for k in keys]
+    manifest["split"] = {
+        "method": "seeded random permutation of patients, filled towards the ratios (kneeseg.data.manifest)",
+        "seed": seed,
+        "ratios": [int(v) if float(v).is_integer() else v for v in values],
+        "keys": keys,
+        "counts": counts,
+        "patients": [len({pid for pid in ids if parts[pid] == i}) for i in range(len(keys))],
+        "grouped_by": patient_key if isinstance(patient_key, str) and patient_key else "image",
+        "image_glob": image_glob,
+        "mask_glob": mask_glob or None,
+    }
+    if id_lists:
+        manifest["split"]["id_lists"] = {k: Path(v).as_posix() for k, v in id_lists.items()}
+    if "training" in fixed or "training" in random_parts:
+        manifest["numTraining"] = len(fixed.get("training", random_parts.get("training", [])))
+    manifest.update(fixed)
+    manifest.update({k: v for k, v in random_parts.items() if v})
+    return manifest
+
+
+def write_manifest(manifest: Mapping[str, Any], out: PathLike) -> Path:
+    """Write ``manifest`` as JSON, atomically; return the path.
+
+    Metadata is indented; each datalist entry takes one line, so diffs of a committed
+    manifest show moved cases line by line.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for key, value in manifest.items():
+        name = json.dumps(key, ensure_ascii=False)
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            items = ",\n".join("    " + json.dumps(v, ensure_ascii=False) for v in value)
+            lines.append(f"  {name}: [\n{items}\n  ]")
+        else:
+            body = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+            lines.append(f"  {name}: {body}")
+    text = "{\n" + ",\n".join(lines) + "\n}\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
