@@ -1,0 +1,6 @@
+"""What MONAI's engines lack for kneeseg: the AMP policy (CUDA fp16 + GradScaler, CPU bf16)."""
+
+from kneeseg.engines.amp import AmpPolicy, cpu_supports_bf16, resolve_amp
+from kneeseg.engines.inferers import AutocastInferer
+
+__all__ = ["AmpPolicy", "AutocastInferer", "cpu_supports_bf16", "resolve_amp"]
