@@ -39,6 +39,15 @@ _EXPORTS = {
     "assign_groups": "kneeseg.data.manifest",
     "split_counts": "kneeseg.data.manifest",
     "find_image_mask_pairs": "kneeseg.data.manifest",
+    # 2D images, labelme, NIfTI checks
+    "Image2DReader": "kneeseg.data.images2d",
+    "LabelmeReader": "kneeseg.data.images2d",
+    "labelme_to_mask": "kneeseg.data.images2d",
+    "read_image2d": "kneeseg.data.images2d",
+    "read_mask2d": "kneeseg.data.images2d",
+    "NiftiSummary": "kneeseg.data.nifti",
+    "check_nifti": "kneeseg.data.nifti",
+    "check_finite": "kneeseg.data.nifti",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,6 +1,14 @@
 """What MONAI's engines lack for kneeseg: the AMP policy (CUDA fp16 + GradScaler, CPU bf16)."""
 
 from kneeseg.engines.amp import AmpPolicy, cpu_supports_bf16, resolve_amp
+from kneeseg.engines.curves import TrainingCurveHandler, plot_training_curves
 from kneeseg.engines.inferers import AutocastInferer
 
-__all__ = ["AmpPolicy", "AutocastInferer", "cpu_supports_bf16", "resolve_amp"]
+__all__ = [
+    "AmpPolicy",
+    "AutocastInferer",
+    "TrainingCurveHandler",
+    "cpu_supports_bf16",
+    "plot_training_curves",
+    "resolve_amp",
+]

@@ -1,0 +1,61 @@
+"""MONAI transforms and the named chains (train / eval / infer / post) used by the bundle.
+
+- :mod:`.loading`: ``LoadImaged`` with kneeseg's 2D and labelme readers registered.
+- :mod:`.checks`: input checks naming the offending file (NaN/Inf, size mismatch, empty mask).
+- :mod:`.preprocessing`: the paper's preprocessing (percentile scaling, smoothing, histogram
+  equalisation, aspect-preserving resize to N, centre pad to N x N), invertible where spatial.
+- :mod:`.augmentation`: knee-MRI training augmentation (no anatomy-breaking flips).
+- :mod:`.chains`: ``train_transforms``, ``eval_transforms``, ``infer_transforms``,
+  ``post_transforms``.
+"""
+
+from kneeseg.transforms.augmentation import knee_augmentations
+from kneeseg.transforms.chains import (
+    KneeCompose,
+    eval_transforms,
+    infer_transforms,
+    post_transforms,
+    train_transforms,
+)
+from kneeseg.transforms.checks import (
+    CheckFinited,
+    CheckImageMaskPaird,
+    CheckMaskNotEmptyd,
+    CheckSpatialDimsd,
+    source_of,
+)
+from kneeseg.transforms.loading import load_image, load_label
+from kneeseg.transforms.preprocessing import (
+    LABEL_LINEAR,
+    HistogramEqualize,
+    HistogramEqualized,
+    ResizeLongestSide,
+    ResizeLongestSided,
+    in_plane_pad_size,
+    longest_side_size,
+    paper_preprocessing,
+)
+
+__all__ = [
+    "LABEL_LINEAR",
+    "CheckFinited",
+    "CheckImageMaskPaird",
+    "CheckMaskNotEmptyd",
+    "CheckSpatialDimsd",
+    "HistogramEqualize",
+    "HistogramEqualized",
+    "KneeCompose",
+    "ResizeLongestSide",
+    "ResizeLongestSided",
+    "eval_transforms",
+    "in_plane_pad_size",
+    "infer_transforms",
+    "knee_augmentations",
+    "load_image",
+    "load_label",
+    "longest_side_size",
+    "paper_preprocessing",
+    "post_transforms",
+    "source_of",
+    "train_transforms",
+]

@@ -1,0 +1,292 @@
+"""Named transform chains used by the bundle: train, eval, infer, and inference post-processing.
+
+Every chain is ``load -> check -> paper preprocessing -> (augment) -> EnsureTyped`` and takes
+dictionaries of file paths, e.g. ``{"image": ".../img.png", "label": ".../mask.png"}``.
+
+Outputs (``N = spatial_size``):
+
+==============  =====================================  ========================================
+chain           2D slice (``spatial_dims=2``)           volume (``spatial_dims=3``)
+==============  =====================================  ========================================
+image           float32 ``(1, N, N)`` in [0, 1]*        float32 ``(1, N, N, D)``
+label           float32 ``(1, N, N)`` class ids         float32 ``(1, N, N, D)`` class ids
+==============  =====================================  ========================================
+
+(* before augmentation; intensity jitter and noise may leave [0, 1] slightly.) Spatial axes
+follow MONAI's reader convention (``(W, H)`` for 2D files, see :mod:`kneeseg.data.images2d`);
+volumes are resized/padded in-plane (``spatial_axes``, default ``(0, 1)``) and keep their slice
+count ``D``. All geometric steps are invertible: :func:`post_transforms` maps predictions back to
+the original geometry with ``Invertd``.
+
+Readers: ``reader=None`` dispatches by suffix (PNG/JPEG -> kneeseg's 2D reader, NIfTI ->
+nibabel, labelme ``.json`` labels when ``label_map`` is given). Pass ``reader=`` (an
+``ImageReader`` instance such as a DICOM series reader) to load a folder or other format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.data import ImageReader
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    Compose,
+    EnsureTyped,
+    Invertd,
+    KeepLargestConnectedComponentd,
+    Transform,
+)
+from monai.utils import ensure_tuple
+
+from kneeseg.transforms.augmentation import knee_augmentations
+from kneeseg.transforms.checks import CheckFinited, CheckImageMaskPaird, CheckMaskNotEmptyd, CheckSpatialDimsd
+from kneeseg.transforms.loading import load_image, load_label
+from kneeseg.transforms.preprocessing import paper_preprocessing
+
+__all__ = ["KneeCompose", "eval_transforms", "infer_transforms", "post_transforms", "train_transforms"]
+
+
+class KneeCompose(Compose):
+    """``Compose`` that surfaces bad-input errors as ``ValueError`` with the original message.
+
+    MONAI wraps any exception raised inside a chain as ``RuntimeError("applying transform
+    ...")``; the useful text ("<file>: mask is empty ...") is then only in ``__cause__``. This
+    subclass re-raises the innermost ``ValueError``'s message as a ``ValueError`` (chained to the
+    MONAI error, so the failing transform stays visible in the traceback); other errors pass
+    unchanged. Failing inputs are not logged a second time (``log_stats=False``).
+    """
+
+    def __init__(self, transforms: Sequence[Any] | Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("log_stats", False)
+        super().__init__(transforms, **kwargs)
+
+    def __call__(self, input_: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(input_, *args, **kwargs)
+        except RuntimeError as err:
+            root: BaseException | None = err
+            while root is not None and not isinstance(root, ValueError):
+                root = root.__cause__
+            if root is None:
+                raise
+            raise ValueError(str(root)) from err
+
+
+def _split_keys(keys: str | Sequence[str]) -> tuple[str, list[str]]:
+    keys = list(ensure_tuple(keys))
+    if not keys:
+        raise ValueError("keys must name at least the image key")
+    return keys[0], keys[1:]
+
+
+def _front(
+    image_key: str,
+    label_keys: list[str],
+    spatial_size: int,
+    spatial_dims: int,
+    spatial_axes: Sequence[int] | None,
+    reader: ImageReader | str | None,
+    label_reader: ImageReader | str | None,
+    value_map: Mapping[int, int] | None,
+    label_map: Mapping[str, int] | None,
+    allow_empty: bool,
+    preprocessing: Mapping[str, Any] | None,
+) -> list[Transform]:
+    xforms: list[Transform] = [load_image(image_key, reader)]
+    if label_keys:
+        xforms.append(load_label(label_keys, label_reader, value_map=value_map, label_map=label_map))
+    xforms += [CheckSpatialDimsd([image_key, *label_keys], spatial_dims), CheckFinited(image_key)]
+    if label_keys:
+        xforms += [
+            CheckImageMaskPaird(label_keys, image_key, axes_are_wh=spatial_dims == 2),
+            CheckMaskNotEmptyd(label_keys, allow_empty=allow_empty),
+        ]
+    xforms += paper_preprocessing(
+        image_key,
+        label_keys or None,
+        spatial_size=spatial_size,
+        spatial_dims=spatial_dims,
+        spatial_axes=spatial_axes,
+        **dict(preprocessing or {}),
+    )
+    return xforms
+
+
+def _typed(keys: list[str]) -> EnsureTyped:
+    return EnsureTyped(keys, dtype=torch.float32, track_meta=True)
+
+
+def train_transforms(
+    keys: str | Sequence[str] = ("image", "label"),
+    spatial_size: int = 512,
+    *,
+    spatial_dims: int = 2,
+    spatial_axes: Sequence[int] | None = None,
+    reader: ImageReader | str | None = None,
+    label_reader: ImageReader | str | None = None,
+    value_map: Mapping[int, int] | None = None,
+    label_map: Mapping[str, int] | None = None,
+    allow_empty: bool = False,
+    preprocessing: Mapping[str, Any] | None = None,
+    augmentation: Mapping[str, Any] | None = None,
+    augment: bool = True,
+    seed: int | None = None,
+) -> Compose:
+    """Training chain: load, check, paper preprocessing, knee augmentation, float32.
+
+    Args:
+        keys: ``(image_key, *label_keys)``.
+        spatial_size: ``N`` (longest side after resize, square side after padding).
+        spatial_dims: 2 for slices, 3 for volumes processed in-plane.
+        spatial_axes: the in-plane axes (default ``(0, 1)``).
+        reader: image ``ImageReader`` (``None``: by suffix); e.g. a DICOM series reader.
+        label_reader: label ``ImageReader`` (``None``: by suffix).
+        value_map: 2D masks: ``{grey value: class id}``; ``None`` binarises ``> 0``.
+        label_map: labelme JSON labels: ``{label name: class id}``.
+        allow_empty: ``False`` (training default) rejects empty masks; ``True`` warns.
+        preprocessing: extra arguments for :func:`paper_preprocessing` (``percentiles``,
+            ``smooth_sigma``, ``equalization``, ``clip_limit``, ``image_mode``, ``label_mode``).
+        augmentation: extra arguments for :func:`knee_augmentations`.
+        augment: ``False`` drops the random transforms (then equal to :func:`eval_transforms`).
+        seed: seeds every random transform (``Compose.set_random_state``) -> reproducible.
+
+    Returns:
+        ``Compose``; outputs per key as in the module table.
+
+    Raises:
+        ValueError (at call time): bad inputs -- colour image, size mismatch, empty mask, NaN/Inf,
+            unknown labelme label, wrong number of dimensions; the message names the file.
+    """
+    image_key, label_keys = _split_keys(keys)
+    xforms = _front(
+        image_key, label_keys, spatial_size, spatial_dims, spatial_axes, reader, label_reader,
+        value_map, label_map, allow_empty, preprocessing,
+    )
+    if augment:
+        xforms += knee_augmentations(
+            image_key,
+            label_keys or None,
+            spatial_dims=spatial_dims,
+            spatial_axes=(0, 1) if spatial_axes is None else spatial_axes,
+            **dict(augmentation or {}),
+        )
+    xforms.append(_typed([image_key, *label_keys]))
+    chain = KneeCompose(xforms)
+    if seed is not None:
+        chain.set_random_state(seed=seed)
+    return chain
+
+
+def eval_transforms(
+    keys: str | Sequence[str] = ("image", "label"),
+    spatial_size: int = 512,
+    *,
+    spatial_dims: int = 2,
+    spatial_axes: Sequence[int] | None = None,
+    reader: ImageReader | str | None = None,
+    label_reader: ImageReader | str | None = None,
+    value_map: Mapping[int, int] | None = None,
+    label_map: Mapping[str, int] | None = None,
+    allow_empty: bool = True,
+    preprocessing: Mapping[str, Any] | None = None,
+) -> Compose:
+    """Evaluation chain: like :func:`train_transforms` without augmentation (deterministic).
+
+    ``allow_empty`` defaults to ``True`` here (warns): an evaluation slice may truly contain no
+    structure. Arguments as in :func:`train_transforms`.
+    """
+    image_key, label_keys = _split_keys(keys)
+    xforms = _front(
+        image_key, label_keys, spatial_size, spatial_dims, spatial_axes, reader, label_reader,
+        value_map, label_map, allow_empty, preprocessing,
+    )
+    xforms.append(_typed([image_key, *label_keys]))
+    return KneeCompose(xforms)
+
+
+def infer_transforms(
+    keys: str | Sequence[str] = "image",
+    spatial_size: int = 512,
+    *,
+    spatial_dims: int = 2,
+    spatial_axes: Sequence[int] | None = None,
+    reader: ImageReader | str | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+) -> Compose:
+    """Inference chain: load, check, paper preprocessing of the image only.
+
+    Pass the returned ``Compose`` to :func:`post_transforms` so predictions are inverted back
+    to the input geometry. Arguments as in :func:`train_transforms` (extra keys are ignored).
+    """
+    image_key, _ = _split_keys(keys)
+    xforms = _front(
+        image_key, [], spatial_size, spatial_dims, spatial_axes, reader, None, None, None, True,
+        preprocessing,
+    )
+    xforms.append(_typed([image_key]))
+    return KneeCompose(xforms)
+
+
+def post_transforms(
+    preprocess: Compose | None,
+    pred_key: str = "pred",
+    image_key: str = "image",
+    *,
+    activation: str | None = "softmax",
+    discrete: bool = True,
+    threshold: float = 0.5,
+    largest_component: bool = False,
+    applied_labels: Sequence[int] | None = None,
+) -> Compose:
+    """Post-processing of one (decollated) prediction: activation -> invert -> discretise -> LCC.
+
+    Probabilities are inverted before discretising, so the upsampling back to the original size
+    interpolates probabilities (bilinear, as recorded for the image), not hard labels.
+
+    Args:
+        preprocess: the chain that produced the network input (usually :func:`infer_transforms`);
+            ``None`` skips inversion (output stays ``N x N``).
+        pred_key: key of the network output ``(K, *spatial)`` (a MetaTensor; MONAI networks
+            propagate the input's MetaTensor type).
+        image_key: key whose recorded transforms are inverted.
+        activation: ``"softmax"`` (K >= 2 channels), ``"sigmoid"`` (K = 1) or ``None`` (already
+            probabilities).
+        discrete: ``True``: argmax (softmax/None) or ``> threshold`` (sigmoid) -> class ids
+            ``(1, *spatial)``; ``False`` keeps probabilities.
+        threshold: sigmoid threshold.
+        largest_component: keep only the largest connected component of each foreground class.
+        applied_labels: classes for ``largest_component`` (default: all foreground classes).
+
+    Returns:
+        ``Compose`` mapping ``{pred_key: (K, N, N), image_key: ...}`` to ``{pred_key: (1, *orig)}``
+        float32 class ids in the original image geometry (``(1, W, H)`` for 2D files).
+    """
+    xforms: list[Transform] = []
+    if activation == "softmax":
+        xforms.append(Activationsd(pred_key, softmax=True))
+    elif activation == "sigmoid":
+        xforms.append(Activationsd(pred_key, sigmoid=True))
+    elif activation is not None:
+        raise ValueError(f"activation must be 'softmax', 'sigmoid' or None, got {activation!r}")
+    if preprocess is not None:
+        xforms.append(
+            Invertd(pred_key, transform=preprocess, orig_keys=image_key, nearest_interp=False, to_tensor=True)
+        )
+    if discrete:
+        if activation == "sigmoid":
+            xforms.append(AsDiscreted(pred_key, threshold=threshold))
+        else:
+            xforms.append(AsDiscreted(pred_key, argmax=True))
+        if largest_component:
+            xforms.append(
+                KeepLargestConnectedComponentd(
+                    pred_key, applied_labels=None if applied_labels is None else list(applied_labels),
+                    is_onehot=False, independent=True,
+                )
+            )
+    elif largest_component:
+        raise ValueError("largest_component needs discrete=True")
+    return KneeCompose(xforms)
