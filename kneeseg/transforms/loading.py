@@ -21,6 +21,7 @@ from monai.config import KeysCollection
 from monai.data import ImageReader
 from monai.transforms import LoadImaged
 
+from kneeseg.data.dicom_reader import KneeDicomReader
 from kneeseg.data.images2d import Image2DReader, LabelmeReader
 
 __all__ = ["load_image", "load_label"]
@@ -55,6 +56,8 @@ def load_image(
     load = _load_imaged(keys, reader, allow_missing_keys)
     if reader is None:
         load.register(Image2DReader("image", reverse_indexing=reverse_indexing, tolerance=tolerance))
+        # tried first (MONAI tries the last registered reader first): claims folders and DICOM files only
+        load.register(KneeDicomReader())
     return load
 
 
