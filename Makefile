@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP   := $(VENV)/.kneeseg-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-pydicom24 bench-networks docs-networks clean
+.PHONY: venv demo test test-pydicom24 bench-networks docs-networks clean
 
 $(PY):
 	$(PY_BOOT) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The README's first command: phantom -> train (cpu preset, via the bundle) -> evaluate -> infer -> PNGs.
+demo: $(STAMP)
+	$(PY) -m kneeseg.demo --out out/demo --fresh
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -170,12 +170,51 @@ def _add_data_commands(commands: Any) -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
+# ----------------------------------------------------------------------------- bundle workflows
+def _cmd_workflow(args: argparse.Namespace) -> int:
+    from kneeseg.workflows import parse_overrides, run_workflow
+
+    overrides = parse_overrides(args.set or [])
+    for key in ("dataset_dir", "ckpt_dir", "output_dir"):
+        value = getattr(args, key, None)
+        if value:
+            overrides[key] = value
+    run_workflow(
+        args.workflow, bundle=args.bundle, preset=args.preset, data=args.data,
+        extra_configs=args.config or (), overrides=overrides,
+    )  # fmt: skip
+    return 0
+
+
+def _add_workflow_commands(commands: Any) -> None:
+    specs = [
+        ("train", "train", "train the bundle's network (python -m monai.bundle run training)"),
+        ("evaluate", "evaluate", "evaluate a checkpoint on a datalist: per-case CSV, summary JSON, Table-1 style table"),
+        ("infer", "infer", "run the bundle's inference config (slice-wise, back to the input geometry, NIfTI out)"),
+    ]
+    for name, workflow, text in specs:
+        p = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("--bundle", default=None, help="bundle folder (default: the bundle shipped with kneeseg)")
+        p.add_argument("--preset", default=None, help="preset override: cpu, paper, or a JSON file")
+        p.add_argument("--data", default=None, help="data config: phantom, knee_acl, or a JSON file")
+        p.add_argument("--config", action="append", help="extra override JSON file (repeatable; later wins)")
+        p.add_argument("--dataset-dir", dest="dataset_dir", default=None, help="dataset root (overrides dataset_dir)")
+        p.add_argument("--ckpt-dir", dest="ckpt_dir", default=None, help="checkpoint folder (overrides ckpt_dir)")
+        p.add_argument("--output-dir", dest="output_dir", default=None, help="output folder (overrides output_dir)")
+        p.add_argument(
+            "--set", action="append", metavar="KEY=VALUE",
+            help="any bundle config override, e.g. --set max_epochs=2 --set amp=false (repeatable)",
+        )  # fmt: skip
+        p.set_defaults(handler=_cmd_workflow, workflow=workflow)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kneeseg`` argument parser with all command groups."""
     parser = argparse.ArgumentParser(prog="kneeseg", description="Knee MRI segmentation with a CSAM U-Net on MONAI.")
     parser.add_argument("--version", action="version", version=f"kneeseg {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_data_commands(commands)
+    _add_workflow_commands(commands)
     return parser
 
 

@@ -1,0 +1,105 @@
+"""PNG previews: a few slices of a volume with its segmentation overlaid."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = ["pick_slices", "save_overlay_png", "display_slice"]
+
+_COLOURS = [(0.0, 0.0, 0.0), (1.0, 0.25, 0.2), (0.2, 0.8, 1.0), (1.0, 0.85, 0.1), (0.4, 1.0, 0.3), (0.9, 0.3, 1.0)]
+
+
+def display_slice(volume: np.ndarray, k: Optional[int] = None) -> np.ndarray:
+    """Slice ``k`` of a ``(columns, rows[, slices])`` array as a screen image ``(rows, columns)``.
+
+    kneeseg volumes follow dcm2niix's layout, where the row axis runs bottom-up; the
+    screen image is flipped back so that the first DICOM row is at the top.
+    """
+    plane = volume if volume.ndim == 2 else volume[..., k]
+    return np.asarray(plane)[:, ::-1].T
+
+
+def pick_slices(label: Optional[np.ndarray], depth: int, count: int = 4) -> list:
+    """Slice indices to show: spread over the slices that hold foreground, else over the volume."""
+    if label is not None and label.ndim == 3 and label.any():
+        fg = np.flatnonzero(label.reshape(-1, label.shape[-1]).any(axis=0))
+        chosen = np.linspace(fg[0], fg[-1], num=min(count, len(fg))).round().astype(int)
+    else:
+        chosen = np.linspace(depth * 0.2, depth * 0.8, num=min(count, depth)).round().astype(int)
+    return sorted(set(int(c) for c in chosen))
+
+
+def save_overlay_png(
+    image: np.ndarray,
+    label: Optional[np.ndarray],
+    out_path: Union[str, Path],
+    slices: Optional[Sequence[int]] = None,
+    count: int = 4,
+    title: Optional[str] = None,
+    class_names: Optional[Dict[int, str]] = None,
+    reference: Optional[np.ndarray] = None,
+) -> Path:
+    """Write a PNG with ``count`` slices of ``image`` and ``label`` overlaid (atomic write).
+
+    Args:
+        image: ``(columns, rows, slices)`` or ``(columns, rows)`` intensities.
+        label: class ids of the same shape (or ``None``).
+        out_path: PNG path.
+        slices: slice indices (default: :py:func:`pick_slices`).
+        title: figure title.
+        class_names: ``{class id: name}`` for the legend.
+        reference: optional ground-truth class ids, drawn as contours.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    img = np.asarray(image, dtype=np.float32)
+    lab = None if label is None else np.asarray(label).astype(np.int32)
+    if img.ndim == 2:
+        img = img[..., None]
+        lab = None if lab is None else lab[..., None]
+        reference = None if reference is None else np.asarray(reference)[..., None]
+    ks = list(slices) if slices is not None else pick_slices(lab if lab is not None else reference, img.shape[-1], count)
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    n_classes = max(int(lab.max()) if lab is not None and lab.size else 1, 1)
+    cmap = ListedColormap([_COLOURS[i % len(_COLOURS)] for i in range(n_classes + 1)])
+    fig, axes = plt.subplots(1, len(ks), figsize=(3.2 * len(ks), 3.6), dpi=100, squeeze=False)
+    for ax, k in zip(axes[0], ks):
+        ax.imshow(display_slice(img, k), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+        if lab is not None:
+            seg = display_slice(lab, k).astype(float)
+            ax.imshow(np.ma.masked_where(seg == 0, seg), cmap=cmap, vmin=0, vmax=n_classes, alpha=0.45, interpolation="nearest")
+        if reference is not None:
+            ref = display_slice(np.asarray(reference), k)
+            if ref.any():
+                ax.contour(ref > 0, levels=[0.5], colors=["white"], linewidths=0.8)
+        ax.set_title(f"slice {k}", fontsize=9)
+        ax.axis("off")
+    if class_names and lab is not None:
+        handles = [Patch(color=_COLOURS[c % len(_COLOURS)], label=n) for c, n in sorted(class_names.items()) if c > 0]
+        if reference is not None:
+            handles.append(Patch(facecolor="none", edgecolor="black", label="reference (contour)"))
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,204 @@
+"""The MONAI bundle through MONAI's real entry points: ConfigWorkflow, verify_*, exports, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from bundle_helpers import BUNDLE, CONFIGS, TRAIN_CONFIGS, cli_args, config_list, run_bundle, tiny_overrides
+from kneeseg.data import generate_phantom
+
+
+@pytest.fixture(scope="module")
+def tiny_phantom(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("phantom")
+    generate_phantom(out, cases=4, seed=0, shape=(64, 64, 12), png_negatives=1)
+    return out
+
+
+def _train(dataset_dir: Path, run_dir: Path, **extra) -> ConfigWorkflow:
+    wf = ConfigWorkflow(
+        config_file=TRAIN_CONFIGS, meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type="train", **tiny_overrides(dataset_dir, run_dir, **extra),
+    )  # fmt: skip
+    wf.initialize()
+    assert wf.check_properties() in (None, [])
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_phantom, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    wf = _train(tiny_phantom, run_dir, max_epochs=1)
+    return run_dir, wf
+
+
+def test_train_workflow_writes_checkpoints_and_curves(trained):
+    run_dir, wf = trained
+    assert (run_dir / "models" / "last.pt").is_file()
+    assert (run_dir / "models" / "model.pt").is_file()  # best by validation F1
+    assert (run_dir / "runs" / "training_curves.png").stat().st_size > 1000
+    history = json.loads((run_dir / "runs" / "history.json").read_text())
+    assert history["epoch"] == [1] and np.isfinite(history["loss"][0])
+    assert "val_f1" in history["val"]
+    assert wf.parser.get_parsed_content("train#trainer").state.epoch == 1
+
+
+def test_training_resumes_at_the_next_epoch_with_optimizer_state(tiny_phantom, trained, tmp_path):
+    run_dir, first = trained
+    import shutil
+
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(run_dir, resumed_dir)
+    iters_per_epoch = first.parser.get_parsed_content("train#trainer").state.epoch_length
+    wf = _train(tiny_phantom, resumed_dir, max_epochs=2)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 2
+    assert trainer.state.iteration == 2 * iters_per_epoch  # one new epoch on top of the restored one
+    optimizer = wf.parser.get_parsed_content("optimizer")
+    steps = {int(s["step"]) for s in optimizer.state.values()}
+    assert steps == {2 * iters_per_epoch}  # Adam's state was restored, not restarted
+    history = json.loads((resumed_dir / "runs" / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+
+
+@pytest.mark.parametrize("amp,expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_bundle_amp_setting_controls_forward_precision(tiny_phantom, tmp_path, amp, expected):
+    wf = ConfigWorkflow(
+        config_file=TRAIN_CONFIGS, meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
+        **tiny_overrides(tiny_phantom, tmp_path, max_epochs=1, amp=amp, resume=False),
+    )  # fmt: skip
+    wf.initialize()
+    network = wf.parser.get_parsed_content("network")
+    seen = []
+    first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    wf.run()
+    assert seen and set(seen) == {expected}
+
+
+def test_inference_workflow_segments_volumes_in_their_geometry(tiny_phantom, trained, tmp_path):
+    run_dir, _ = trained
+    out_dir = tmp_path / "seg"
+    for field in ("image", "dicom"):
+        wf = ConfigWorkflow(
+            config_file=str(CONFIGS / "inference.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="infer",
+            bundle_root=str(BUNDLE), dataset_dir=str(tiny_phantom), ckpt_dir=str(run_dir / "models"),
+            output_dir=str(out_dir / field), input_field=field, infer_list_key="training", spatial_size=64, width=4,
+        )  # fmt: skip
+        wf.initialize()
+        assert wf.check_properties() in (None, [])
+        wf.run()
+        wf.finalize()
+    datalist = json.loads((tiny_phantom / "dataset.json").read_text())["training"]
+    for item in datalist:
+        case = Path(item["image"]).name.replace(".nii.gz", "")
+        src = nib.load(tiny_phantom / item["image"])
+        for field, name in (("image", f"{case}_seg.nii.gz"), ("dicom", f"{Path(item['dicom']).name}_seg.nii.gz")):
+            seg = nib.load(out_dir / field / name)
+            assert seg.shape == src.shape
+            np.testing.assert_allclose(seg.affine, src.affine, atol=1e-3)
+            assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
+
+
+def test_verify_metadata_offline():
+    proc = run_bundle(
+        ["verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", "configs/metadata_schema.json"]
+    )
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+
+
+def test_verify_net_in_out():
+    proc = run_bundle(
+        ["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
+         "--config_file", "configs/inference.json", "--width", "4"]
+    )  # fmt: skip
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+
+def _eager_from_checkpoint(ckpt: Path) -> torch.nn.Module:
+    from kneeseg.networks import build_network
+
+    net = build_network("csam_unet", width=4)
+    net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def test_ckpt_export_torchscript_matches_eager(trained, tmp_path):
+    run_dir, _ = trained
+    ts = tmp_path / "model.ts"
+    run_bundle(
+        ["ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(run_dir / "models" / "model.pt"),
+         "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--width", "4"]
+    )  # fmt: skip
+    scripted = torch.jit.load(str(ts))
+    eager = _eager_from_checkpoint(run_dir / "models" / "model.pt")
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), eager(x), atol=1e-4, rtol=0)
+
+
+def test_onnx_export_matches_eager(trained, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    run_dir, _ = trained
+    onnx_path = tmp_path / "model.onnx"
+    run_bundle(
+        ["onnx_export", "network_def", "--filepath", str(onnx_path), "--ckpt_file", str(run_dir / "models" / "model.pt"),
+         "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--width", "4",
+         "--input_shape", "[1, 1, 64, 64]", "--converter_kwargs", "{'dynamo': False}"]
+    )  # fmt: skip
+    eager = _eager_from_checkpoint(run_dir / "models" / "model.pt")
+    x = torch.rand(1, 1, 64, 64)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, eager(x).numpy(), atol=1e-4, rtol=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_gloo_identical_weights(tiny_phantom, tmp_path):
+    save_weights = tmp_path / "save_weights.json"
+    save_weights.write_text(
+        json.dumps(
+            {
+                "finalize": [
+                    "$torch.save(@network.module.state_dict(), @output_dir + f'/rank{torch.distributed.get_rank()}.pt')",
+                    "$torch.distributed.is_initialized() and torch.distributed.destroy_process_group()",
+                ]
+            }
+        )
+    )
+    configs = TRAIN_CONFIGS + [str(CONFIGS / "multi_gpu_train.json"), str(save_weights)]
+    overrides = tiny_overrides(tiny_phantom, tmp_path, max_epochs=1, resume=False)
+    (tmp_path / "runs").mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port()), "-m", "monai.bundle", "run", "training",
+        "--meta_file", "configs/metadata.json", "--config_file", config_list(configs), *cli_args(overrides),
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    w0 = torch.load(tmp_path / "runs" / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "runs" / "rank1.pt", weights_only=True)
+    assert w0.keys() == w1.keys()
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    assert (tmp_path / "models" / "last.pt").is_file()  # written by rank 0 only
