@@ -68,7 +68,7 @@ def run_demo(out: Path, cases: int = 12, seed: int = 0, epochs: Optional[int] = 
     t = time.perf_counter()
     run_workflow("evaluate", preset="cpu", data="phantom", overrides=dict(common, output_dir=str(evals)))
     timings["evaluate_s"] = time.perf_counter() - t
-    summary_path = evals / "summary.json"
+    summary_path = evals / "metrics_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
 
     _step("4/4 inference on the test cases' DICOM series (slice-wise, original geometry, NIfTI)")

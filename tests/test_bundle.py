@@ -157,7 +157,7 @@ def test_onnx_export_matches_eager(trained, tmp_path):
     run_bundle(
         ["onnx_export", "network_def", "--filepath", str(onnx_path), "--ckpt_file", str(run_dir / "models" / "model.pt"),
          "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--width", "4",
-         "--input_shape", "[1, 1, 64, 64]", "--converter_kwargs", "{'dynamo': False}"]
+         "--input_shape", "[1, 1, 64, 64]", "--use_trace", "True", "--converter_kwargs", "{'dynamo': False}"]
     )  # fmt: skip
     eager = _eager_from_checkpoint(run_dir / "models" / "model.pt")
     x = torch.rand(1, 1, 64, 64)
@@ -202,3 +202,21 @@ def test_torchrun_two_processes_gloo_identical_weights(tiny_phantom, tmp_path):
     for k in w0:
         assert torch.equal(w0[k], w1[k]), k
     assert (tmp_path / "models" / "last.pt").is_file()  # written by rank 0 only
+
+
+def test_cli_train_then_evaluate_writes_reports(tiny_phantom, tmp_path, capsys):
+    from kneeseg.cli import main
+
+    common = ["--preset", "cpu", "--data", "phantom", "--dataset-dir", str(tiny_phantom), "--ckpt-dir", str(tmp_path / "models")]
+    tiny = [f"--set={k}={v}" for k, v in {"spatial_size": 64, "width": 4, "batch_size": 4, "val_interval": 1}.items()]
+    assert main(["train", *common, "--output-dir", str(tmp_path / "runs"), "--set=max_epochs=1", *tiny]) == 0
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert main(["evaluate", *common, "--output-dir", str(tmp_path / "eval"), *tiny]) == 0
+    summary = json.loads((tmp_path / "eval" / "metrics_summary.json").read_text())
+    rows = (tmp_path / "eval" / "metrics_per_case.csv").read_text().splitlines()
+    test_items = json.loads((tiny_phantom / "dataset_2d.json").read_text())["test"]
+    assert len(rows) == 1 + len(test_items)  # header + one row per test image
+    assert "per_image_mean" in summary
+    out = capsys.readouterr().out
+    assert "Loss rate" in out and "MAE" in out and "F1" in out  # the Table-1 layout on the console
+    assert main(["train", "--preset", "no-such-preset"]) == 2

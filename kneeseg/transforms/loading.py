@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import logging
 import warnings
 from typing import Any
 
@@ -25,6 +26,11 @@ from kneeseg.data.dicom_reader import KneeDicomReader
 from kneeseg.data.images2d import Image2DReader, LabelmeReader
 
 __all__ = ["load_image", "load_label"]
+
+
+# MONAI logs "nvImageCodec is not available" at WARNING for every LoadImaged on machines without
+# the GPU decoder (all CPU machines); the CPU decoders are the normal path here, so quieten it.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 
 def _load_imaged(keys: KeysCollection, reader: Any, allow_missing_keys: bool) -> LoadImaged:
