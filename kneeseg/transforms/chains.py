@@ -35,6 +35,7 @@ from monai.transforms import (
     AsDiscreted,
     Compose,
     EnsureTyped,
+    Flipd,
     Invertd,
     KeepLargestConnectedComponentd,
     Transform,
@@ -215,17 +216,26 @@ def infer_transforms(
     spatial_axes: Sequence[int] | None = None,
     reader: ImageReader | str | None = None,
     preprocessing: Mapping[str, Any] | None = None,
+    flip_axes: Sequence[int] | None = None,
 ) -> Compose:
-    """Inference chain: load, check, paper preprocessing of the image only.
+    """Inference chain: load, (flip), check, paper preprocessing of the image only.
 
     Pass the returned ``Compose`` to :func:`post_transforms` so predictions are inverted back
-    to the input geometry. Arguments as in :func:`train_transforms` (extra keys are ignored).
+    to the input geometry. Arguments as in :func:`train_transforms` (extra keys are ignored), plus:
+
+    Args:
+        flip_axes: spatial axes flipped right after loading (inverted with the rest). Volumes
+            from kneeseg's DICOM reader and dcm2niix-style NIfTI run their row axis (axis 1)
+            bottom-up, while 2D image files, and so models trained on them, see rows top-down:
+            ``flip_axes=(1,)`` lets such a model segment those volumes slice by slice.
     """
     image_key, _ = _split_keys(keys)
     xforms = _front(
         image_key, [], spatial_size, spatial_dims, spatial_axes, reader, None, None, None, True,
         preprocessing,
     )
+    if flip_axes:
+        xforms.insert(1, Flipd(image_key, spatial_axis=list(flip_axes)))
     xforms.append(_typed([image_key]))
     return KneeCompose(xforms)
 
