@@ -30,11 +30,12 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from kneeseg.io import atomic_write_text
 
 __all__ = [
     "DEFAULT_IMAGE_GLOB",
@@ -511,13 +512,5 @@ def write_manifest(manifest: Mapping[str, Any], out: PathLike) -> Path:
             body = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
             lines.append(f"  {name}: {body}")
     text = "{\n" + ",\n".join(lines) + "\n}\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(out, text)
     return out

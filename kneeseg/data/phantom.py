@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ import numpy as np
 from scipy import ndimage
 
 from kneeseg.data.manifest import DEFAULT_RATIOS, assign_groups, write_manifest
+from kneeseg.io import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_FOV_MM",
@@ -537,20 +537,6 @@ def render_case(
 # ----------------------------------------------------------------------------- writers
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _uid(case: PhantomCase, *parts: str) -> str:
     from pydicom.uid import generate_uid
 
@@ -662,7 +648,7 @@ def write_dicom_series(case: PhantomCase, folder: Union[str, os.PathLike]) -> Li
         buf = io.BytesIO()
         dcmwrite(buf, ds, enforce_file_format=True)
         path = folder / f"IM{k + 1:04d}.dcm"
-        _atomic_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
     return paths
 
@@ -681,7 +667,7 @@ def write_nifti(case: PhantomCase, image_path: Union[str, os.PathLike], label_pa
         img.set_sform(affine, code=1)
         img.header.set_xyzt_units("mm")
         img.header["descrip"] = b"kneeseg phantom"
-        _atomic_bytes(Path(path), img.to_bytes() if not str(path).endswith(".gz") else _gzip(img.to_bytes()))
+        atomic_write_bytes(Path(path), img.to_bytes() if not str(path).endswith(".gz") else _gzip(img.to_bytes()))
 
 
 def _gzip(data: bytes) -> bytes:
@@ -717,7 +703,7 @@ def write_png_slices(
             buf = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(arr), mode="L").save(buf, format="PNG")
             path = folder / f"{case.case_id}_{k:03d}_{tag}.png"
-            _atomic_bytes(path, buf.getvalue())
+            atomic_write_bytes(path, buf.getvalue())
             pairs.append(path)
         out.append((k, pairs[0], pairs[1]))
     return out

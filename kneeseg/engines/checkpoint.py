@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
 import torch
+
+from kneeseg.io import atomic_path
 
 __all__ = ["LastCheckpointSaver", "ResumeFromCheckpoint", "save_checkpoint"]
 
@@ -19,7 +20,6 @@ def save_checkpoint(objects: Mapping[str, Any], path: Union[str, Path]) -> Path:
     truncated file. Objects without ``state_dict`` are stored as they are.
     """
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     state: Dict[str, Any] = {}
     for name, obj in objects.items():
         if obj is None:
@@ -27,15 +27,8 @@ def save_checkpoint(objects: Mapping[str, Any], path: Union[str, Path]) -> Path:
         module = getattr(obj, "module", None)  # unwrap DistributedDataParallel
         target = module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
         state[name] = target.state_dict() if hasattr(target, "state_dict") else target
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return out
 
 

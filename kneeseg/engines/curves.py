@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
+from kneeseg.io import atomic_write_bytes
+
 __all__ = ["TrainingCurveHandler", "plot_training_curves"]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def plot_training_curves(history: Dict[str, Any], path: Union[str, Path], title: str = "training") -> Path:
@@ -66,7 +53,7 @@ def plot_training_curves(history: Dict[str, Any], path: Union[str, Path], title:
     fig.savefig(buf, format="png")
     plt.close(fig)
     out = Path(path)
-    _atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, buf.getvalue())
     return out
 
 
@@ -134,5 +121,5 @@ class TrainingCurveHandler:
                     except (TypeError, ValueError):
                         continue
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(self.output_dir / "history.json", json.dumps(self.history, indent=1).encode())
+        atomic_write_bytes(self.output_dir / "history.json", json.dumps(self.history, indent=1).encode())
         plot_training_curves(self.history, self.output_dir / "training_curves.png", self.title)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
+
+from kneeseg.io import atomic_write_bytes
 
 __all__ = ["pick_slices", "save_overlay_png", "display_slice"]
 
@@ -96,10 +96,4 @@ def save_overlay_png(
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, out)
-    return out
+    return atomic_write_bytes(out_path, buf.getvalue())

@@ -6,10 +6,10 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from kneeseg.io import atomic_write_text
 
 __all__ = ["write_case_csv", "write_summary_json", "read_summary_json", "format_table1", "TABLE1_COLUMNS"]
 
@@ -24,24 +24,6 @@ TABLE1_COLUMNS = (
     ("recall", "Recall"),
     ("hd95", "HD95"),
 )
-
-
-def _atomic_write_text(path: Union[str, Path], text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` then ``os.replace`` it (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_case_csv(rows: Sequence[Mapping[str, Any]], path: Union[str, Path],
@@ -66,7 +48,7 @@ def write_case_csv(rows: Sequence[Mapping[str, Any]], path: Union[str, Path],
     writer.writeheader()
     for r in rows:
         writer.writerow({k: _csv_value(r.get(k)) for k in columns})
-    return _atomic_write_text(path, buf.getvalue())
+    return atomic_write_text(path, buf.getvalue())
 
 
 def _csv_value(v: Any) -> Any:
@@ -93,7 +75,7 @@ def _json_safe(obj: Any) -> Any:
 def write_summary_json(summary: Mapping[str, Any], path: Union[str, Path]) -> Path:
     """Write ``summary`` as indented strict JSON (NaN/inf become ``null``) to ``path`` atomically."""
     text = json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"
-    return _atomic_write_text(path, text)
+    return atomic_write_text(path, text)
 
 
 def read_summary_json(path: Union[str, Path]) -> Dict[str, Any]:

@@ -1,0 +1,55 @@
+"""Atomic file writes: a temporary file beside the target, then ``os.replace``.
+
+A crash or a kill at any moment leaves either the previous file or the complete new one,
+never a half-written file; the temporary file is removed on errors. Standard library only,
+so every part of kneeseg (including the torch-free data layer) can use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    For writers that want a file name (``torch.save``, ``nibabel.save``)::
+
+        with atomic_path("models/last.pt") as tmp:
+            torch.save(state, tmp)
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (no newline translation); returns the path."""
+    return atomic_write_bytes(path, text.encode(encoding))
