@@ -190,7 +190,7 @@ def _add_workflow_commands(commands: Any) -> None:
     specs = [
         ("train", "train", "train the bundle's network (python -m monai.bundle run training)"),
         ("evaluate", "evaluate", "evaluate a checkpoint on a datalist: per-case CSV, summary JSON, Table-1 style table"),
-        ("infer", "infer", "run the bundle's inference config (slice-wise, back to the input geometry, NIfTI out)"),
+        ("infer-datalist", "infer", "run the bundle's inference config on a datalist (slice-wise, NIfTI out)"),
     ]
     for name, workflow, text in specs:
         p = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
@@ -208,6 +208,58 @@ def _add_workflow_commands(commands: Any) -> None:
         p.set_defaults(handler=_cmd_workflow, workflow=workflow)
 
 
+# ----------------------------------------------------------------------------- batch inference
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from kneeseg.inference.batch import predict_folder
+    from kneeseg.workflows import parse_overrides
+
+    echo: Any = args.echo if args.echo == "all" else int(args.echo)
+    result = predict_folder(
+        args.input, args.output, bundle=args.bundle, ckpt=args.ckpt, preset=args.preset,
+        overrides=parse_overrides(args.set or []), runtime=args.runtime, device=args.device,
+        formats=args.formats, series_filter=args.series_filter, any_plane=args.any_plane, echo=echo,
+        overwrite=args.overwrite, slice_batch=args.slice_batch,
+        progress=(lambda line: None) if args.quiet else None,
+    )  # fmt: skip
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
+    print(f"{result.manifest}: {counts}")
+    return result.exit_code
+
+
+def _add_infer_command(commands: Any) -> None:
+    from kneeseg.inference.batch import FORMATS
+    from kneeseg.inference.segmenter import RUNTIMES
+
+    p = commands.add_parser(
+        "infer",
+        help="segment every knee MR series under a DICOM folder tree (NIfTI, DICOM SEG, PNG, manifest.csv)",
+        description="Segment every knee MR series found under INPUT (searched recursively; broken, non-MR and "
+        "other-plane series are recorded and skipped) slice by slice, and write per series a NIfTI label map, "
+        "a DICOM Segmentation and a PNG preview under OUTPUT, plus OUTPUT/manifest.csv. Reruns resume. "
+        "Exit status: 0 all ok or skipped, 1 some series failed, 2 usage error. Under torchrun the ranks "
+        "share the series and rank 0 writes one manifest.",
+    )
+    p.add_argument("input", help="folder with DICOM files (any depth)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--bundle", default=None, help="bundle folder (default: the bundle shipped with kneeseg)")
+    p.add_argument("--ckpt", default=None, help="checkpoint (default: <bundle>/models/model.pt)")
+    p.add_argument("--preset", default=None, help="bundle preset the checkpoint was trained with (cpu, paper, JSON)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle config override (repeatable)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="bf16", help="network runtime (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: %(default)s)")
+    p.add_argument(
+        "--formats", nargs="+", choices=FORMATS, default=list(FORMATS),
+        help="outputs per series (default: all: nifti seg png)",
+    )  # fmt: skip
+    p.add_argument("--series-filter", default=None, metavar="REGEX", help="only series whose description matches")
+    p.add_argument("--any-plane", action="store_true", help="also segment series outside the model's plane")
+    p.add_argument("--echo", default="0", help="echo index of multi-echo series, or 'all' (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="redo series finished by an earlier run")
+    p.add_argument("--slice-batch", type=int, default=None, help="slices per forward pass (default: bundle's)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(handler=_cmd_infer)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kneeseg`` argument parser with all command groups."""
     parser = argparse.ArgumentParser(prog="kneeseg", description="Knee MRI segmentation with a CSAM U-Net on MONAI.")
@@ -215,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_data_commands(commands)
     _add_workflow_commands(commands)
+    _add_infer_command(commands)
     return parser
 
 

@@ -1,0 +1,623 @@
+"""Batch inference over a folder tree of DICOM files: every knee MR series in, segmentations out.
+
+:func:`predict_folder` (and ``kneeseg infer DICOM_ROOT -o OUT``):
+
+1. discovers every series under the root (:func:`kneeseg.data.discover_series`; unreadable
+   files and non-DICOM files are reported, never fatal);
+2. selects the volumes the model applies to: MR, a single plane, the plane the model was
+   trained on (sagittal for the shipped bundle), the series filter; everything else becomes a
+   ``skipped`` row with its reason, broken series a ``failed`` row;
+3. segments each selected volume slice by slice in its acquisition plane
+   (:class:`~kneeseg.inference.segmenter.SliceSegmenter`) and maps the labels back to the
+   original geometry;
+4. writes per series ``OUT/<patient>/<series folder>/``: ``seg.nii.gz`` (label map with the
+   series' affine), ``seg.dcm`` (DICOM Segmentation referencing the source instances) and
+   ``preview.png``, then a record; ``OUT/manifest.csv`` has one row per series/problem.
+
+Robustness: every output is written atomically (temporary file + rename) and a series'
+record (``OUT/.kneeseg/records/<id>.json``) is written last, so a killed run leaves only
+complete files; rerunning skips the series whose record says ``ok`` (unless ``overwrite``)
+and removes stale temporary files. Reading and preprocessing the next series runs in a
+background thread while the current one is inferred, and a writer thread saves outputs.
+
+Scale-out: under ``torchrun`` (``WORLD_SIZE`` > 1) rank 0 discovers, broadcasts the work list,
+rank ``r`` takes items ``r, r + N, ...``; after a barrier rank 0 merges the records into one
+manifest. All ranks must see the same output folder (a shared file system across nodes).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from kneeseg.io import atomic_write_bytes, atomic_write_text
+
+__all__ = [
+    "FORMATS",
+    "MANIFEST_COLUMNS",
+    "BatchResult",
+    "WorkItem",
+    "plan_work",
+    "predict_folder",
+    "read_manifest",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Output formats: NIfTI label map, DICOM Segmentation, PNG preview.
+FORMATS = ("nifti", "seg", "png")
+
+#: Fixed manifest columns; one ``volume_ml_<class>`` column per foreground class follows.
+MANIFEST_COLUMNS = [
+    "status",
+    "reason",
+    "patient_id",
+    "study_uid",
+    "series_uid",
+    "series_number",
+    "series_description",
+    "modality",
+    "plane",
+    "echo_index",
+    "slices",
+    "rows",
+    "columns",
+    "source",
+    "seconds",
+    "nifti",
+    "dicom_seg",
+    "preview",
+]
+
+_RECORDS = Path(".kneeseg") / "records"
+_FILE_NAMES = {"nifti": "seg.nii.gz", "seg": "seg.dcm", "png": "preview.png"}
+
+
+@dataclass
+class WorkItem:
+    """One manifest row to produce: a volume to segment, or a volume/file to report.
+
+    ``key`` names the record file; ``volume`` is set for volumes; ``status``/``reason`` are
+    preset for rows decided at planning time (``skipped``/``failed``), empty for work.
+    """
+
+    key: str
+    row: Dict[str, Any]
+    volume: Any = None
+    status: str = ""
+    reason: str = ""
+
+    @property
+    def todo(self) -> bool:
+        return not self.status
+
+
+@dataclass
+class BatchResult:
+    """What :func:`predict_folder` did: the manifest path and its rows, and counts per status."""
+
+    manifest: Path
+    rows: List[Dict[str, Any]]
+    counts: Dict[str, int] = field(default_factory=dict)
+    resumed: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed, 1 otherwise (skipped series are not failures)."""
+        return 1 if self.failed else 0
+
+
+# ============================================================================ planning
+
+
+def _safe(text: str, fallback: str) -> str:
+    out = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text or "")).strip("._")
+    return out[:64] or fallback
+
+
+def _volume_row(vol: Any, root: Path) -> Dict[str, Any]:
+    from kneeseg.inference.segmenter import plane_of
+
+    folder = os.path.commonpath(vol.files) if len(vol.files) > 1 else vol.files[0]
+    try:
+        source = os.path.relpath(folder, root)
+    except ValueError:
+        source = folder
+    return {
+        "patient_id": vol.patient_id,
+        "study_uid": vol.study_uid,
+        "series_uid": vol.series_uid,
+        "series_number": "" if vol.series_number is None else vol.series_number,
+        "series_description": vol.series_description,
+        "modality": vol.modality,
+        "plane": plane_of(vol.normal),
+        "echo_index": vol.echo_index,
+        "slices": vol.num_slices,
+        "rows": vol.rows,
+        "columns": vol.columns,
+        "source": source,
+    }
+
+
+def _file_row(path: str, root: Path) -> Dict[str, Any]:
+    try:
+        source = os.path.relpath(path, root)
+    except ValueError:
+        source = path
+    return {"source": source}
+
+
+def _file_key(prefix: str, path: str) -> str:
+    return f"{prefix}-{hashlib.sha1(path.encode()).hexdigest()[:16]}"
+
+
+def plan_work(
+    root: PathLike,
+    *,
+    slice_plane: Optional[str] = "sagittal",
+    any_plane: bool = False,
+    series_filter: Optional[str] = None,
+    echo: Union[int, str] = 0,
+    modalities: Sequence[str] = ("MR",),
+) -> List[WorkItem]:
+    """Discover the series under ``root`` and decide, for each, whether to segment it.
+
+    Args:
+        root: folder searched recursively.
+        slice_plane: the plane the model was trained on; volumes in another plane are skipped
+            unless ``any_plane`` (then they are segmented in their own plane).
+        series_filter: regular expression (case-insensitive search) on SeriesDescription;
+            non-matching series are skipped.
+        echo: echo index segmented in multi-echo series (``"all"``: every echo, one row each).
+        modalities: accepted modalities.
+
+    Returns:
+        Work items in discovery order (patient, study, series number, echo), then one item per
+        unreadable file and per ignored non-DICOM file.
+    """
+    from kneeseg.data.dicom_series import discover_series
+
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"input not found: {root}")
+    result = discover_series(root)
+    pattern = re.compile(series_filter, re.IGNORECASE) if series_filter else None
+    items: List[WorkItem] = []
+    echoes_per_series: Dict[str, int] = {}
+    for vol in result.volumes:
+        echoes_per_series[vol.series_uid] = max(echoes_per_series.get(vol.series_uid, 0), vol.echo_index + 1)
+    for vol in result.volumes:
+        if echo != "all" and echoes_per_series[vol.series_uid] > 1 and vol.echo_index != int(echo):
+            continue  # another echo of a multi-echo series: one row per series
+        row = _volume_row(vol, root)
+        item = WorkItem(key=_safe(vol.volume_id, "volume"), row=row, volume=vol)
+        if vol.issues:
+            joined = "; ".join(vol.issues)
+            unsupported = any(i.startswith(("mixed orientations", "colour images")) for i in vol.issues)
+            item.status, item.reason = ("skipped" if unsupported else "failed"), joined
+        elif vol.modality not in modalities:
+            item.status = "skipped"
+            item.reason = f"modality {vol.modality or 'unknown'}: the model segments {'/'.join(modalities)} images"
+        elif pattern is not None and not pattern.search(vol.series_description or ""):
+            item.status = "skipped"
+            item.reason = f"series description {vol.series_description!r} does not match --series-filter {series_filter!r}"
+        elif slice_plane and not any_plane and row["plane"] != slice_plane:
+            item.status = "skipped"
+            item.reason = (
+                f"{row['plane']} slices; the model was trained on {slice_plane} slices "
+                "(pass --any-plane to segment it in its own plane)"
+            )
+        items.append(item)
+    for problem in result.problems:
+        if problem.volume_id is None:
+            items.append(
+                WorkItem(key=_file_key("file", problem.path), row=_file_row(problem.path, root),
+                         status="failed", reason=problem.message)
+            )  # fmt: skip
+    for path in result.ignored:
+        items.append(
+            WorkItem(key=_file_key("ignored", path), row=_file_row(path, root), status="skipped",
+                     reason="not a DICOM image file")
+        )  # fmt: skip
+    return items
+
+
+# ============================================================================ records and manifest
+
+
+def _record_path(out: Path, key: str) -> Path:
+    return out / _RECORDS / f"{key}.json"
+
+
+def _read_record(out: Path, key: str) -> Optional[Dict[str, Any]]:
+    path = _record_path(out, key)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _outputs_exist(out: Path, record: Mapping[str, Any]) -> bool:
+    return all((out / record[k]).is_file() for k in ("nifti", "dicom_seg", "preview") if record.get(k))
+
+
+def _clean_stale_temporaries(out: Path) -> int:
+    """Remove temporary files a killed run left behind (``.<name>.<random>.tmp``)."""
+    removed = 0
+    if not out.is_dir():
+        return 0
+    for dirpath, _dirnames, filenames in os.walk(out):
+        for name in filenames:
+            if name.startswith(".") and name.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def manifest_columns(class_names: Mapping[int, str]) -> List[str]:
+    """Manifest header: :data:`MANIFEST_COLUMNS` plus ``volume_ml_<name>`` per foreground class."""
+    return MANIFEST_COLUMNS + [f"volume_ml_{_safe(n, f'class_{c}')}" for c, n in sorted(class_names.items()) if c > 0]
+
+
+def write_manifest(path: PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """Write ``rows`` as CSV (atomic)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") for c in columns})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_manifest(path: PathLike) -> List[Dict[str, str]]:
+    """Rows of a manifest CSV as dicts of strings."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ============================================================================ outputs
+
+
+def _nifti_bytes(labels: np.ndarray, affine: np.ndarray) -> bytes:
+    import gzip
+
+    import nibabel as nib
+
+    img = nib.Nifti1Image(labels.astype(np.uint8), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+
+
+def _write_outputs(
+    out: Path,
+    item: WorkItem,
+    image: np.ndarray,
+    meta: Mapping[str, Any],
+    labels: np.ndarray,
+    formats: Sequence[str],
+    settings: Mapping[str, Any],
+) -> Dict[str, Any]:
+    """Write the requested files for one volume; returns the row's path and volume fields."""
+    vol = item.volume
+    folder = Path(_safe(vol.patient_id, "anonymous")) / _safe(
+        f"{vol.series_number if vol.series_number is not None else 'x'}_{vol.volume_id}", item.key
+    )
+    fields: Dict[str, Any] = {"nifti": "", "dicom_seg": "", "preview": ""}
+    class_names: Mapping[int, str] = settings["class_names"]
+    if "nifti" in formats:
+        rel = folder / _FILE_NAMES["nifti"]
+        atomic_write_bytes(out / rel, _nifti_bytes(labels, np.asarray(meta["affine"], dtype=float)))
+        fields["nifti"] = rel.as_posix()
+    if "seg" in formats:
+        from kneeseg.inference.dicom_seg import write_dicom_seg
+
+        rel = folder / _FILE_NAMES["seg"]
+        write_dicom_seg(
+            vol, labels, out / rel, class_names=class_names,
+            algorithm_name=f"kneeseg {settings['network_name']}",
+            uid_seed=f"{vol.volume_id}|{settings.get('ckpt_digest', '')}",
+        )  # fmt: skip
+        fields["dicom_seg"] = rel.as_posix()
+    if "png" in formats:
+        from kneeseg.inference.preview import save_overlay_png
+
+        rel = folder / _FILE_NAMES["png"]
+        desc = f" '{vol.series_description}'" if vol.series_description else ""
+        save_overlay_png(
+            image, labels, out / rel, title=f"{vol.patient_id} series {vol.series_number}{desc}",
+            class_names={c: n for c, n in class_names.items() if c > 0},
+        )  # fmt: skip
+        fields["preview"] = rel.as_posix()
+    voxel_ml = float(np.prod(np.asarray(meta["spacing"], dtype=float))) / 1000.0
+    counts = np.bincount(labels.reshape(-1), minlength=max(class_names) + 1)
+    for c, name in class_names.items():
+        if c > 0:
+            fields[f"volume_ml_{_safe(name, f'class_{c}')}"] = round(float(counts[c]) * voxel_ml, 4)
+    return fields
+
+
+# ============================================================================ distributed
+
+
+def _dist_context() -> Tuple[int, int, bool]:
+    """``(rank, world_size, initialised_here)``; initialises a gloo group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    dist.init_process_group("gloo", timeout=_dt.timedelta(hours=24))
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def _broadcast(obj: Any, world: int) -> Any:
+    if world <= 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# ============================================================================ the run
+
+
+_STOP = object()
+
+
+def predict_folder(
+    root: PathLike,
+    out: PathLike,
+    *,
+    bundle: Optional[PathLike] = None,
+    ckpt: Optional[PathLike] = None,
+    preset: Optional[str] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    runtime: str = "bf16",
+    device: str = "cpu",
+    formats: Sequence[str] = FORMATS,
+    series_filter: Optional[str] = None,
+    any_plane: bool = False,
+    echo: Union[int, str] = 0,
+    overwrite: bool = False,
+    slice_batch: Optional[int] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> BatchResult:
+    """Segment every applicable DICOM series under ``root`` into ``out`` (see the module doc).
+
+    Args:
+        root: input folder (searched recursively).
+        out: output folder (created).
+        bundle, ckpt, preset, overrides: the model (see :func:`~kneeseg.inference.segmenter.load_segmenter`).
+        runtime: ``eager``, ``bf16`` or ``onnx``.
+        device: ``cpu`` or ``cuda[:i]`` (under torchrun with CUDA, rank r uses ``cuda:<local rank>``).
+        formats: subset of :data:`FORMATS`.
+        series_filter: regex on SeriesDescription.
+        any_plane: segment series in any plane (default: only the model's plane).
+        echo: echo index for multi-echo series, or ``"all"``.
+        overwrite: redo series that a previous run finished.
+        slice_batch: slices per forward pass (default: the bundle's ``slice_batch_size``).
+        progress: callable receiving one line per event (default: print to stderr).
+
+    Returns:
+        :class:`BatchResult` (the merged manifest on every rank).
+    """
+    from kneeseg.inference.segmenter import load_segmenter
+
+    say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    formats = tuple(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown output format(s) {bad}; choose from {list(FORMATS)}")
+    out = Path(out)
+    rank, world, own_group = _dist_context()
+    try:
+        if device.startswith("cuda") and world > 1 and ":" not in device:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        tag = f"[rank {rank}/{world}] " if world > 1 else ""
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            stale = _clean_stale_temporaries(out)
+            if stale:
+                say(f"{tag}removed {stale} temporary file(s) left by an interrupted run")
+        segmenter, settings = load_segmenter(
+            bundle, ckpt, runtime=runtime, device=device, preset=preset, overrides=overrides,
+            slice_batch=slice_batch, onnx_cache=out / ".kneeseg" / "cache" if rank == 0 else None,
+        )  # fmt: skip
+        items: Optional[List[WorkItem]] = None
+        if rank == 0:
+            say(f"{tag}discovering DICOM series under {root} ...")
+            items = plan_work(root, slice_plane=settings["slice_plane"], any_plane=any_plane,
+                              series_filter=series_filter, echo=echo)  # fmt: skip
+        items = _broadcast(items, world)
+        assert items is not None
+        columns = manifest_columns(settings["class_names"])
+        mine = [it for i, it in enumerate(items) if i % world == rank]
+        todo = sum(1 for it in items if it.todo)
+        if rank == 0:
+            say(f"{tag}{len(items)} manifest row(s): {todo} series to segment, {len(items) - todo} skipped/failed at discovery")
+        resumed = _run_items(out, mine, segmenter, settings, formats, overwrite, say, tag)
+        segmenter.close()
+        _barrier(world)
+        rows = _collect_rows(out, items)
+        manifest = out / "manifest.csv"
+        if rank == 0:
+            write_manifest(manifest, rows, columns)
+        _barrier(world)
+        counts: Dict[str, int] = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        if rank == 0:
+            say(f"{tag}done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; manifest {manifest}")
+        return BatchResult(manifest=manifest, rows=rows, counts=counts, resumed=resumed)
+    finally:
+        if own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _collect_rows(out: Path, items: Sequence[WorkItem]) -> List[Dict[str, Any]]:
+    rows = []
+    for it in items:
+        rec = _read_record(out, it.key)
+        if rec is None:  # not reached (e.g. a rank died): say so instead of dropping the row
+            rec = dict(it.row, status="failed", reason="no result recorded (the worker stopped before finishing)")
+        rows.append(rec)
+    return rows
+
+
+def _run_items(
+    out: Path,
+    items: Sequence[WorkItem],
+    segmenter: Any,
+    settings: Mapping[str, Any],
+    formats: Sequence[str],
+    overwrite: bool,
+    say: Callable[[str], None],
+    tag: str,
+) -> int:
+    """Process this rank's items: loader thread -> inference (this thread) -> writer thread."""
+    from kneeseg.data.dicom_series import load_volume
+
+    pending: List[WorkItem] = []
+    resumed = 0
+    for it in items:
+        if not it.todo:
+            _record(out, it, dict(it.row, status=it.status, reason=it.reason, seconds=""))
+            continue
+        rec = _read_record(out, it.key)
+        if not overwrite and rec is not None and rec.get("status") == "ok" and _outputs_exist(out, rec) \
+                and rec.get("model") == settings.get("ckpt_digest") and set(rec.get("formats", [])) == set(formats):
+            resumed += 1
+            continue
+        pending.append(it)
+    if resumed:
+        say(f"{tag}{resumed} series already done (resuming; --overwrite redoes them)")
+    if not pending:
+        return resumed
+
+    loaded: "queue.Queue[Any]" = queue.Queue(maxsize=1)
+    finished: "queue.Queue[Any]" = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def loader() -> None:
+        for it in pending:
+            if stop.is_set():
+                break
+            t0 = time.perf_counter()
+            try:
+                image, meta = load_volume(it.volume)
+                prepared = segmenter.preprocess(image)
+                loaded.put((it, t0, image, meta, prepared, None))
+            except Exception as exc:  # recorded as a failed row; the batch goes on
+                loaded.put((it, t0, None, None, None, exc))
+        loaded.put(_STOP)
+
+    def writer() -> None:
+        while True:
+            job = finished.get()
+            if job is _STOP:
+                return
+            it, t0, image, meta, labels, error = job
+            fields: Dict[str, Any] = {}
+            if error is None:
+                try:
+                    fields = _write_outputs(out, it, image, meta, labels, formats, settings)
+                except Exception as exc:
+                    error = exc
+            seconds = round(time.perf_counter() - t0, 2)
+            if error is None:
+                row = dict(it.row, status="ok", reason="", seconds=seconds, **fields)
+            else:
+                row = dict(it.row, status="failed", reason=_describe(error, it), seconds=seconds)
+            _record(out, it, row, model=settings.get("ckpt_digest"), formats=list(formats))
+            say(f"{tag}{row['status']:7s} {it.row.get('patient_id', '')} series {it.row.get('series_number', '')} "
+                f"'{it.row.get('series_description', '')}' ({it.row.get('slices', '?')} slices) in {seconds:.1f} s"
+                + (f": {row['reason']}" if row["reason"] else ""))  # fmt: skip
+
+    load_thread = threading.Thread(target=loader, name="kneeseg-loader", daemon=True)
+    write_thread = threading.Thread(target=writer, name="kneeseg-writer", daemon=True)
+    load_thread.start()
+    write_thread.start()
+    try:
+        while True:
+            job = loaded.get()
+            if job is _STOP:
+                break
+            it, t0, image, meta, prepared, error = job
+            labels = None
+            if error is None:
+                try:
+                    labels = segmenter.predict(prepared)
+                except Exception as exc:
+                    error = exc
+            del prepared
+            finished.put((it, t0, image, meta, labels, error))
+            del image, meta, labels
+    finally:
+        stop.set()
+        while load_thread.is_alive():  # unblock a loader waiting on a full queue
+            try:
+                loaded.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        finished.put(_STOP)
+        write_thread.join()
+    return resumed
+
+
+def _describe(error: BaseException, item: WorkItem) -> str:
+    text = str(error).strip() or type(error).__name__
+    if type(error).__name__ not in ("DicomSeriesError", "ValueError", "FileNotFoundError"):
+        text = f"{type(error).__name__}: {text}"
+    return text.replace("\n", " ")
+
+
+def _record(out: Path, item: WorkItem, row: Mapping[str, Any], **extra: Any) -> None:
+    data = dict(row)
+    data.update(extra)
+    atomic_write_text(_record_path(out, item.key), json.dumps(data, indent=1, sort_keys=True, default=str))
+
+
+def iter_rows(result: BatchResult, status: Optional[str] = None) -> Iterable[Dict[str, Any]]:
+    """Rows of a result, optionally only one status."""
+    return (r for r in result.rows if status is None or r.get("status") == status)
