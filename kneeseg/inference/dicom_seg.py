@@ -1,0 +1,514 @@
+"""DICOM Segmentation (SEG) export of label maps predicted on a DICOM MR series, and its validation.
+
+:func:`write_dicom_seg` turns a kneeseg label map (``(columns, rows, slices)``, the layout of
+:func:`kneeseg.data.dicom_series.load_volume`) into a BINARY DICOM Segmentation instance with
+highdicom: one segment per foreground class, SNOMED CT coded anatomy, the source MR instances
+referenced (every slice of a single-frame series, only the instances of the chosen echo of a
+multi-echo series, or the frames of an enhanced multi-frame file) and the kneeseg algorithm
+identified. :func:`validate_dicom_seg` runs ``dciodvfy`` (Debian/Ubuntu package ``dicom3tools``)
+and returns its error lines.
+
+highdicom (the ``dicom-seg`` extra, which needs pydicom 3) is imported only when a SEG is built,
+so this module also imports in environments with pydicom 2.4 and without highdicom.
+
+Segment numbers run 1..n over the foreground class ids of ``class_names`` in ascending order
+(DICOM requires consecutive segment numbers starting at 1); the segment label is the class name.
+Every class gets a segment, even when it is empty in this volume (empty frames are omitted, so an
+empty segment simply has no frames).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pydicom
+
+import kneeseg
+from kneeseg.data.dicom_series import SeriesVolume, volume_to_dicom_frames
+from kneeseg.io import atomic_path
+
+__all__ = [
+    "DEFAULT_ALGORITHM_NAME",
+    "dciodvfy_messages",
+    "knee_code_table",
+    "lookup_codes",
+    "segment_descriptions",
+    "validate_dicom_seg",
+    "write_dicom_seg",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ALGORITHM_NAME = "kneeseg csam_unet"
+
+_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+_MAX_LO = 64  # DICOM LO value length (SegmentLabel, ManufacturerModelName, ...)
+
+
+# ====================================================================== coded anatomy
+
+
+def _normalise(name: str) -> str:
+    """Class name -> lookup key: lower case, ``_``/``-`` as spaces, single spaces."""
+    return " ".join(re.sub(r"[_\-]+", " ", str(name)).lower().split())
+
+
+def _sct(keyword: str, value: str, meaning: str) -> Any:
+    """SNOMED CT code ``keyword`` from pydicom's DICOM code dictionary, checked against ``value``.
+
+    pydicom 3 resolves every keyword used here; pydicom 2.4 finds some of them ambiguous (several
+    codes per keyword), and then the explicit ``(value, meaning)`` is used. The test suite checks
+    that the explicit values equal pydicom's.
+    """
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    try:
+        code = getattr(codes.SCT, keyword)
+    except (AttributeError, RuntimeError):  # unknown or ambiguous in this pydicom version
+        return Code(value, "SCT", meaning)
+    return code if code.value == value else Code(value, "SCT", meaning)
+
+
+def knee_code_table() -> Dict[str, Tuple[Any, Any]]:
+    """Built-in ``name -> (SegmentedPropertyCategory, SegmentedPropertyType)`` codes (SNOMED CT).
+
+    Keys are normalised names (lower case, spaces). The codes are those of pydicom's DICOM code
+    dictionary (``pydicom.sr.codedict.codes.SCT``, i.e. DICOM PS3.16) except the ACL:
+
+    - category ``Anatomical Structure`` (91723000, CID 7150) for named structures:
+      femur 71341001, tibia 12611008, patella 64234005, fibula 87342007, patellar ligament
+      18033002 (``codes.SCT.PatellarTendon``, a.k.a. "Structure of patellar ligament"),
+      anterior cruciate ligament 895007 ("Anterior cruciate ligament of knee joint": not in
+      pydicom's dictionary; from the SNOMED CT anatomical structure value set published with HL7
+      FHIR R4, Verhoeff check digit verified);
+    - category ``Tissue`` (85756007, CID 7150) for the tissue types of CID 7166: ligament
+      52082005, tendon 13024002, cartilage 309312004, meniscus 74135004, bone 3138006,
+      muscle 91727004, fat 55603005.
+    """
+    from pydicom.sr.coding import Code
+
+    anatomy = _sct("AnatomicalStructure", "91723000", "Anatomical Structure")
+    tissue = _sct("Tissue", "85756007", "Tissue")
+    patellar_ligament = _sct("PatellarTendon", "18033002", "Patellar Tendon")
+    acl = Code("895007", "SCT", "Anterior cruciate ligament of knee joint")
+    table: Dict[str, Tuple[Any, Any]] = {
+        "femur": (anatomy, _sct("Femur", "71341001", "Femur")),
+        "tibia": (anatomy, _sct("Tibia", "12611008", "Tibia")),
+        "patella": (anatomy, _sct("Patella", "64234005", "Patella")),
+        "fibula": (anatomy, _sct("Fibula", "87342007", "Fibula")),
+        "patellar ligament": (anatomy, patellar_ligament),
+        "patellar tendon": (anatomy, patellar_ligament),
+        "anterior cruciate ligament": (anatomy, acl),
+        "acl": (anatomy, acl),
+        "ligament": (tissue, _sct("Ligament", "52082005", "Ligament")),
+        "tendon": (tissue, _sct("Tendon", "13024002", "Tendon")),
+        "cartilage": (tissue, _sct("Cartilage", "309312004", "Cartilage")),
+        "meniscus": (tissue, _sct("Meniscus", "74135004", "Meniscus")),
+        "bone": (tissue, _sct("BoneTissue", "3138006", "Bone")),
+        "muscle": (tissue, _sct("MuscleTissue", "91727004", "Muscle")),
+        "fat": (tissue, _sct("AdiposeTissue", "55603005", "Fat")),
+    }
+    return table
+
+
+def _as_code(value: Any, what: str) -> Any:
+    """A pydicom ``Code``/highdicom ``CodedConcept`` or a ``(value, scheme, meaning)`` tuple -> code."""
+    from pydicom.sr.coding import Code
+
+    if isinstance(value, Code) or (hasattr(value, "value") and hasattr(value, "scheme_designator")):
+        return value
+    if isinstance(value, (tuple, list)) and len(value) == 3 and all(isinstance(v, str) for v in value):
+        return Code(value[0], value[1], value[2])
+    raise TypeError(
+        f"{what}: expected a pydicom Code, a highdicom CodedConcept or a (value, scheme, meaning) tuple, "
+        f"got {value!r}"
+    )
+
+
+def lookup_codes(name: str, codes: Optional[Mapping[str, tuple]] = None) -> Tuple[Any, Any]:
+    """``(category, type)`` codes for a class name.
+
+    ``codes`` (caller overrides, keyed by the exact or the normalised class name) wins over
+    :func:`knee_code_table`; unknown names get category Tissue / type Tissue (SCT 85756007).
+    """
+    if codes:
+        normalised = {_normalise(k): v for k, v in codes.items()}
+        override = codes.get(name, normalised.get(_normalise(name)))
+        if override is not None:
+            if not isinstance(override, (tuple, list)) or len(override) != 2:
+                raise TypeError(f"codes[{name!r}] must be a (category_code, type_code) pair, got {override!r}")
+            return (
+                _as_code(override[0], f"codes[{name!r}] category"),
+                _as_code(override[1], f"codes[{name!r}] type"),
+            )
+    hit = knee_code_table().get(_normalise(name))
+    if hit is not None:
+        return hit
+    tissue = _sct("Tissue", "85756007", "Tissue")
+    return tissue, tissue
+
+
+def _foreground_classes(class_names: Mapping[int, str]) -> List[Tuple[int, str]]:
+    """Sorted ``(class_id, name)`` for ids > 0, validated."""
+    out = []
+    for key, name in class_names.items():
+        integral = isinstance(key, (int, np.integer)) and not isinstance(key, bool)
+        if not integral and not (isinstance(key, str) and key.strip().isdigit()):  # JSON keys are strings
+            raise ValueError(f"class_names: class id {key!r} is not a non-negative integer")
+        cid = int(key)
+        if cid < 0:
+            raise ValueError(f"class_names: negative class id {cid}")
+        if cid == 0:
+            continue
+        name = str(name)
+        if not name.strip():
+            raise ValueError(f"class_names: class {cid} has an empty name")
+        if len(name) > _MAX_LO or "\\" in name:
+            raise ValueError(
+                f"class_names: name of class {cid} ({name!r}) cannot be a DICOM segment label "
+                f"(at most {_MAX_LO} characters, no backslash)"
+            )
+        out.append((cid, name))
+    out.sort()
+    ids = [c for c, _ in out]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"class_names: duplicate class ids {ids}")
+    if not out:
+        raise ValueError("class_names has no foreground class (id > 0): nothing to put in a DICOM SEG")
+    return out
+
+
+def segment_descriptions(
+    class_names: Mapping[int, str],
+    *,
+    algorithm_name: str,
+    algorithm_version: str,
+    codes: Optional[Mapping[str, tuple]] = None,
+) -> list:
+    """highdicom ``SegmentDescription`` per foreground class (id > 0), ordered by class id.
+
+    Segment numbers are 1..n in ascending class id order; labels are the class names; the
+    algorithm type is AUTOMATIC with an ``AlgorithmIdentificationSequence`` (name, version,
+    family "Artificial Intelligence", DCM 123110). Codes: see :func:`lookup_codes`.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes as dcm_codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=str(algorithm_name),
+        family=dcm_codes.DCM.ArtificialIntelligence,  # DCM 123110
+        version=str(algorithm_version),
+    )
+    descriptions = []
+    for number, (_, name) in enumerate(_foreground_classes(class_names), start=1):
+        category, prop_type = lookup_codes(name, codes)
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=name,
+                segmented_property_category=category,
+                segmented_property_type=prop_type,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+            )
+        )
+    return descriptions
+
+
+# ====================================================================== writing
+
+
+def _uid(seed: Optional[str], purpose: str) -> str:
+    """Deterministic UID from ``(seed, purpose)`` when a seed is given, else a fresh random one."""
+    if seed is None:
+        return str(pydicom.uid.generate_uid())
+    return str(pydicom.uid.generate_uid(entropy_srcs=[str(seed), purpose]))
+
+
+def _label_lut(labels: np.ndarray, class_ids: Sequence[int], volume: SeriesVolume) -> np.ndarray:
+    """Map class ids to segment numbers 1..n (uint8/uint16 label map); other values are an error."""
+    if labels.dtype == bool:
+        labels = labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.issubdtype(labels.dtype, np.floating) or not np.all(np.isfinite(labels)):
+            raise ValueError(f"labels for {volume.label} must be an integer label map, got dtype {labels.dtype}")
+        rounded = np.rint(labels)
+        if not np.array_equal(rounded, labels):
+            raise ValueError(f"labels for {volume.label} hold non-integer values (dtype {labels.dtype})")
+        labels = rounded.astype(np.int64)
+    lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+    if lo < 0:
+        raise ValueError(f"labels for {volume.label} hold negative values (min {lo})")
+    dtype = np.uint8 if len(class_ids) < 256 else np.uint16
+    lut = np.full(max(hi, max(class_ids)) + 1, -1, dtype=np.int64)
+    lut[0] = 0
+    for number, cid in enumerate(class_ids, start=1):
+        lut[cid] = number
+    mapped = lut[labels]
+    if (mapped < 0).any():
+        unknown = sorted(int(v) for v in np.unique(labels[mapped < 0]))
+        raise ValueError(
+            f"labels for {volume.label} hold class id(s) {unknown} that are not in class_names "
+            f"(foreground ids {list(class_ids)})"
+        )
+    return mapped.astype(dtype)
+
+
+#: Type 2 patient/study attributes highdicom copies from the source; absent ones are added empty
+#: (in memory only) so that sources lacking them (anonymised data) can still be referenced.
+_TYPE2_SOURCE_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+
+
+def _valid_date(value: Any) -> bool:
+    """A DA value validators accept: ``YYYYMMDD``, a real calendar date, year 1000 or later."""
+    text = str(value).strip()
+    if not re.fullmatch(r"[1-9][0-9]{3}[01][0-9][0-3][0-9]", text):
+        return False
+    try:
+        datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return False
+    return True
+
+
+def _read_header(path: str) -> Any:
+    """Header of a source file, tidied in memory for highdicom (the file is not changed).
+
+    Missing type 2 patient/study attributes are added empty, and placeholder dates that are not
+    valid DA values (e.g. ``00010101`` written by some anonymisers) are emptied, since the SEG
+    copies them and would otherwise fail validation.
+    """
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    for keyword in _TYPE2_SOURCE_KEYWORDS:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    for elem in ds:
+        if elem.VR == "DA" and elem.value not in (None, "") and not elem.VM > 1 and not _valid_date(elem.value):
+            logger.debug("%s: ignoring invalid date %s = %r", path, elem.keyword or elem.tag, elem.value)
+            elem.value = ""
+    return ds
+
+
+def _source_datasets(volume: SeriesVolume) -> Tuple[list, Optional[set]]:
+    """Source datasets (headers only) and, for a multi-frame source, the 1-based frame numbers of ``volume``.
+
+    Single-frame series: one dataset per slice, in slice order (the order of the SEG pixel array).
+    Enhanced multi-frame source: the one dataset; the file may hold frames of other echoes or
+    stacks, which the SEG must not reference.
+    """
+    multi = [s for s in volume.slices if s.frame is not None]
+    if not multi:
+        return [_read_header(s.path) for s in volume.slices], None
+    paths = {s.path for s in volume.slices}
+    if len(multi) != len(volume.slices) or len(paths) != 1:
+        raise ValueError(
+            f"{volume.label}: a DICOM SEG can reference either single-frame images or one multi-frame image; "
+            f"this volume spans {len(paths)} file(s), {len(multi)} of {len(volume.slices)} slices from "
+            "multi-frame files"
+        )
+    (path,) = paths
+    ds = _read_header(path)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    own = {int(s.frame) + 1 for s in volume.slices}  # type: ignore[arg-type]
+    if max(own) > n_frames:
+        raise ValueError(f"{volume.label}: frame {max(own) - 1} is outside {path} ({n_frames} frames)")
+    return [ds], own
+
+
+def _plane_positions(volume: SeriesVolume) -> list:
+    """highdicom plane positions of the volume's slices (slice order)."""
+    import highdicom as hd
+
+    return [
+        hd.PlanePositionSequence(
+            coordinate_system=hd.CoordinateSystemNames.PATIENT,
+            image_position=[float(v) for v in s.position],
+        )
+        for s in volume.slices
+    ]
+
+
+def _keep_own_frames(seg: Any, own: set) -> None:
+    """Drop per-frame source references to frames of the multi-frame source outside ``own``.
+
+    highdicom references every source frame at a SEG frame's position; in a multi-echo enhanced
+    file that includes the other echoes' frames at the same position.
+    """
+    for item in seg.get("PerFrameFunctionalGroupsSequence", []):
+        for derivation in item.get("DerivationImageSequence", []):
+            sources = list(derivation.get("SourceImageSequence", []))
+            keep = [src for src in sources if int(src.get("ReferencedFrameNumber", 0) or 0) in own]
+            if keep and len(keep) != len(sources):
+                derivation.SourceImageSequence = keep
+
+
+def _write_dataset(ds: Any, path: Path) -> None:
+    """Write ``ds`` as a DICOM Part-10 file (pydicom 3.x and 2.4)."""
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    else:  # pragma: no cover - highdicom needs pydicom 3; kept so the writer stays version-neutral
+        pydicom.dcmwrite(path, ds, write_like_original=False)
+
+
+def write_dicom_seg(
+    volume: SeriesVolume,
+    labels: np.ndarray,
+    out_path: PathLike,
+    *,
+    class_names: Mapping[int, str],
+    algorithm_name: str = DEFAULT_ALGORITHM_NAME,
+    algorithm_version: str = kneeseg.__version__,
+    series_description: str = "kneeseg segmentation",
+    series_number: Optional[int] = None,
+    uid_seed: Optional[str] = None,
+    content_creator: Optional[str] = None,
+    codes: Optional[Mapping[str, tuple]] = None,
+) -> Path:
+    """Write ``labels`` predicted on ``volume`` as a BINARY DICOM Segmentation to ``out_path`` (atomically).
+
+    Args:
+        volume: the discovered source volume (:func:`kneeseg.data.dicom_series.discover_series`).
+        labels: integer class-id map shaped ``(columns, rows, slices)`` == ``volume.shape``.
+        out_path: the ``.dcm`` file to write (parent folders are created).
+        class_names: class id -> name; every id > 0 becomes a segment (see the module docstring).
+            Label values not listed here are an error.
+        algorithm_name, algorithm_version: AlgorithmIdentificationSequence, ManufacturerModelName
+            and SoftwareVersions.
+        series_description: SeriesDescription of the SEG series.
+        series_number: SeriesNumber; default 1000 + the source series number (1000 if it has none).
+        uid_seed: if given, SeriesInstanceUID, SOPInstanceUID and DimensionOrganizationUID are
+            derived from it, so rerunning on the same input writes the same UIDs.
+        content_creator: ContentCreatorName (DICOM person name, e.g. ``"Doe^Jane"``); empty if None.
+        codes: per class name ``(category_code, type_code)`` overrides (see :func:`lookup_codes`).
+
+    Returns:
+        ``Path(out_path)``.
+
+    Raises:
+        ValueError: wrong label shape or values, a volume with geometry issues, or a volume that
+            spans several multi-frame files.
+    """
+    import highdicom as hd
+
+    labels = np.asarray(labels)
+    if labels.shape != volume.shape:
+        raise ValueError(
+            f"labels shape {labels.shape} does not match {volume.label}: expected (columns, rows, slices) "
+            f"= {volume.shape}"
+        )
+    if volume.issues:
+        raise ValueError(f"{volume.label}: cannot write a SEG for a volume with issues: " + "; ".join(volume.issues))
+    classes = _foreground_classes(class_names)
+    mapped = _label_lut(labels, [c for c, _ in classes], volume)
+    frames = volume_to_dicom_frames(mapped)  # (slices, rows, columns), frame k = volume.slices[k]
+    sources, own_frames = _source_datasets(volume)
+    descriptions = segment_descriptions(
+        class_names, algorithm_name=algorithm_name, algorithm_version=algorithm_version, codes=codes
+    )
+    if series_number is None:
+        series_number = 1000 + (volume.series_number or 0)
+    version = str(algorithm_version)
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=frames,
+        plane_positions=None if own_frames is None else _plane_positions(volume),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=_uid(uid_seed, "series"),
+        series_number=int(series_number),
+        sop_instance_uid=_uid(uid_seed, "instance"),
+        instance_number=1,
+        manufacturer="kneeseg",
+        manufacturer_model_name=str(algorithm_name)[:_MAX_LO],
+        software_versions=version,
+        device_serial_number=f"kneeseg-{kneeseg.__version__}",
+        content_description=f"{algorithm_name} {version}"[:_MAX_LO],
+        content_label="KNEESEG",
+        content_creator_name=content_creator,
+        series_description=str(series_description)[:_MAX_LO],
+        transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
+        omit_empty_frames=bool(frames.any()),  # an all-empty SEG keeps its (empty) frames
+    )
+    if own_frames is not None:
+        _keep_own_frames(seg, own_frames)
+    if uid_seed is not None:  # highdicom draws this one at random
+        dim_uid = _uid(uid_seed, "dimension-organization")
+        for item in seg.get("DimensionOrganizationSequence", []):
+            item.DimensionOrganizationUID = dim_uid
+        for item in seg.get("DimensionIndexSequence", []):
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = dim_uid
+    out = Path(out_path)
+    with atomic_path(out) as tmp:
+        _write_dataset(seg, tmp)
+    return out
+
+
+# ====================================================================== validation
+
+
+def _dciodvfy() -> str:
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        raise FileNotFoundError(
+            "dciodvfy not found on PATH: install the 'dicom3tools' package (Debian/Ubuntu: "
+            "apt-get install dicom3tools) to validate DICOM files"
+        )
+    return exe
+
+
+def dciodvfy_messages(path: PathLike) -> List[str]:
+    """All ``Error``/``Warning`` lines that ``dciodvfy`` prints for ``path`` (stripped)."""
+    exe = _dciodvfy()
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such DICOM file: {p}")
+    proc = subprocess.run([exe, str(p)], capture_output=True, text=True, errors="replace")
+    lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines()]
+    messages = [ln for ln in lines if ln.startswith(("Error", "Warning"))]
+    if proc.returncode != 0 and not any(ln.startswith("Error") for ln in messages):
+        tail = " | ".join(ln for ln in lines if ln)[-500:]
+        messages.append(f"Error - dciodvfy exited with status {proc.returncode}: {tail}")
+    return messages
+
+
+def validate_dicom_seg(path: PathLike) -> List[str]:
+    """Run ``dciodvfy`` on ``path``; return its ``Error`` lines (an empty list means valid).
+
+    Warnings are not returned (see :func:`dciodvfy_messages`). A readable file that is not a
+    Segmentation Storage instance is reported as an error too.
+
+    Raises:
+        FileNotFoundError: ``dciodvfy`` (package ``dicom3tools``) is not installed, or ``path`` is missing.
+    """
+    errors = [ln for ln in dciodvfy_messages(path) if ln.startswith("Error")]
+    try:
+        sop_class = str(pydicom.dcmread(path, stop_before_pixels=True).get("SOPClassUID", ""))
+    except Exception:  # unreadable: dciodvfy has reported it
+        sop_class = _SEGMENTATION_STORAGE
+    if sop_class != _SEGMENTATION_STORAGE:
+        errors.append(
+            f"Error - SOP Class UID {sop_class or '(none)'} is not Segmentation Storage ({_SEGMENTATION_STORAGE})"
+        )
+    return errors
