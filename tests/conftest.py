@@ -31,3 +31,15 @@ def shared_data() -> Path:
             pytest.fail(msg + " (KNEESEG_REQUIRE_SHARED_DATA=1)")
         pytest.skip(msg)
     return root
+
+
+@pytest.fixture(scope="session")
+def phantom_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of the bundle network trained on a small phantom (about 2 minutes on 2 cores).
+
+    Uses :data:`inference_helpers.PHANTOM_MODEL` (128 px input, width 8); pass the same values
+    as bundle overrides when loading it.
+    """
+    from inference_helpers import train_phantom_model
+
+    return train_phantom_model(tmp_path_factory.mktemp("phantom_model"))

@@ -1,5 +1,36 @@
-"""Inference outputs and (later) batch inference over DICOM folders."""
+"""Inference: batch segmentation of DICOM folders, the fast slice-wise segmenter, DICOM SEG and previews.
 
-from kneeseg.inference.preview import display_slice, pick_slices, save_overlay_png
+Imports are lazy, so ``import kneeseg.inference`` does not load torch.
 
-__all__ = ["display_slice", "pick_slices", "save_overlay_png"]
+- :func:`predict_folder` (``kneeseg infer ROOT -o OUT``): every knee MR series under a folder tree
+  to NIfTI + DICOM SEG + PNG preview + ``manifest.csv``, resumable, sharded under torchrun;
+- :class:`SliceSegmenter` / :func:`load_segmenter`: one volume, runtimes eager / bf16 / onnx;
+- :func:`write_dicom_seg`, :func:`validate_dicom_seg`: DICOM Segmentation export and dciodvfy check;
+- :func:`save_overlay_png`: PNG previews.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "predict_folder": "kneeseg.inference.batch",
+    "plan_work": "kneeseg.inference.batch",
+    "read_manifest": "kneeseg.inference.batch",
+    "BatchResult": "kneeseg.inference.batch",
+    "SliceSegmenter": "kneeseg.inference.segmenter",
+    "load_segmenter": "kneeseg.inference.segmenter",
+    "RUNTIMES": "kneeseg.inference.segmenter",
+    "write_dicom_seg": "kneeseg.inference.dicom_seg",
+    "validate_dicom_seg": "kneeseg.inference.dicom_seg",
+    "display_slice": "kneeseg.inference.preview",
+    "pick_slices": "kneeseg.inference.preview",
+    "save_overlay_png": "kneeseg.inference.preview",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kneeseg.inference' has no attribute {name!r}")

@@ -1,0 +1,203 @@
+"""Seconds per DICOM series: kneeseg's batch inference vs a plain MONAI pipeline, same process.
+
+Both go from a DICOM series folder to a NIfTI label map on disk with the same network and the
+same preprocessing:
+
+- **plain MONAI**: ``LoadImaged`` (kneeseg's DICOM reader) -> the bundle's MONAI transform chain
+  -> ``SliceInferer`` (batch of 8 slices, eager fp32) -> ``Invertd``/argmax -> ``SaveImage``,
+  one series after the other (what ``inference.json`` does);
+- **kneeseg** (:func:`kneeseg.inference.predict_folder`, NIfTI output only) for each runtime:
+  ``eager`` (fp32), ``bf16`` (autocast + channels_last), ``onnx`` (ONNX Runtime), with the next
+  series read and preprocessed while the current one is inferred.
+
+The input is ``--copies`` copies of one series (default the shared knee DESS series, 80 slices
+of 512 x 512) with fresh UIDs, so the pipelines see a realistic folder of several series. The
+report gives seconds per series (wall time / copies), the speed-up over the plain pipeline,
+each runtime's Dice agreement with kneeseg eager and with the plain pipeline, and the resident
+memory after each of ``--memory-series`` consecutive series (bf16) to show it stays flat.
+
+    python benchmarks/infer.py --ckpt /tmp/acl1/models/model.pt --preset cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pydicom
+import torch
+
+PROJECT = Path(__file__).resolve().parents[1]
+DEFAULT_SERIES = PROJECT.parent / "shared" / "data" / "dicom" / "knee-dess-sag"
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def make_copies(series: Path, dest: Path, copies: int) -> List[Path]:
+    """``copies`` copies of a series, each with new Study/Series/SOP Instance UIDs."""
+    files = sorted(p for p in series.rglob("*") if p.is_file())
+    datasets = [pydicom.dcmread(p) for p in files]
+    out = []
+    for c in range(copies):
+        folder = dest / f"copy_{c:02d}"
+        folder.mkdir(parents=True)
+        study, ser = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        for i, ds in enumerate(datasets):
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, ser
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+            ds.SeriesNumber = 100 + c
+            ds.save_as(folder / f"IM{i:04d}.dcm")
+        out.append(folder)
+    return out
+
+
+def plain_monai(folders: List[Path], network: torch.nn.Module, spatial_size: int, out: Path) -> List[np.ndarray]:
+    """The plain MONAI pipeline, one series after the other; returns the label maps."""
+    from monai.inferers import SliceInferer
+    from monai.transforms import SaveImage
+
+    from kneeseg.transforms import infer_transforms, post_transforms
+
+    chain = infer_transforms("image", spatial_size, spatial_dims=3, flip_axes=[1])
+    post = post_transforms(chain)
+    inferer = SliceInferer(roi_size=[spatial_size, spatial_size], spatial_dim=2, sw_batch_size=8, progress=False)
+    saver = SaveImage(output_dir=str(out), output_postfix="seg", output_dtype=np.uint8, resample=False,
+                      separate_folder=False, print_log=False)  # fmt: skip
+    network = network.eval().to(memory_format=torch.contiguous_format)
+    labels = []
+    for folder in folders:
+        data = chain({"image": str(folder)})
+        with torch.inference_mode():
+            data["pred"] = inferer(data["image"][None], network)[0]
+        data = post(data)
+        saver(data["pred"].to(torch.uint8), meta_data=data["pred"].meta)
+        labels.append(data["pred"][0].numpy().astype(np.uint8))
+    return labels
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    total = int(a.sum() + b.sum())
+    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
+
+
+def kneeseg_labels(out: Path, rows: List[Dict]) -> List[np.ndarray]:
+    import nibabel as nib
+
+    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["source"])
+    return [np.asarray(nib.load(out / r["nifti"]).dataobj) for r in ok]
+
+
+def main(argv: List[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="trained checkpoint (e.g. the cpu preset trained on knee-acl)")
+    p.add_argument("--preset", default="cpu", help="bundle preset the checkpoint was trained with (default: cpu)")
+    p.add_argument("--series", type=Path, default=DEFAULT_SERIES, help="DICOM series folder (default: knee-dess-sag)")
+    p.add_argument("--copies", type=int, default=4, help="series copies timed per pipeline (default: 4)")
+    p.add_argument("--runtimes", nargs="+", default=["eager", "bf16", "onnx"])
+    p.add_argument("--memory-series", type=int, default=20, help="consecutive series for the memory check (0: skip)")
+    p.add_argument("--json", type=Path, default=PROJECT / "docs" / "tables" / "infer_benchmark.json")
+    args = p.parse_args(argv)
+
+    from kneeseg.inference.batch import predict_folder
+    from kneeseg.inference.segmenter import load_segmenter
+
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    tmp = Path(tempfile.mkdtemp(prefix="kneeseg-bench-"))
+    try:
+        say(f"copying {args.series} x {args.copies} with new UIDs ...")
+        folders = make_copies(args.series, tmp / "in", args.copies)
+        seg, settings = load_segmenter(ckpt=args.ckpt, preset=args.preset, runtime="eager")
+        n_slices = len(list(folders[0].iterdir()))
+        results: Dict[str, Dict] = {}
+
+        say("plain MONAI pipeline (eager fp32) ...")
+        plain_monai(folders[:1], seg.network, settings["spatial_size"], tmp / "warm")  # warm-up
+        t0 = time.perf_counter()
+        plain = plain_monai(folders, seg.network, settings["spatial_size"], tmp / "plain")
+        plain_s = (time.perf_counter() - t0) / len(folders)
+        results["plain MONAI"] = {"seconds_per_series": plain_s}
+        say(f"  {plain_s:.2f} s per series")
+        del seg
+        gc.collect()
+
+        labels: Dict[str, List[np.ndarray]] = {}
+        for runtime in args.runtimes:
+            say(f"kneeseg {runtime} ...")
+            quiet = lambda line: None  # noqa: E731
+            predict_folder(folders[0], tmp / f"warm_{runtime}", ckpt=args.ckpt, preset=args.preset,
+                           runtime=runtime, formats=["nifti"], progress=quiet)  # fmt: skip
+            t0 = time.perf_counter()
+            res = predict_folder(tmp / "in", tmp / f"out_{runtime}", ckpt=args.ckpt, preset=args.preset,
+                                 runtime=runtime, formats=["nifti"], progress=quiet)  # fmt: skip
+            sec = (time.perf_counter() - t0) / len(folders)
+            labels[runtime] = kneeseg_labels(tmp / f"out_{runtime}", res.rows)
+            results[f"kneeseg {runtime}"] = {"seconds_per_series": sec, "speedup_vs_plain": plain_s / sec}
+            say(f"  {sec:.2f} s per series, x{plain_s / sec:.2f} vs plain MONAI")
+        ref = labels.get("eager")
+        for runtime, labs in labels.items():
+            entry = results[f"kneeseg {runtime}"]
+            entry["dice_vs_plain"] = min(dice(a, b) for a, b in zip(labs, plain))
+            if ref is not None:
+                entry["dice_vs_eager"] = min(dice(a, b) for a, b in zip(labs, ref))
+        fg = [int((x > 0).sum()) for x in plain]
+
+        memory: List[float] = []
+        if args.memory_series:
+            say(f"memory over {args.memory_series} consecutive series (bf16) ...")
+            mem_in = tmp / "mem"
+            make_copies(args.series, mem_in, args.memory_series)
+            shutil.rmtree(tmp / "in")
+
+            def track(line: str) -> None:
+                if line.lstrip().startswith("ok"):
+                    memory.append(round(rss_mb(), 1))
+
+            predict_folder(mem_in, tmp / "out_mem", ckpt=args.ckpt, preset=args.preset, runtime="bf16",
+                           progress=track)  # fmt: skip
+        report = {
+            "command": "python benchmarks/infer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "series": str(args.series.name),
+            "slices": n_slices,
+            "copies": len(folders),
+            "network": settings["network_name"],
+            "spatial_size": settings["spatial_size"],
+            "foreground_voxels_plain": fg,
+            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "results": results,
+            "rss_mb_after_each_series_bf16_all_outputs": memory,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        say("")
+        say(f"| pipeline | s / series | vs plain MONAI | Dice vs kneeseg eager | Dice vs plain |")
+        say("|---|---:|---:|---:|---:|")
+        for name, r in results.items():
+            say(f"| {name} | {r['seconds_per_series']:.2f} | x{r.get('speedup_vs_plain', 1.0):.2f} | "
+                f"{r.get('dice_vs_eager', float('nan')):.4f} | {r.get('dice_vs_plain', 1.0):.4f} |")  # fmt: skip
+        if memory:
+            say(f"RSS after each series (MiB): {memory}")
+            say(f"first 5 max {max(memory[:5]):.0f} MiB, last 5 max {max(memory[-5:]):.0f} MiB")
+        say(f"wrote {args.json}")
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""Helpers for the batch-inference tests: a trained phantom model and a PACS-like DICOM tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pydicom
+
+from dicom_helpers import make_slice, save_dataset, synthetic_volume, write_series
+
+SAGITTAL_IOP = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+AXIAL_IOP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+# the phantom model used by the inference tests: 128 px slices, 8-wide stages
+PHANTOM_SIZE = 128
+PHANTOM_MODEL = {"spatial_size": PHANTOM_SIZE, "width": 8}
+PHANTOM_SHAPE = (PHANTOM_SIZE, PHANTOM_SIZE, 16)
+
+
+def train_phantom_model(work: Path, cases: int = 16, epochs: int = 60) -> Path:
+    """Train the bundle (cpu preset, small input) on a phantom; returns the checkpoint path."""
+    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.workflows import default_bundle_dir, run_workflow
+
+    data = work / "phantom"
+    generate_phantom(data, cases=cases, seed=0, shape=PHANTOM_SHAPE, png_negatives=1)
+    overrides = dict(
+        PHANTOM_MODEL, batch_size=8, val_interval=10_000, num_workers=0, max_epochs=epochs,
+        lr_drop_epoch=int(epochs * 0.75), bundle_root=str(default_bundle_dir()), dataset_dir=str(data),
+        ckpt_dir=str(work / "models"), output_dir=str(work / "runs"),
+    )  # fmt: skip
+    run_workflow("train", preset="cpu", data="phantom", overrides=overrides)
+    ckpt = work / "models" / "last.pt"
+    assert ckpt.is_file(), f"training wrote no checkpoint in {work / 'models'}"
+    return ckpt
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Symlink every file of ``src`` under ``dst`` (shared data is never copied)."""
+    for path in sorted(src.rglob("*")):
+        if path.is_file():
+            target = dst / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(path.resolve(), target)
+
+
+def build_pacs_tree(root: Path, shared: Path | None, phantom_cases: int = 3, seed: int = 11) -> Dict[str, object]:
+    """A folder tree like a PACS export; returns what each part should produce.
+
+    - ``phantom/``: ``phantom_cases`` unseen phantom cases (one patient each), sagittal MR;
+    - ``dess/``, ``mese/``: the shared knee DESS series and multi-echo T2 series (symlinks);
+    - ``ct/``: one CT image (non-MR, skipped);
+    - ``axial/``: an axial MR series (other plane, skipped);
+    - ``corrupt/``: a series with one truncated file (file row failed; the volume has a gap);
+    - ``undecodable/``: a series whose pixel data cannot be decoded (fails while loading);
+    - ``missing/``: a series with a slice missing (failed);
+    - ``notes/README.txt``: a non-DICOM file (skipped).
+    """
+    from kneeseg.data.phantom import generate_phantom
+
+    root.mkdir(parents=True, exist_ok=True)
+    ph = root.parent / f"{root.name}_phantom_src"
+    generate_phantom(ph, cases=phantom_cases, seed=seed, shape=PHANTOM_SHAPE, png=False)
+    dataset = json.loads((ph / "dataset.json").read_text())
+    entries = dataset["training"] + dataset["validation"] + dataset["test"]
+    phantom: Dict[str, Dict[str, str]] = {}
+    for e in entries:
+        case = Path(e["dicom"]).name
+        shutil.copytree(ph / e["dicom"], root / "phantom" / case)
+        phantom[case] = {"label": str(ph / e["label"]), "image": str(ph / e["image"])}
+    if shared is not None:
+        _link_tree(shared / "dicom" / "knee-dess-sag", root / "dess")
+        _link_tree(shared / "dicom" / "knee-mese-t2", root / "mese")
+
+    vol = synthetic_volume(rows=32, columns=32, slices=6, seed=3)
+    ct = make_slice(vol[0], (0.0, 0.0, 0.0), orientation=AXIAL_IOP, series_uid=pydicom.uid.generate_uid(),
+                    study_uid=pydicom.uid.generate_uid())  # fmt: skip
+    ct.Modality = "CT"
+    ct.SOPClassUID = ct.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    ct.RescaleSlope, ct.RescaleIntercept = 1, -1024
+    save_dataset(ct, root / "ct" / "CT0001.dcm")
+
+    write_series(root / "axial", vol, orientation=AXIAL_IOP, series_description="AX PD")
+    corrupt = write_series(root / "corrupt", vol, orientation=SAGITTAL_IOP, series_description="SAG corrupt")
+    data = corrupt[2].read_bytes()
+    corrupt[2].write_bytes(data[: len(data) - 700])  # cut into the pixel data
+    undecodable = write_series(root / "undecodable", vol, orientation=SAGITTAL_IOP, series_description="SAG undecodable")
+    for path in undecodable:
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8 not a jpeg stream \xff\xd9"])
+        ds["PixelData"].VR = "OB"
+        save_dataset(ds, path)
+    missing = write_series(root / "missing", vol, orientation=SAGITTAL_IOP, series_description="SAG missing slice")
+    missing[3].unlink()
+    (root / "notes").mkdir()
+    (root / "notes" / "README.txt").write_text("exported by a PACS\n")
+    return {"phantom": phantom, "phantom_src": ph}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)

@@ -1,0 +1,324 @@
+"""Batch inference over a DICOM folder tree: real discovery, real model, real files, real dciodvfy.
+
+The tree (see ``inference_helpers.build_pacs_tree``) mixes unseen phantom patients, the shared
+knee DESS and multi-echo series, a CT file, an axial series, a corrupt series, an undecodable
+series, a series with a missing slice and a non-DICOM file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from inference_helpers import PHANTOM_MODEL, build_pacs_tree, dice
+
+from kneeseg.cli import main as cli_main
+from kneeseg.data.dicom_series import discover_series, load_volume
+from kneeseg.inference.batch import MANIFEST_COLUMNS, plan_work, predict_folder, read_manifest
+from kneeseg.inference.dicom_seg import validate_dicom_seg
+from kneeseg.inference.segmenter import SliceSegmenter, load_segmenter
+
+OVERRIDES = [f"{k}={v}" for k, v in PHANTOM_MODEL.items()]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("pacs") / "tree"
+    info = build_pacs_tree(root, shared_data)
+    info["root"] = root
+    return info
+
+
+@pytest.fixture(scope="module")
+def batch_run(pacs, phantom_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("batch") / "out"
+    t0 = time.perf_counter()
+    code = cli_main(["infer", str(pacs["root"]), "-o", str(out), "--ckpt", str(phantom_model), "--runtime", "bf16",
+                     "--quiet", *sum((["--set", o] for o in OVERRIDES), [])])  # fmt: skip
+    return {"out": out, "code": code, "seconds": time.perf_counter() - t0}
+
+
+def _rows_by_source(out: Path) -> dict:
+    rows = read_manifest(out / "manifest.csv")
+    by: dict = {}
+    for r in rows:
+        top = r["source"].split("/")[0]
+        by.setdefault(top, []).append(r)
+    return by
+
+
+def test_manifest_rows_one_by_one(batch_run, pacs):
+    out = batch_run["out"]
+    assert batch_run["code"] == 1, "failed series must give exit status 1"
+    rows = read_manifest(out / "manifest.csv")
+    header = list(rows[0].keys())
+    assert header[: len(MANIFEST_COLUMNS)] == MANIFEST_COLUMNS
+    assert header[len(MANIFEST_COLUMNS):] == ["volume_ml_ligament"]
+    by = _rows_by_source(out)
+    assert sorted(by) == sorted(["phantom", "dess", "mese", "ct", "axial", "corrupt", "undecodable", "missing", "notes"])
+
+    phantom = by["phantom"]
+    assert len(phantom) == 3 and all(r["status"] == "ok" for r in phantom)
+    assert len({r["patient_id"] for r in phantom}) == 3
+    for r in phantom:
+        assert r["modality"] == "MR" and r["plane"] == "sagittal" and int(r["slices"]) == 16
+        assert float(r["seconds"]) > 0 and float(r["volume_ml_ligament"]) > 0
+        for key in ("nifti", "dicom_seg", "preview"):
+            assert (out / r[key]).is_file(), r[key]
+
+    (dess,) = by["dess"]
+    assert dess["status"] == "ok" and dess["slices"] == "80" and dess["rows"] == "512" and dess["plane"] == "sagittal"
+    (mese,) = by["mese"]  # one row per series: echo 0 of 8
+    assert mese["status"] == "ok" and mese["echo_index"] == "0" and mese["slices"] == "24"
+
+    (ct,) = by["ct"]
+    assert ct["status"] == "skipped" and "modality CT" in ct["reason"]
+    (axial,) = by["axial"]
+    assert axial["status"] == "skipped" and axial["plane"] == "axial" and "trained on sagittal" in axial["reason"]
+
+    corrupt = {r["status"]: r for r in by["corrupt"]}
+    assert len(by["corrupt"]) == 2  # the truncated file, and the series left with a gap
+    assert "truncated" in corrupt["failed"]["reason"] or any("truncated" in r["reason"] for r in by["corrupt"])
+    assert all(r["status"] == "failed" for r in by["corrupt"])
+    assert any("missing slice" in r["reason"] for r in by["corrupt"])
+    (undecodable,) = by["undecodable"]
+    assert undecodable["status"] == "failed" and "cannot decode pixel data" in undecodable["reason"]
+    assert "IM000" in undecodable["reason"]  # names the file
+    (missing,) = by["missing"]
+    assert missing["status"] == "failed" and "missing slice" in missing["reason"]
+    (notes,) = by["notes"]
+    assert notes["status"] == "skipped" and notes["reason"] == "not a DICOM image file"
+    for r in rows:
+        if r["status"] != "ok":
+            assert r["nifti"] == r["dicom_seg"] == r["preview"] == ""
+
+
+def test_nifti_geometry_matches_the_series(batch_run, pacs):
+    out = batch_run["out"]
+    volumes = {v.series_uid: v for v in discover_series(pacs["root"]).volumes if v.echo_index == 0}
+    ok = [r for r in read_manifest(out / "manifest.csv") if r["status"] == "ok"]
+    assert len(ok) == 5
+    for r in ok:
+        vol = volumes[r["series_uid"]]
+        img = nib.load(out / r["nifti"])
+        assert img.shape == vol.shape
+        np.testing.assert_allclose(img.affine, vol.affine, atol=1e-4)
+        assert img.get_data_dtype() == np.uint8
+        labels = np.asarray(img.dataobj)
+        spacing = np.prod(vol.spacing) / 1000.0
+        assert float(r["volume_ml_ligament"]) == pytest.approx((labels == 1).sum() * spacing, abs=1e-3)
+
+
+def test_phantom_masks_reach_dice_085(batch_run, pacs):
+    out = batch_run["out"]
+    scores = []
+    for r in read_manifest(out / "manifest.csv"):
+        if r["source"].startswith("phantom/"):
+            case = r["source"].split("/")[1]
+            truth = np.asarray(nib.load(pacs["phantom"][case]["label"]).dataobj) == 4
+            pred = np.asarray(nib.load(out / r["nifti"]).dataobj)
+            scores.append(dice(pred, truth))
+    assert len(scores) == 3
+    assert float(np.mean(scores)) >= 0.85, scores
+    assert min(scores) >= 0.7, scores
+
+
+def test_dicom_seg_passes_dciodvfy_and_matches_the_nifti(batch_run):
+    out = batch_run["out"]
+    ok = [r for r in read_manifest(out / "manifest.csv") if r["status"] == "ok"]
+    for r in ok:
+        seg_path = out / r["dicom_seg"]
+        assert validate_dicom_seg(seg_path) == [], r["source"]
+        seg = pydicom.dcmread(seg_path)
+        assert seg.Modality == "SEG" and seg.SeriesInstanceUID != r["series_uid"]
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == r["series_uid"]
+        (segment,) = seg.SegmentSequence
+        assert segment.SegmentLabel == "ligament" and segment.SegmentAlgorithmType == "AUTOMATIC"
+        labels = np.asarray(nib.load(out / r["nifti"]).dataobj)
+        n_frames = int(getattr(seg, "NumberOfFrames", 0) or 0)
+        assert n_frames == int((labels.reshape(-1, labels.shape[-1]) > 0).any(axis=0).sum())
+
+
+def test_rerun_resumes_and_changes_nothing(batch_run, pacs, phantom_model):
+    out = batch_run["out"]
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix in (".gz", ".dcm", ".png")}
+    result = predict_folder(pacs["root"], out, ckpt=phantom_model, overrides=PHANTOM_MODEL, progress=lambda s: None)
+    assert result.resumed == 5 and result.exit_code == 1
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix in (".gz", ".dcm", ".png")}
+    assert after == before
+
+
+def test_series_filter_and_formats(pacs, phantom_model, tmp_path):
+    result = predict_folder(
+        pacs["root"], tmp_path / "o", ckpt=phantom_model, overrides=PHANTOM_MODEL, runtime="eager",
+        formats=["nifti"], series_filter="^DESS$|HiRes", progress=lambda s: None,
+    )  # fmt: skip
+    ok = [r for r in result.rows if r["status"] == "ok"]
+    assert [r["source"] for r in ok] == ["dess"]
+    assert ok[0]["dicom_seg"] == ok[0]["preview"] == "" and (tmp_path / "o" / ok[0]["nifti"]).is_file()
+    filtered = [r for r in result.rows if "does not match --series-filter" in r.get("reason", "")]
+    assert len(filtered) == 6  # 3 phantom, mese, axial ("AX PD") and undecodable
+
+
+def test_plan_work_all_echoes_and_any_plane(pacs):
+    items = plan_work(pacs["root"], echo="all", any_plane=True)
+    mese = [it for it in items if it.row["source"].startswith("mese")]
+    assert sorted(it.row["echo_index"] for it in mese) == list(range(8))
+    axial = [it for it in items if it.row["source"] == "axial"]
+    assert axial[0].todo
+
+
+def _tiny_segmenter(runtime: str, **kw) -> SliceSegmenter:
+    from kneeseg.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network("csam_unet", spatial_dims=2, in_channels=1, out_channels=2, width=4)
+    return SliceSegmenter(net, 64, runtime=runtime, **kw)
+
+
+def test_fast_path_equals_the_monai_pipeline(pacs):
+    """The segmenter's preprocessing and inversion compute what the bundle's MONAI chain computes."""
+    from monai.inferers import SliceInferer
+
+    from kneeseg.transforms import infer_transforms, post_transforms
+
+    case = sorted((pacs["root"] / "phantom").iterdir())[0]
+    seg = _tiny_segmenter("eager")
+    image, _ = load_volume(discover_series(case).volumes[0])
+    prepared = seg.preprocess(image)
+    chain = infer_transforms("image", 64, spatial_dims=3, flip_axes=[1])
+    data = chain({"image": str(case)})
+    ref = data["image"].as_tensor()[0].permute(2, 0, 1)
+    torch.testing.assert_close(prepared.slices[:, 0], ref, atol=1e-5, rtol=0)
+    with torch.inference_mode():
+        data["pred"] = SliceInferer(roi_size=[64, 64], spatial_dim=2, sw_batch_size=4, progress=False)(
+            data["image"][None], seg.network
+        )[0]
+    expected = post_transforms(chain)(data)["pred"][0].numpy().astype(np.uint8)
+    labels = seg.predict(prepared)
+    assert labels.shape == image.shape
+    assert (labels != expected).mean() < 1e-4
+
+
+@pytest.mark.parametrize("runtime", ["bf16", "onnx"])
+def test_runtimes_agree_with_eager(runtime, phantom_model, pacs, tmp_path):
+    case = sorted((pacs["root"] / "phantom").iterdir())[0]
+    image, _ = load_volume(discover_series(case).volumes[0])
+    eager, _ = load_segmenter(ckpt=phantom_model, overrides=PHANTOM_MODEL, runtime="eager")
+    other, _ = load_segmenter(ckpt=phantom_model, overrides=PHANTOM_MODEL, runtime=runtime, onnx_cache=tmp_path)
+    a, b = eager(image), other(image)
+    assert a.any() and dice(a, b) >= 0.99
+    if runtime == "onnx":
+        assert len(list(tmp_path.glob("*.onnx"))) == 1
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, phantom_model):
+    seg = _tiny_segmenter("eager")
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        seg.preprocess(np.full((8, 8, 2), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        _tiny_segmenter("tensorrt")
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        predict_folder(tmp_path / "nope", tmp_path / "o", ckpt=phantom_model, overrides=PHANTOM_MODEL)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        predict_folder(tmp_path, tmp_path / "o", ckpt=tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="does not match the bundle network"):
+        predict_folder(tmp_path, tmp_path / "o", ckpt=phantom_model)  # trained at width 8, bundle default 16
+    assert cli_main(["infer", str(tmp_path), "-o", str(tmp_path / "o"), "--formats", "jpeg"]) == 2
+
+
+# ----------------------------------------------------------------------------- kill and resume
+
+
+def _infer_cmd(root: Path, out: Path, ckpt: Path) -> list:
+    return [sys.executable, "-m", "kneeseg.cli", "infer", str(root), "-o", str(out), "--ckpt", str(ckpt),
+            "--runtime", "eager", *sum((["--set", o] for o in OVERRIDES), [])]  # fmt: skip
+
+
+def _snapshot(out: Path) -> dict:
+    files = {}
+    for p in sorted(out.rglob("*")):
+        if not p.is_file() or ".kneeseg" in p.parts or p.name == "manifest.csv":
+            continue
+        if p.suffix == ".dcm":
+            ds = pydicom.dcmread(p)
+            files[p.relative_to(out).as_posix()] = (ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.PixelData)
+        else:
+            files[p.relative_to(out).as_posix()] = p.read_bytes()
+    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in read_manifest(out / "manifest.csv")]
+    return {"files": files, "rows": rows}
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, phantom_model):
+    from inference_helpers import PHANTOM_SHAPE
+
+    from kneeseg.data.phantom import generate_phantom
+
+    generate_phantom(tmp_path / "src", cases=5, seed=21, shape=PHANTOM_SHAPE, png=False)
+    root = tmp_path / "src" / "dicom"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    reference = subprocess.run(_infer_cmd(root, tmp_path / "ref", phantom_model), capture_output=True, text=True, env=env)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_infer_cmd(root, out, phantom_model), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)  # fmt: skip
+    records = out / ".kneeseg" / "records"
+    deadline = time.time() + 300
+    while time.time() < deadline and len([p for p in records.glob("*.json")]) < 2:
+        time.sleep(0.05)
+    time.sleep(0.3)  # part way into the next series
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(records.glob("*.json")))
+    assert 0 < done_before < 5, f"kill landed outside the run ({done_before} series recorded)"
+    assert not (out / "manifest.csv").exists()
+
+    rerun = subprocess.run(_infer_cmd(root, out, phantom_model), capture_output=True, text=True, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{done_before} series already done" in rerun.stderr
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "temporary files left"
+    assert _snapshot(out) == _snapshot(tmp_path / "ref")
+
+
+# ----------------------------------------------------------------------------- torchrun
+
+
+def test_torchrun_two_processes_share_the_series(tmp_path, phantom_model):
+    from inference_helpers import PHANTOM_SHAPE
+
+    from kneeseg.data.phantom import generate_phantom
+
+    generate_phantom(tmp_path / "src", cases=5, seed=31, shape=PHANTOM_SHAPE, png=False)
+    root = tmp_path / "src" / "dicom"
+    (root / "junk.txt").write_text("not dicom")
+    out = tmp_path / "out"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port),
+           "-m", "kneeseg.cli", *_infer_cmd(root, out, phantom_model)[3:]]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = read_manifest(out / "manifest.csv")
+    assert len(rows) == 6 and sum(r["status"] == "ok" for r in rows) == 5
+    assert len({r["series_uid"] for r in rows if r["status"] == "ok"}) == 5
+    done = re.findall(r"\[rank (\d)/2\] ok +(\S+) series", proc.stderr)
+    assert len(done) == 5, proc.stderr[-3000:]
+    assert {rank for rank, _ in done} == {"0", "1"}
+    assert len({patient for _, patient in done}) == 5, "a series was segmented twice"
