@@ -187,8 +187,6 @@ class SliceSegmenter:
         Raises:
             ValueError: not a 3D array, or NaN/Inf values.
         """
-        from monai.networks.layers import GaussianFilter
-
         from kneeseg.transforms.preprocessing import longest_side_size
 
         arr = np.asarray(volume, dtype=np.float32)
@@ -209,7 +207,7 @@ class SliceSegmenter:
                 x = torch.zeros_like(x)
         sigma = self.preprocessing["smooth_sigma"]
         if sigma:
-            x = GaussianFilter(2, sigma=float(sigma))(x)
+            x = gaussian_blur_2d(x, (float(sigma), float(sigma)))
         if self.preprocessing["equalization"]:
             eq = self._clahe_all(x[:, 0].clamp(0.0, 1.0).numpy())
             x = torch.from_numpy(eq)[:, None]
@@ -218,7 +216,7 @@ class SliceSegmenter:
             factors = torch.div(torch.Tensor([cols, rows]), torch.Tensor(list(size)))
             aa = torch.maximum(torch.zeros(2), (factors - 1) / 2).tolist()
             if any(s > 0 for s in aa):
-                x = GaussianFilter(2, sigma=aa)(x)
+                x = gaussian_blur_2d(x, aa)
             x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
         n = self.spatial_size
         pad0, pad1 = (n - size[0]) // 2, (n - size[1]) // 2
@@ -242,7 +240,7 @@ class SliceSegmenter:
             probs = torch.softmax(logits, dim=1)[:, :, p0 : p0 + h, p1 : p1 + w]
             if (h, w) != (cols, rows):
                 probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
-            out[start:stop] = probs.argmax(dim=1).to(torch.uint8).numpy()
+            out[start:stop] = _argmax_channels(probs).numpy()
             if progress is not None:
                 progress(stop, depth)
         labels = np.moveaxis(out, 0, 2)
@@ -258,6 +256,49 @@ class SliceSegmenter:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def gaussian_blur_2d(x: torch.Tensor, sigmas: Sequence[float], truncated: float = 4.0) -> torch.Tensor:
+    """MONAI's ``GaussianFilter(2, sigmas)`` on ``(B, C, H, W)``, as shifted multiply-adds.
+
+    Same kernel (``monai.networks.layers.gaussian_1d``, ``erf`` approximation, truncated at
+    ``truncated`` sigmas) and zero padding, applied along H then W; small kernels on many
+    slices run several times faster this way than as MONAI's grouped convolutions.
+    """
+    from monai.networks.layers import gaussian_1d
+
+    for axis, sigma in zip((2, 3), sigmas):
+        if sigma <= 0:
+            continue
+        kernel = gaussian_1d(torch.tensor(float(sigma)), truncated=truncated, approx="erf").tolist()
+        radius = (len(kernel) - 1) // 2
+        if radius == 0:
+            x = x * float(kernel[0])
+            continue
+        n = x.shape[axis]
+        pad = [0, 0, radius, radius] if axis == 2 else [radius, radius, 0, 0]
+        padded = F.pad(x, pad)
+        out = padded.narrow(axis, 0, n) * float(kernel[0])
+        for i in range(1, len(kernel)):
+            out.add_(padded.narrow(axis, i, n), alpha=float(kernel[i]))
+        x = out
+    return x
+
+
+def _argmax_channels(probs: torch.Tensor) -> torch.Tensor:
+    """``argmax`` over dim 1 as uint8 (first maximum wins, like ``torch.argmax``).
+
+    A running maximum over the channels: on the CPU this is two orders of magnitude faster
+    than ``torch.argmax(dim=1)``, which reduces over a strided axis.
+    """
+    best = probs[:, 0]
+    labels = torch.zeros(best.shape, dtype=torch.uint8)
+    for c in range(1, probs.shape[1]):
+        channel = probs[:, c]
+        better = channel > best
+        labels[better] = c
+        best = torch.maximum(best, channel)
+    return labels
 
 
 def export_onnx(network: torch.nn.Module, spatial_size: int, opset: int = 17) -> bytes:
