@@ -35,7 +35,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def phantom_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint of the bundle network trained on a small phantom (about 2 minutes on 2 cores).
+    """A checkpoint of the bundle network trained on a small phantom (about 3 minutes on 2 cores).
 
     Uses :data:`inference_helpers.PHANTOM_MODEL` (128 px input, width 8); pass the same values
     as bundle overrides when loading it.

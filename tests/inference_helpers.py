@@ -22,7 +22,7 @@ PHANTOM_MODEL = {"spatial_size": PHANTOM_SIZE, "width": 8}
 PHANTOM_SHAPE = (PHANTOM_SIZE, PHANTOM_SIZE, 16)
 
 
-def train_phantom_model(work: Path, cases: int = 16, epochs: int = 60) -> Path:
+def train_phantom_model(work: Path, cases: int = 32, epochs: int = 40) -> Path:
     """Train the bundle (cpu preset, small input) on a phantom; returns the checkpoint path."""
     from kneeseg.data.phantom import generate_phantom
     from kneeseg.workflows import default_bundle_dir, run_workflow
@@ -49,7 +49,7 @@ def _link_tree(src: Path, dst: Path) -> None:
             os.symlink(path.resolve(), target)
 
 
-def build_pacs_tree(root: Path, shared: Path | None, phantom_cases: int = 3, seed: int = 11) -> Dict[str, object]:
+def build_pacs_tree(root: Path, shared: Path | None, phantom_cases: int = 4, seed: int = 11) -> Dict[str, object]:
     """A folder tree like a PACS export; returns what each part should produce.
 
     - ``phantom/``: ``phantom_cases`` unseen phantom cases (one patient each), sagittal MR;

@@ -71,8 +71,8 @@ def test_manifest_rows_one_by_one(batch_run, pacs):
     assert sorted(by) == sorted(["phantom", "dess", "mese", "ct", "axial", "corrupt", "undecodable", "missing", "notes"])
 
     phantom = by["phantom"]
-    assert len(phantom) == 3 and all(r["status"] == "ok" for r in phantom)
-    assert len({r["patient_id"] for r in phantom}) == 3
+    assert len(phantom) == 4 and all(r["status"] == "ok" for r in phantom)
+    assert len({r["patient_id"] for r in phantom}) == 4
     for r in phantom:
         assert r["modality"] == "MR" and r["plane"] == "sagittal" and int(r["slices"]) == 16
         assert float(r["seconds"]) > 0 and float(r["volume_ml_ligament"]) > 0
@@ -110,7 +110,7 @@ def test_nifti_geometry_matches_the_series(batch_run, pacs):
     out = batch_run["out"]
     volumes = {v.series_uid: v for v in discover_series(pacs["root"]).volumes if v.echo_index == 0}
     ok = [r for r in read_manifest(out / "manifest.csv") if r["status"] == "ok"]
-    assert len(ok) == 5
+    assert len(ok) == 6
     for r in ok:
         vol = volumes[r["series_uid"]]
         img = nib.load(out / r["nifti"])
@@ -131,9 +131,9 @@ def test_phantom_masks_reach_dice_085(batch_run, pacs):
             truth = np.asarray(nib.load(pacs["phantom"][case]["label"]).dataobj) == 4
             pred = np.asarray(nib.load(out / r["nifti"]).dataobj)
             scores.append(dice(pred, truth))
-    assert len(scores) == 3
+    assert len(scores) == 4
     assert float(np.mean(scores)) >= 0.85, scores
-    assert min(scores) >= 0.7, scores
+    assert min(scores) >= 0.75, scores
 
 
 def test_dicom_seg_passes_dciodvfy_and_matches_the_nifti(batch_run):
@@ -156,7 +156,7 @@ def test_rerun_resumes_and_changes_nothing(batch_run, pacs, phantom_model):
     out = batch_run["out"]
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix in (".gz", ".dcm", ".png")}
     result = predict_folder(pacs["root"], out, ckpt=phantom_model, overrides=PHANTOM_MODEL, progress=lambda s: None)
-    assert result.resumed == 5 and result.exit_code == 1
+    assert result.resumed == 6 and result.exit_code == 1
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix in (".gz", ".dcm", ".png")}
     assert after == before
 
@@ -170,7 +170,7 @@ def test_series_filter_and_formats(pacs, phantom_model, tmp_path):
     assert [r["source"] for r in ok] == ["dess"]
     assert ok[0]["dicom_seg"] == ok[0]["preview"] == "" and (tmp_path / "o" / ok[0]["nifti"]).is_file()
     filtered = [r for r in result.rows if "does not match --series-filter" in r.get("reason", "")]
-    assert len(filtered) == 6  # 3 phantom, mese, axial ("AX PD") and undecodable
+    assert len(filtered) == 7  # 4 phantom, mese, axial ("AX PD") and undecodable
 
 
 def test_plan_work_all_echoes_and_any_plane(pacs):
