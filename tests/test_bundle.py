@@ -63,7 +63,7 @@ def test_training_resumes_at_the_next_epoch_with_optimizer_state(tiny_phantom, t
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(run_dir, resumed_dir)
     iters_per_epoch = first.parser.get_parsed_content("train#trainer").state.epoch_length
-    wf = _train(tiny_phantom, resumed_dir, max_epochs=2)
+    wf = _train(tiny_phantom, resumed_dir, max_epochs=2, resume=True)
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 2
     assert trainer.state.iteration == 2 * iters_per_epoch  # one new epoch on top of the restored one

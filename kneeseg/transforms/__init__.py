@@ -25,6 +25,7 @@ from kneeseg.transforms.checks import (
     source_of,
 )
 from kneeseg.transforms.loading import load_image, load_label
+from kneeseg.transforms.slicing import SampleSlicesd
 from kneeseg.transforms.preprocessing import (
     LABEL_LINEAR,
     HistogramEqualize,
@@ -37,6 +38,7 @@ from kneeseg.transforms.preprocessing import (
 )
 
 __all__ = [
+    "SampleSlicesd",
     "LABEL_LINEAR",
     "CheckFinited",
     "CheckImageMaskPaird",

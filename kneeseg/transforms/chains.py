@@ -46,6 +46,7 @@ from kneeseg.transforms.augmentation import knee_augmentations
 from kneeseg.transforms.checks import CheckFinited, CheckImageMaskPaird, CheckMaskNotEmptyd, CheckSpatialDimsd
 from kneeseg.transforms.loading import load_image, load_label
 from kneeseg.transforms.preprocessing import paper_preprocessing
+from kneeseg.transforms.slicing import SampleSlicesd
 
 __all__ = ["KneeCompose", "eval_transforms", "infer_transforms", "post_transforms", "train_transforms"]
 
@@ -95,16 +96,33 @@ def _front(
     label_map: Mapping[str, int] | None,
     allow_empty: bool,
     preprocessing: Mapping[str, Any] | None,
+    slices_per_volume: int = 0,
+    pos_fraction: float = 0.75,
 ) -> list[Transform]:
     xforms: list[Transform] = [load_image(image_key, reader)]
     if label_keys:
         xforms.append(load_label(label_keys, label_reader, value_map=value_map, label_map=label_map))
-    xforms += [CheckSpatialDimsd([image_key, *label_keys], spatial_dims), CheckFinited(image_key)]
-    if label_keys:
+    if slices_per_volume:
+        if spatial_dims != 2:
+            raise ValueError("slices_per_volume cuts volumes into 2D slices: use it with spatial_dims=2")
+        # volumes: checks on the whole volume, then 2D slice samples; 2D images pass unchanged
+        xforms.append(CheckFinited(image_key))
+        if label_keys:
+            xforms.append(CheckMaskNotEmptyd(label_keys, allow_empty=allow_empty))
         xforms += [
-            CheckImageMaskPaird(label_keys, image_key, axes_are_wh=spatial_dims == 2),
-            CheckMaskNotEmptyd(label_keys, allow_empty=allow_empty),
-        ]
+            SampleSlicesd([image_key, *label_keys], label_key=label_keys[0] if label_keys else None,
+                          num_slices=slices_per_volume, pos_fraction=pos_fraction),
+            CheckSpatialDimsd([image_key, *label_keys], 2),
+        ]  # fmt: skip
+        if label_keys:
+            xforms.append(CheckImageMaskPaird(label_keys, image_key, axes_are_wh=True))
+    else:
+        xforms += [CheckSpatialDimsd([image_key, *label_keys], spatial_dims), CheckFinited(image_key)]
+        if label_keys:
+            xforms += [
+                CheckImageMaskPaird(label_keys, image_key, axes_are_wh=spatial_dims == 2),
+                CheckMaskNotEmptyd(label_keys, allow_empty=allow_empty),
+            ]
     xforms += paper_preprocessing(
         image_key,
         label_keys or None,
@@ -135,6 +153,8 @@ def train_transforms(
     augmentation: Mapping[str, Any] | None = None,
     augment: bool = True,
     seed: int | None = None,
+    slices_per_volume: int = 0,
+    pos_fraction: float = 0.75,
 ) -> Compose:
     """Training chain: load, check, paper preprocessing, knee augmentation, float32.
 
@@ -153,6 +173,12 @@ def train_transforms(
         augmentation: extra arguments for :func:`knee_augmentations`.
         augment: ``False`` drops the random transforms (then equal to :func:`eval_transforms`).
         seed: seeds every random transform (``Compose.set_random_state``) -> reproducible.
+        slices_per_volume: ``0``: inputs must have ``spatial_dims`` dimensions. ``N > 0`` (with
+            ``spatial_dims=2``): 3D volumes are cut into ``N`` random 2D slices each
+            (:class:`~kneeseg.transforms.slicing.SampleSlicesd`; ``pos_fraction`` of them with
+            foreground; rows flipped like inference does), 2D images pass unchanged; ``-1``:
+            every slice. The whole volume's mask is checked for emptiness, not each slice.
+        pos_fraction: share of sampled slices with foreground.
 
     Returns:
         ``Compose``; outputs per key as in the module table.
@@ -164,7 +190,7 @@ def train_transforms(
     image_key, label_keys = _split_keys(keys)
     xforms = _front(
         image_key, label_keys, spatial_size, spatial_dims, spatial_axes, reader, label_reader,
-        value_map, label_map, allow_empty, preprocessing,
+        value_map, label_map, allow_empty, preprocessing, slices_per_volume, pos_fraction,
     )
     if augment:
         xforms += knee_augmentations(
@@ -193,16 +219,18 @@ def eval_transforms(
     label_map: Mapping[str, int] | None = None,
     allow_empty: bool = True,
     preprocessing: Mapping[str, Any] | None = None,
+    slices_per_volume: int = 0,
 ) -> Compose:
     """Evaluation chain: like :func:`train_transforms` without augmentation (deterministic).
 
     ``allow_empty`` defaults to ``True`` here (warns): an evaluation slice may truly contain no
-    structure. Arguments as in :func:`train_transforms`.
+    structure. ``slices_per_volume=-1`` evaluates volumes as all their 2D slices (a positive
+    ``N`` would sample randomly; use -1 for evaluation). Arguments as in :func:`train_transforms`.
     """
     image_key, label_keys = _split_keys(keys)
     xforms = _front(
         image_key, label_keys, spatial_size, spatial_dims, spatial_axes, reader, label_reader,
-        value_map, label_map, allow_empty, preprocessing,
+        value_map, label_map, allow_empty, preprocessing, slices_per_volume,
     )
     xforms.append(_typed([image_key, *label_keys]))
     return KneeCompose(xforms)

@@ -1,0 +1,100 @@
+"""Training the 2D bundle network on 3D volumes (as MONAI Label passes them) with one train.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from bundle_helpers import CONFIGS, TINY, tiny_overrides
+from kneeseg.data.phantom import generate_phantom
+from kneeseg.transforms import SampleSlicesd, eval_transforms, train_transforms
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory):
+    """Phantom NIfTI volumes with class-id labels (ligament = 1), like MONAI Label's labels/final."""
+    root = tmp_path_factory.mktemp("volumes")
+    generate_phantom(root / "ph", cases=4, seed=3, shape=(64, 64, 10), png=True, png_negatives=1)
+    ds = json.loads((root / "ph" / "dataset.json").read_text())
+    items = []
+    for e in [e for k in ("training", "validation", "test") for e in ds.get(k, [])]:
+        src = nib.load(root / "ph" / e["label"])
+        lab = (np.asarray(src.dataobj) == 4).astype(np.uint8)
+        out = root / "labels" / Path(e["label"]).name
+        out.parent.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(lab, src.affine), out)
+        items.append({"image": str(root / "ph" / e["image"]), "label": str(out), "png": e})
+    return root, items
+
+
+def test_sample_slices_picks_foreground_and_background():
+    vol = torch.zeros(1, 8, 6, 10)
+    lab = torch.zeros(1, 8, 6, 10)
+    lab[0, 2:4, 1:3, 3:6] = 1  # foreground in slices 3, 4, 5
+    t = SampleSlicesd(["image", "label"], num_slices=4, pos_fraction=0.5)
+    t.set_random_state(0)
+    out = t({"image": vol, "label": lab})
+    assert len(out) == 4 and all(o["image"].shape == (1, 8, 6) for o in out)
+    fg = [bool(o["label"].sum() > 0) for o in out]
+    assert sum(fg) == 2
+    # rows are flipped: foreground rows 1:3 of 6 become 3:5
+    pos = next(o for o in out if o["label"].sum() > 0)
+    assert pos["label"][0, 2:4, 3:5].all() and pos["label"].sum() == 4
+    assert [o["image"].meta["source_slice"] for o in SampleSlicesd(["image"], num_slices=-1)({"image": vol})] == list(range(10))
+    assert SampleSlicesd(["image"], num_slices=3)({"image": torch.zeros(1, 5, 5)})["image"].shape == (1, 5, 5)
+    with pytest.raises(ValueError, match="num_slices"):
+        SampleSlicesd(["image"], num_slices=0)
+
+
+def test_volume_slices_equal_the_2d_slice_files(volumes):
+    """A slice cut from the NIfTI volume lines up with the phantom's own PNG of that slice."""
+    _, items = volumes
+    item = items[0]
+    vol = eval_transforms(["image", "label"], 64, slices_per_volume=-1)({"image": item["image"], "label": item["label"]})
+    root = Path(item["image"]).parents[1]
+    ds2 = json.loads((root / "dataset_2d.json").read_text())
+    case = Path(item["image"]).name.split(".")[0]
+    png = next(e for k in ("training", "validation", "test") for e in ds2.get(k, []) if e["case"] == case and e["ligament"])
+    two = eval_transforms(["image", "label"], 64, value_map={1: 0, 2: 0, 3: 0, 4: 1})({"image": str(root / png["image"]), "label": str(root / png["label"])})
+    k = int(png["slice"])
+    assert torch.equal(vol[k]["label"].as_tensor(), two["label"].as_tensor())
+    corr = np.corrcoef(vol[k]["image"].numpy().ravel(), two["image"].numpy().ravel())[0, 1]
+    assert corr > 0.99
+
+
+def test_train_json_trains_on_volumes_and_always_saves_the_best_model(volumes, tmp_path):
+    """What MONAI Label does: train.json alone, train#dataset#data = volumes, max_epochs below val_interval."""
+    from monai.bundle import ConfigWorkflow
+
+    _, items = volumes
+    data = [{"image": i["image"], "label": i["label"]} for i in items]
+    overrides = tiny_overrides(Path("/nonexistent"), tmp_path, val_interval=5)
+    overrides.update({"train#dataset#data": data[:3], "validate#dataset#data": data[3:], "train#trainer#max_epochs": 1})
+    wf = ConfigWorkflow(
+        config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"), workflow_type="train", **overrides,
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 1
+    # 3 volumes x 4 slices per epoch, batch of 4 volumes -> one iteration of 12 slices
+    assert trainer.state.iteration == 1
+    assert (tmp_path / "models" / "model.pt").is_file(), "final validation must save the best model"
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    assert "val_f1" in evaluator.state.metrics
+
+
+def test_train_json_defaults_match_inference_json():
+    train = json.loads((CONFIGS / "train.json").read_text())
+    infer = json.loads((CONFIGS / "inference.json").read_text())
+    for key in ("spatial_size", "width", "network_name", "num_classes"):
+        assert train[key] == infer[key], key
+    assert train["resume"] is False
+    assert TINY["width"] != train["width"]  # the tests' tiny network is an override, not the default
