@@ -98,3 +98,34 @@ def test_train_json_defaults_match_inference_json():
         assert train[key] == infer[key], key
     assert train["resume"] is False
     assert TINY["width"] != train["width"]  # the tests' tiny network is an override, not the default
+
+
+def test_auto_inference_chain_serves_2d_images_and_volumes(volumes):
+    """One inference chain (spatial_dims="auto") for PNG slices and NIfTI volumes, inverted back."""
+    from kneeseg.engines import SliceOrSimpleInferer
+    from kneeseg.networks import build_network
+    from kneeseg.transforms import infer_transforms, post_transforms
+
+    _, items = volumes
+    torch.manual_seed(0)
+    net = build_network("csam_unet", width=4).eval()
+    inferer = SliceOrSimpleInferer(roi_size=[64, 64], sw_batch_size=4)
+    auto = infer_transforms("image", 64, spatial_dims="auto", flip_axes=[1])
+    post = post_transforms(auto)
+    root = Path(items[0]["image"]).parents[1]
+    png = json.loads((root / "dataset_2d.json").read_text())["training"][0]["image"]
+    for path, dims in ((items[0]["image"], 3), (str(root / png), 2)):
+        data = auto({"image": path})
+        ref_chain = infer_transforms("image", 64, spatial_dims=dims, flip_axes=[1] if dims == 3 else None)
+        ref = ref_chain({"image": path})
+        torch.testing.assert_close(data["image"].as_tensor(), ref["image"].as_tensor())
+        with torch.inference_mode():
+            data["pred"] = inferer(data["image"][None], net)[0]
+            ref["pred"] = inferer(ref["image"][None], net)[0]
+        out = post(data)["pred"]
+        expected = post_transforms(ref_chain)(ref)["pred"]
+        original = ref_chain.transforms[0]({"image": path})["image"]
+        assert out.shape[1:] == original.shape[1:]
+        assert torch.equal(out.as_tensor(), expected.as_tensor())
+    with pytest.raises(ValueError, match="2D image or a 3D volume"):
+        auto.transforms[1]({"image": torch.zeros(1, 4, 4, 4, 4)})

@@ -3,10 +3,11 @@
 from kneeseg.engines.amp import AmpPolicy, cpu_supports_bf16, resolve_amp
 from kneeseg.engines.checkpoint import LastCheckpointSaver, ResumeFromCheckpoint, save_checkpoint
 from kneeseg.engines.curves import TrainingCurveHandler, plot_training_curves
-from kneeseg.engines.inferers import AutocastInferer
+from kneeseg.engines.inferers import AutocastInferer, SliceOrSimpleInferer
 from kneeseg.engines.validation import FinalValidationHandler
 
 __all__ = [
+    "SliceOrSimpleInferer",
     "FinalValidationHandler",
     "AmpPolicy",
     "AutocastInferer",

@@ -7,11 +7,11 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn as nn
 
-from monai.inferers import Inferer, SimpleInferer
+from monai.inferers import Inferer, SimpleInferer, SliceInferer
 
 from kneeseg.engines.amp import AmpPolicy, resolve_amp
 
-__all__ = ["AutocastInferer"]
+__all__ = ["AutocastInferer", "SliceOrSimpleInferer"]
 
 
 class AutocastInferer(Inferer):
@@ -71,3 +71,25 @@ def _to_float(out: Any) -> Any:
     if isinstance(out, dict):
         return {k: _to_float(v) for k, v in out.items()}
     return out
+
+
+class SliceOrSimpleInferer(Inferer):
+    """A 2D network on 2D images (one forward pass) or on 3D volumes (slice by slice).
+
+    ``(B, C, H, W)`` inputs go straight through the network; ``(B, C, H, W, D)`` inputs go
+    through MONAI's ``SliceInferer`` along ``spatial_dim`` with ``roi_size`` and
+    ``sw_batch_size`` slices per pass. Lets one inference config serve both.
+    """
+
+    def __init__(self, roi_size: Any, spatial_dim: int = 2, sw_batch_size: int = 8, **kwargs: Any) -> None:
+        super().__init__()
+        self.slice_inferer = SliceInferer(
+            roi_size=roi_size, spatial_dim=spatial_dim, sw_batch_size=sw_batch_size, progress=False, **kwargs
+        )
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
+        if inputs.dim() == 5:
+            return self.slice_inferer(inputs, network, *args, **kwargs)
+        if inputs.dim() == 4:
+            return network(inputs, *args, **kwargs)
+        raise ValueError(f"expected (B, C, H, W) or (B, C, H, W, D) inputs, got shape {tuple(inputs.shape)}")

@@ -25,7 +25,7 @@ nibabel, labelme ``.json`` labels when ``label_map`` is given). Pass ``reader=``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,17 +38,25 @@ from monai.transforms import (
     Flipd,
     Invertd,
     KeepLargestConnectedComponentd,
+    MapTransform,
     Transform,
 )
+from monai.transforms.inverse import InvertibleTransform
 from monai.utils import ensure_tuple
 
 from kneeseg.transforms.augmentation import knee_augmentations
-from kneeseg.transforms.checks import CheckFinited, CheckImageMaskPaird, CheckMaskNotEmptyd, CheckSpatialDimsd
+from kneeseg.transforms.checks import (
+    CheckFinited,
+    CheckImageMaskPaird,
+    CheckMaskNotEmptyd,
+    CheckSpatialDimsd,
+    source_of,
+)
 from kneeseg.transforms.loading import load_image, load_label
 from kneeseg.transforms.preprocessing import paper_preprocessing
 from kneeseg.transforms.slicing import SampleSlicesd
 
-__all__ = ["KneeCompose", "eval_transforms", "infer_transforms", "post_transforms", "train_transforms"]
+__all__ = ["DimensionDispatchd", "KneeCompose", "eval_transforms", "infer_transforms", "post_transforms", "train_transforms"]
 
 
 class KneeCompose(Compose):
@@ -236,11 +244,42 @@ def eval_transforms(
     return KneeCompose(xforms)
 
 
+class DimensionDispatchd(MapTransform, InvertibleTransform):
+    """Run the chain made for the loaded image's number of spatial dimensions (2 or 3).
+
+    ``chains`` maps 2 and/or 3 to a ``Compose``; the image under ``key`` picks one at call
+    time, and :meth:`inverse` picks the same one from the number of dimensions of the data to
+    invert, so ``Invertd`` works through it. Lets one inference config take 2D images and 3D
+    volumes alike (MONAI Label reads a single ``inference.json``).
+    """
+
+    def __init__(self, key: str, chains: Mapping[int, Compose]) -> None:
+        MapTransform.__init__(self, key)
+        self.key = key
+        self.chains = dict(chains)
+
+    def _chain(self, data: Mapping[Hashable, Any]) -> Compose:
+        value = data[self.key]
+        nsp = value.ndim - 1
+        if nsp not in self.chains:
+            raise ValueError(
+                f"{source_of(value, self.key, data)}: expected a 2D image or a 3D volume (channel first), "
+                f"got shape {tuple(value.shape)}"
+            )
+        return self.chains[nsp]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Any:  # type: ignore[override]
+        return self._chain(data)(dict(data))
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> Any:
+        return self._chain(data).inverse(dict(data))
+
+
 def infer_transforms(
     keys: str | Sequence[str] = "image",
     spatial_size: int = 512,
     *,
-    spatial_dims: int = 2,
+    spatial_dims: int | str = 2,
     spatial_axes: Sequence[int] | None = None,
     reader: ImageReader | str | None = None,
     preprocessing: Mapping[str, Any] | None = None,
@@ -252,12 +291,26 @@ def infer_transforms(
     to the input geometry. Arguments as in :func:`train_transforms` (extra keys are ignored), plus:
 
     Args:
+        spatial_dims: 2, 3, or ``"auto"``: the chain for 2D images or for 3D volumes is chosen
+            per input after loading (:class:`DimensionDispatchd`); ``flip_axes`` then applies
+            to volumes only.
         flip_axes: spatial axes flipped right after loading (inverted with the rest). Volumes
             from kneeseg's DICOM reader and dcm2niix-style NIfTI run their row axis (axis 1)
             bottom-up, while 2D image files, and so models trained on them, see rows top-down:
             ``flip_axes=(1,)`` lets such a model segment those volumes slice by slice.
     """
     image_key, _ = _split_keys(keys)
+    if spatial_dims == "auto":
+        chains = {}
+        for dims in (2, 3):
+            full = infer_transforms(
+                keys, spatial_size, spatial_dims=dims, spatial_axes=spatial_axes, reader=reader,
+                preprocessing=preprocessing, flip_axes=flip_axes if dims == 3 else None,
+            )  # fmt: skip
+            chains[dims] = KneeCompose(full.transforms[1:])  # everything after loading
+        return KneeCompose([load_image(image_key, reader), DimensionDispatchd(image_key, chains)])
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2, 3 or 'auto', got {spatial_dims!r}")
     xforms = _front(
         image_key, [], spatial_size, spatial_dims, spatial_axes, reader, None, None, None, True,
         preprocessing,
