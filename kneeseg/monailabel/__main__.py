@@ -1,0 +1,7 @@
+"""``python -m kneeseg.monailabel prepare|serve`` (see :mod:`kneeseg.monailabel`)."""
+
+import sys
+
+from kneeseg.monailabel import main
+
+sys.exit(main())
