@@ -260,6 +260,24 @@ def _add_infer_command(commands: Any) -> None:
     p.set_defaults(handler=_cmd_infer)
 
 
+# ----------------------------------------------------------------------------- benchmarks
+def _cmd_bench_table1(args: argparse.Namespace) -> int:
+    from kneeseg.bench.table1 import main as table1_main
+
+    return table1_main(args.rest)
+
+
+def _add_bench_commands(commands: Any) -> None:
+    bench = commands.add_parser("bench", help="reproduce the paper's experiments", description="Reproduce the paper's experiments.")
+    sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
+    t1 = sub.add_parser(
+        "table1", add_help=False,
+        help="train and evaluate every method x seed through the bundle; Table-1 style results (--help for options)",
+    )  # fmt: skip
+    t1.add_argument("rest", nargs=argparse.REMAINDER)
+    t1.set_defaults(handler=_cmd_bench_table1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kneeseg`` argument parser with all command groups."""
     parser = argparse.ArgumentParser(prog="kneeseg", description="Knee MRI segmentation with a CSAM U-Net on MONAI.")
@@ -268,12 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(commands)
     _add_workflow_commands(commands)
     _add_infer_command(commands)
+    _add_bench_commands(commands)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the ``kneeseg`` command; returns the exit status (0 ok, 2 usage or input error)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "table1"]:  # its own parser owns every option after the sub-command
+        from kneeseg.bench.table1 import main as table1_main
+
+        try:
+            return int(table1_main(argv[2:]))
+        except SystemExit as exc:
+            return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        except (ValueError, OSError) as exc:
+            print(f"kneeseg: error: {exc}", file=sys.stderr)
+            return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors

@@ -1,0 +1,346 @@
+"""The paper's Table 1 under one protocol: every method trained and evaluated through the bundle.
+
+``kneeseg bench table1`` (and ``benchmarks/table1.py``) trains each method for each seed with
+the bundle's ``training`` workflow (only ``network_name`` and ``seed`` differ between runs:
+same preset, data config, split, preprocessing, optimizer recipe, epochs and input size),
+keeps the checkpoint with the best validation F1, evaluates it on the test part with the
+bundle's ``evaluating`` workflow, and aggregates:
+
+- ``runs.csv``: one row per method and seed (test metrics, training time);
+- ``table1.md`` / ``table1.json``: mean +- sd over seeds of loss rate, MAE, F1, Dice, HD95,
+  with parameters, GFLOPs and training time;
+- ``paired.csv``: each method against ``csam_unet`` on the same test cases (per-case Dice
+  averaged over seeds): mean difference, bootstrap 95 % CI, Wilcoxon signed-rank p;
+- PNG plots: metric bars with sd error bars, validation-F1 curves per method.
+
+Runs are resumable: a run whose evaluation summary exists is not repeated.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from kneeseg.io import atomic_write_bytes, atomic_write_text
+
+__all__ = ["PAPER_METHODS", "ABLATIONS", "EXTRA_PEERS", "Table1Config", "run_table1", "aggregate"]
+
+#: The paper's Table 1 methods (U-Net, U-Net++, residual U-Net, FR-UNet, the proposed model).
+PAPER_METHODS = ["unet", "unetpp", "res_unet", "fr_unet", "csam_unet"]
+#: Ablations: attention without residuals; the paper's literal 1x1 encoder.
+ABLATIONS = ["att_unet", "paper_literal"]
+#: MONAI's attention U-Net as an extra peer.
+EXTRA_PEERS = ["monai_attention_unet"]
+REFERENCE = "csam_unet"
+METRICS = ["loss_rate", "mae", "f1", "dice", "hd95"]
+
+#: data name -> (train, validation, test) datalist keys used by the protocol
+SPLITS = {
+    "knee_acl": ("train_811", "val_811", "test_811"),  # the manifest's seeded 8:1:1 split
+    "phantom": ("training", "validation", "test"),
+}
+
+
+@dataclass
+class Table1Config:
+    """What to run. ``overrides`` go to every run (e.g. ``max_epochs``, ``spatial_size``)."""
+
+    out: Path
+    methods: List[str] = field(default_factory=lambda: PAPER_METHODS + ABLATIONS + EXTRA_PEERS)
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    preset: str = "cpu"
+    data: str = "knee_acl"
+    dataset_dir: Optional[str] = None
+    overrides: Dict[str, Any] = field(default_factory=dict)
+
+
+def _say(progress: Optional[Callable[[str], None]], line: str) -> None:
+    (progress or (lambda s: print(s, flush=True)))(line)
+
+
+def _run_dirs(out: Path, method: str, seed: int) -> Dict[str, Path]:
+    base = out / "runs" / method / f"seed{seed}"
+    return {"base": base, "models": base / "models", "train": base / "train", "eval": base / "eval"}
+
+
+def _split_overrides(data: str) -> Dict[str, str]:
+    train, val, test = SPLITS.get(data, ("training", "validation", "test"))
+    return {"train_list_key": train, "val_list_key": val, "test_list_key": test}
+
+
+def run_one(cfg: Table1Config, method: str, seed: int, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Train + evaluate one method/seed through the bundle; returns its row (resumes if done)."""
+    from kneeseg.workflows import run_workflow
+
+    dirs = _run_dirs(cfg.out, method, seed)
+    record = dirs["base"] / "run.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    common: Dict[str, Any] = dict(cfg.overrides)
+    common.update(_split_overrides(cfg.data))
+    common.update(network_name=method, seed=seed, ckpt_dir=str(dirs["models"]))
+    if cfg.dataset_dir:
+        common["dataset_dir"] = cfg.dataset_dir
+    _say(progress, f"[table1] {method} seed {seed}: training")
+    t0 = time.perf_counter()
+    run_workflow("train", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(dirs["train"]), resume=False))
+    train_s = time.perf_counter() - t0
+    _say(progress, f"[table1] {method} seed {seed}: trained in {train_s:.0f} s; evaluating on the test part")
+    run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(dirs["eval"])))
+    summary = json.loads((dirs["eval"] / "metrics_summary.json").read_text())
+    row: Dict[str, Any] = {"method": method, "seed": seed, "train_s": round(train_s, 1), "epoch": summary.get("epoch")}
+    row.update({m: summary["per_image_mean"].get(m) for m in METRICS})
+    row["num_cases"] = summary.get("num_cases")
+    atomic_write_text(record, json.dumps(row, indent=1))
+    _say(progress, f"[table1] {method} seed {seed}: test F1 {row['f1']:.4f}, Dice {row['dice']:.4f}")
+    return row
+
+
+def model_cost(method: str, width: Optional[int], size: int) -> Dict[str, float]:
+    """Parameters (millions) and forward GFLOPs of a registry network at ``1 x 1 x size x size``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kneeseg.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network(method) if width is None else build_network(method, width=width)
+    net.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(torch.zeros(1, 1, size, size))
+    return {"params_m": sum(p.numel() for p in net.parameters()) / 1e6, "gflops": counter.get_total_flops() / 1e9}
+
+
+def _protocol(cfg: Table1Config) -> Dict[str, Any]:
+    """The effective bundle settings of the protocol (preset + data + overrides)."""
+    from monai.bundle import ConfigParser
+
+    from kneeseg.workflows import default_bundle_dir, workflow_config_files
+
+    parser = ConfigParser()
+    parser.read_config(workflow_config_files("train", default_bundle_dir(), cfg.preset, cfg.data))
+    for k, v in cfg.overrides.items():
+        parser[k] = v
+    keys = ["spatial_size", "width", "max_epochs", "learning_rate", "lr_drop_epoch", "batch_size", "dice_loss_weight", "val_interval"]
+    return {k: parser.get(k) for k in keys}
+
+
+def _mean_sd(values: Sequence[float]) -> tuple:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
+def _per_case(out: Path, method: str, seeds: Sequence[int], column: str = "dice") -> Dict[str, float]:
+    """Per-case ``column`` averaged over seeds."""
+    acc: Dict[str, List[float]] = {}
+    for seed in seeds:
+        path = _run_dirs(out, method, seed)["eval"] / "metrics_per_case.csv"
+        if not path.is_file():
+            continue
+        with open(path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r.get(column) not in (None, ""):
+                    acc.setdefault(r["case_id"], []).append(float(r[column]))
+    return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+def paired_comparison(a: Mapping[str, float], b: Mapping[str, float], seed: int = 0, n_boot: int = 10000) -> Dict[str, Any]:
+    """``b - a`` over the cases both have: mean, bootstrap 95 % CI, Wilcoxon signed-rank p."""
+    cases = sorted(set(a) & set(b))
+    d = np.asarray([b[c] - a[c] for c in cases], dtype=float)
+    out: Dict[str, Any] = {"n": len(cases), "mean_diff": float(d.mean()) if len(d) else float("nan")}
+    if len(d) >= 2:
+        rng = np.random.default_rng(seed)
+        boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+        out["ci_low"], out["ci_high"] = (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
+        from scipy.stats import wilcoxon
+
+        out["wilcoxon_p"] = float(wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    else:
+        out["ci_low"] = out["ci_high"] = out["wilcoxon_p"] = float("nan")
+    return out
+
+
+def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Write runs.csv, table1.json/md, paired.csv and the plots; returns the table as a dict."""
+    out = cfg.out
+    methods = [m for m in cfg.methods if any(r["method"] == m for r in rows)]
+    buf = [",".join(["method", "seed", *METRICS, "train_s", "epoch", "num_cases"])]
+    for r in rows:
+        buf.append(",".join(str(r.get(k, "")) for k in ["method", "seed", *METRICS, "train_s", "epoch", "num_cases"]))
+    atomic_write_text(out / "runs.csv", "\n".join(buf) + "\n")
+
+    protocol = _protocol(cfg)
+    width, size = protocol.get("width"), int(protocol.get("spatial_size") or 256)
+    table: Dict[str, Any] = {"protocol": protocol, "preset": cfg.preset, "data": cfg.data, "seeds": list(cfg.seeds), "methods": {}}
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        entry: Dict[str, Any] = {k: _mean_sd([r.get(k) for r in mine]) for k in [*METRICS, "train_s"]}
+        entry["n_seeds"] = len(mine)
+        entry.update(model_cost(m, width, size))
+        table["methods"][m] = entry
+    paired = []
+    ref = _per_case(out, REFERENCE, cfg.seeds) if REFERENCE in methods else {}
+    for m in methods:
+        if m == REFERENCE or not ref:
+            continue
+        p = paired_comparison(ref, _per_case(out, m, cfg.seeds))
+        p["method"] = m
+        paired.append(p)
+    table["paired_vs_" + REFERENCE] = paired
+    atomic_write_text(out / "table1.json", json.dumps(table, indent=1))
+    lines = ["method,n,mean_dice_diff,ci_low,ci_high,wilcoxon_p"]
+    lines += [f"{p['method']},{p['n']},{p['mean_diff']:.4f},{p['ci_low']:.4f},{p['ci_high']:.4f},{p['wilcoxon_p']:.4g}" for p in paired]
+    atomic_write_text(out / "paired.csv", "\n".join(lines) + "\n")
+    atomic_write_text(out / "table1.md", markdown(table))
+    _plot_bars(table, out / "table1_bars.png")
+    _plot_curves(out, methods, cfg.seeds, out / "table1_val_curves.png")
+    _say(progress, markdown(table))
+    return table
+
+
+def _fmt(ms: tuple, digits: int = 4) -> str:
+    mean, sd = ms
+    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def markdown(table: Mapping[str, Any]) -> str:
+    """The results table (mean ± sd over seeds) and the paired comparison, as Markdown."""
+    head = "| method | loss rate | MAE | F1 | Dice | HD95 | params (M) | GFLOPs | train time (s) | seeds |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m, e in table["methods"].items():
+        lines.append(
+            f"| {m} | {_fmt(e['loss_rate'])} | {_fmt(e['mae'])} | {_fmt(e['f1'])} | {_fmt(e['dice'])} | "
+            f"{_fmt(e['hd95'], 2)} | {e['params_m']:.3g} | {e['gflops']:.3g} | {_fmt(e['train_s'], 0)} | {e['n_seeds']} |"
+        )
+    paired = table.get("paired_vs_" + REFERENCE) or []
+    if paired:
+        lines += ["", f"Per-case Dice difference against {REFERENCE} (method minus {REFERENCE}; cases averaged over seeds):", "",
+                  "| method | cases | mean difference | bootstrap 95 % CI | Wilcoxon p |", "|---|---:|---:|---|---:|"]  # fmt: skip
+        for p in paired:
+            lines.append(f"| {p['method']} | {p['n']} | {p['mean_diff']:+.4f} | [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}] | {p['wilcoxon_p']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure_bytes(fig: Any) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plot_bars(table: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(table["methods"])
+    fig, axes = plt.subplots(1, 4, figsize=(4 * 3.2, 3.6))
+    for ax, (key, title) in zip(axes, [("f1", "F1"), ("dice", "Dice"), ("mae", "MAE"), ("loss_rate", "loss rate")]):
+        means = [table["methods"][m][key][0] for m in methods]
+        sds = [table["methods"][m][key][1] for m in methods]
+        colours = ["tab:red" if m == REFERENCE else "tab:blue" for m in methods]
+        ax.bar(range(len(methods)), means, yerr=sds, color=colours, capsize=3)
+        ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"test {title} (mean ± sd over seeds)", fontsize=9)
+    fig.tight_layout()
+    atomic_write_bytes(path, _figure_bytes(fig))
+
+
+def _plot_curves(out: Path, methods: Sequence[str], seeds: Sequence[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for m in methods:
+        curves = []
+        for s in seeds:
+            hist = _run_dirs(out, m, s)["train"] / "history.json"
+            if hist.is_file():
+                h = json.loads(hist.read_text())
+                if h.get("val", {}).get("val_f1"):
+                    curves.append((h["val_epoch"], h["val"]["val_f1"]))
+        if curves:
+            n = min(len(c[1]) for c in curves)
+            ax.plot(curves[0][0][:n], np.mean([c[1][:n] for c in curves], axis=0), marker="o", ms=3,
+                    lw=2.2 if m == REFERENCE else 1.2, label=m)  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation F1 (mean over seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write_bytes(path, _figure_bytes(fig))
+
+
+def run_table1(cfg: Table1Config, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Run every method x seed (resuming finished runs) and aggregate; returns the table."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    total = len(cfg.methods) * len(cfg.seeds)
+    t0 = time.perf_counter()
+    for i, (method, seed) in enumerate([(m, s) for s in cfg.seeds for m in cfg.methods], 1):
+        _say(progress, f"[table1] run {i}/{total} ({time.perf_counter() - t0:.0f} s elapsed)")
+        rows.append(run_one(cfg, method, seed, progress))
+    return aggregate(cfg, rows, progress)
+
+
+def quick_config(out: Path) -> Table1Config:
+    """The CI smoke test: 2 methods, 1 epoch, 64 px, width 4, one seed, a generated tiny phantom."""
+    from kneeseg.data.phantom import generate_phantom
+
+    data_dir = out / "phantom"
+    if not (data_dir / "dataset_2d.json").is_file():
+        generate_phantom(data_dir, cases=5, seed=0, shape=(64, 64, 10), png_negatives=1)
+    return Table1Config(
+        out=out, methods=["unet", "csam_unet"], seeds=[0], preset="cpu", data="phantom", dataset_dir=str(data_dir),
+        overrides={"max_epochs": 1, "spatial_size": 64, "width": 4, "batch_size": 4, "val_interval": 1, "num_workers": 0},
+    )  # fmt: skip
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="kneeseg bench table1", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("out/table1"))
+    p.add_argument("--methods", nargs="+", default=None)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--data", default="knee_acl")
+    p.add_argument("--dataset-dir", default=None)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle override for every run")
+    p.add_argument("--quick", action="store_true", help="CI smoke test: 2 methods, 1 epoch, tiny phantom")
+    args = p.parse_args(argv)
+    from kneeseg.workflows import parse_overrides
+
+    if args.quick:
+        cfg = quick_config(args.out)
+    else:
+        cfg = Table1Config(out=args.out, seeds=args.seeds, preset=args.preset, data=args.data,
+                           dataset_dir=args.dataset_dir, overrides=parse_overrides(args.set or []))  # fmt: skip
+        if args.methods:
+            cfg.methods = list(args.methods)
+    run_table1(cfg)
+    print(f"wrote {cfg.out / 'table1.md'}, {cfg.out / 'runs.csv'}, {cfg.out / 'paired.csv'}, PNG plots")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

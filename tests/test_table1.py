@@ -1,0 +1,45 @@
+"""``kneeseg bench table1 --quick``: the Table-1 pipeline end to end through the bundle (CI smoke test)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+
+from kneeseg.bench.table1 import paired_comparison
+from kneeseg.cli import main as cli_main
+
+
+def test_quick_table1_runs_through_the_bundle_and_resumes(tmp_path):
+    out = tmp_path / "t1"
+    assert cli_main(["bench", "table1", "--quick", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert [(r["method"], r["seed"]) for r in rows] == [("unet", "0"), ("csam_unet", "0")]
+    for r in rows:
+        assert 0.0 <= float(r["f1"]) <= 1.0 and float(r["loss_rate"]) > 0 and r["epoch"] == "1"
+        assert (out / "runs" / r["method"] / "seed0" / "eval" / "metrics_per_case.csv").is_file()
+    table = json.loads((out / "table1.json").read_text())
+    assert list(table["methods"]) == ["unet", "csam_unet"]
+    assert table["protocol"]["max_epochs"] == 1 and table["protocol"]["spatial_size"] == 64
+    assert table["methods"]["csam_unet"]["params_m"] > table["methods"]["unet"]["params_m"]
+    (paired,) = table["paired_vs_csam_unet"]
+    assert paired["method"] == "unet" and paired["n"] == int(rows[0]["num_cases"]) == 3
+    md = (out / "table1.md").read_text()
+    assert "| csam_unet |" in md and "Wilcoxon" in md
+    for png in ("table1_bars.png", "table1_val_curves.png"):
+        assert (out / png).stat().st_size > 5000
+    # resumable: a second run reuses the finished runs (no retraining: run.json untouched)
+    stamp = (out / "runs" / "unet" / "seed0" / "run.json").stat().st_mtime_ns
+    assert cli_main(["bench", "table1", "--quick", "--out", str(out)]) == 0
+    assert (out / "runs" / "unet" / "seed0" / "run.json").stat().st_mtime_ns == stamp
+
+
+def test_paired_comparison_statistics():
+    a = {f"c{i}": 0.5 for i in range(10)}
+    b = {f"c{i}": 0.5 + 0.01 * (i + 1) for i in range(10)}
+    p = paired_comparison(a, b)
+    assert p["n"] == 10 and np.isclose(p["mean_diff"], 0.055)
+    assert p["ci_low"] > 0 and p["ci_high"] < 0.11 and p["wilcoxon_p"] < 0.01
+    same = paired_comparison(a, dict(a))
+    assert same["mean_diff"] == 0 and same["wilcoxon_p"] == 1.0
