@@ -27,7 +27,7 @@ def test_quick_table1_runs_through_the_bundle_and_resumes(tmp_path):
     assert paired["method"] == "unet" and paired["n"] == int(rows[0]["num_cases"]) == 3
     md = (out / "table1.md").read_text()
     assert "| csam_unet |" in md and "Wilcoxon" in md
-    for png in ("table1_bars.png", "table1_val_curves.png"):
+    for png in ("table1_bars.png", "table1_val_curves.png", "table1_overlays.png"):
         assert (out / png).stat().st_size > 5000
     # resumable: a second run reuses the finished runs (no retraining: run.json untouched)
     stamp = (out / "runs" / "unet" / "seed0" / "run.json").stat().st_mtime_ns

@@ -11,7 +11,8 @@ bundle's ``evaluating`` workflow, and aggregates:
   with parameters, GFLOPs and training time;
 - ``paired.csv``: each method against ``csam_unet`` on the same test cases (per-case Dice
   averaged over seeds): mean difference, bootstrap 95 % CI, Wilcoxon signed-rank p;
-- PNG plots: metric bars with sd error bars, validation-F1 curves per method.
+- PNG plots: metric bars with sd error bars, validation-F1 curves per method, and the best and
+  worst test cases of ``csam_unet`` (prediction over the truth's contour).
 
 Runs are resumable: a run whose evaluation summary exists is not repeated.
 """
@@ -206,6 +207,8 @@ def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Op
     atomic_write_text(out / "table1.md", markdown(table))
     _plot_bars(table, out / "table1_bars.png")
     _plot_curves(out, methods, cfg.seeds, out / "table1_val_curves.png")
+    if REFERENCE in methods:
+        _plot_overlays(cfg, rows, out / "table1_overlays.png")
     _say(progress, markdown(table))
     return table
 
@@ -288,6 +291,72 @@ def _plot_curves(out: Path, methods: Sequence[str], seeds: Sequence[int], path: 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write_bytes(path, _figure_bytes(fig))
+
+
+def _test_items(cfg: Table1Config) -> tuple:
+    """``({label path: image path}, value_map)`` of the protocol's test part (2D datalists)."""
+    from monai.bundle import ConfigParser
+    from monai.data import load_decathlon_datalist
+
+    from kneeseg.workflows import default_bundle_dir, workflow_config_files
+
+    parser = ConfigParser()
+    parser.read_config(workflow_config_files("train", default_bundle_dir(), cfg.preset, cfg.data))
+    parser["bundle_root"] = str(default_bundle_dir())
+    for k, v in cfg.overrides.items():
+        parser[k] = v
+    if cfg.dataset_dir:
+        parser["dataset_dir"] = cfg.dataset_dir
+    dataset_dir = parser.get_parsed_content("dataset_dir")
+    items = load_decathlon_datalist(
+        parser.get_parsed_content("data_list_file_path"), data_list_key=_split_overrides(cfg.data)["test_list_key"],
+        base_dir=dataset_dir,
+    )  # fmt: skip
+    vmap = parser.get_parsed_content("label_value_map")
+    value_map = {int(k): int(v) for k, v in vmap.items()} if vmap else None
+    return {str(i["label"]): str(i["image"]) for i in items}, value_map
+
+
+def _plot_overlays(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], path: Path, count: int = 3) -> None:
+    """Best and worst test cases of the reference method's best seed: prediction (fill) vs truth (contour)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kneeseg.data.images2d import read_image2d, read_mask2d
+    from kneeseg.inference.segmenter import load_segmenter
+
+    ref_rows = [r for r in rows if r["method"] == REFERENCE and r.get("dice") is not None]
+    if not ref_rows:
+        return
+    best = max(ref_rows, key=lambda r: float(r["dice"]))
+    dirs = _run_dirs(cfg.out, REFERENCE, int(best["seed"]))
+    per_case = _per_case(cfg.out, REFERENCE, [int(best["seed"])])
+    images, value_map = _test_items(cfg)
+    ranked = sorted((c for c in per_case if c in images), key=lambda c: per_case[c])
+    if not ranked:
+        return
+    chosen = ranked[-count:][::-1] + [c for c in ranked[:count] if c not in ranked[-count:]]
+    seg, _ = load_segmenter(ckpt=dirs["models"] / "model.pt", preset=cfg.preset, runtime="eager",
+                            overrides=dict(cfg.overrides, network_name=REFERENCE))  # fmt: skip
+    seg.flip_rows = False  # 2D image files are already top-down
+    fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen), 3.0), squeeze=False)
+    for ax, case in zip(axes[0], chosen):
+        image = read_image2d(images[case])  # (H, W)
+        truth = read_mask2d(case, value_map=value_map, allow_empty=True)
+        pred = seg(image.T[:, :, None].astype(np.float32))[:, :, 0].T
+        ax.imshow(image, cmap="gray")
+        ax.imshow(np.ma.masked_where(pred == 0, pred), cmap="autumn", alpha=0.5, interpolation="nearest")
+        if truth.any():
+            ax.contour(truth > 0, levels=[0.5], colors=["cyan"], linewidths=0.8)
+        rank = "best" if case in ranked[-count:] else "worst"
+        ax.set_title(f"{rank}: Dice {per_case[case]:.3f}\n{Path(case).parent.name}/{Path(case).name}", fontsize=7)
+        ax.axis("off")
+    fig.suptitle(f"{REFERENCE} seed {best['seed']}: prediction (fill) vs truth (cyan contour)", fontsize=9)
+    fig.tight_layout()
+    atomic_write_bytes(path, _figure_bytes(fig))
+    seg.close()
 
 
 def run_table1(cfg: Table1Config, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
