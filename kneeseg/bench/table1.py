@@ -121,16 +121,25 @@ def model_cost(method: str, width: Optional[int], size: int) -> Dict[str, float]
     return {"params_m": sum(p.numel() for p in net.parameters()) / 1e6, "gflops": counter.get_total_flops() / 1e9}
 
 
-def _protocol(cfg: Table1Config) -> Dict[str, Any]:
-    """The effective bundle settings of the protocol (preset + data + overrides)."""
+def _parser(cfg: Table1Config) -> Any:
+    """The bundle's training config as every run sees it (preset + data + overrides)."""
     from monai.bundle import ConfigParser
 
     from kneeseg.workflows import default_bundle_dir, workflow_config_files
 
     parser = ConfigParser()
     parser.read_config(workflow_config_files("train", default_bundle_dir(), cfg.preset, cfg.data))
+    parser["bundle_root"] = str(default_bundle_dir())
     for k, v in cfg.overrides.items():
         parser[k] = v
+    if cfg.dataset_dir:
+        parser["dataset_dir"] = cfg.dataset_dir
+    return parser
+
+
+def _protocol(cfg: Table1Config) -> Dict[str, Any]:
+    """The effective bundle settings of the protocol (preset + data + overrides)."""
+    parser = _parser(cfg)
     keys = ["spatial_size", "width", "max_epochs", "learning_rate", "lr_drop_epoch", "batch_size", "dice_loss_weight", "val_interval"]
     return {k: parser.get(k) for k in keys}
 
@@ -295,18 +304,9 @@ def _plot_curves(out: Path, methods: Sequence[str], seeds: Sequence[int], path: 
 
 def _test_items(cfg: Table1Config) -> tuple:
     """``({label path: image path}, value_map)`` of the protocol's test part (2D datalists)."""
-    from monai.bundle import ConfigParser
     from monai.data import load_decathlon_datalist
 
-    from kneeseg.workflows import default_bundle_dir, workflow_config_files
-
-    parser = ConfigParser()
-    parser.read_config(workflow_config_files("train", default_bundle_dir(), cfg.preset, cfg.data))
-    parser["bundle_root"] = str(default_bundle_dir())
-    for k, v in cfg.overrides.items():
-        parser[k] = v
-    if cfg.dataset_dir:
-        parser["dataset_dir"] = cfg.dataset_dir
+    parser = _parser(cfg)
     dataset_dir = parser.get_parsed_content("dataset_dir")
     items = load_decathlon_datalist(
         parser.get_parsed_content("data_list_file_path"), data_list_key=_split_overrides(cfg.data)["test_list_key"],
