@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 
-from kneeseg.bench.table1 import paired_comparison
+from kneeseg.bench.table1 import paired_comparison, quick_config, run_ablations
 from kneeseg.cli import main as cli_main
 
 
-def test_quick_table1_runs_through_the_bundle_and_resumes(tmp_path):
+def test_quick_table1_runs_through_the_bundle_resumes_and_ablates(tmp_path):
     out = tmp_path / "t1"
     assert cli_main(["bench", "table1", "--quick", "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out / "runs.csv")))
@@ -33,6 +33,24 @@ def test_quick_table1_runs_through_the_bundle_and_resumes(tmp_path):
     stamp = (out / "runs" / "unet" / "seed0" / "run.json").stat().st_mtime_ns
     assert cli_main(["bench", "table1", "--quick", "--out", str(out)]) == 0
     assert (out / "runs" / "unet" / "seed0" / "run.json").stat().st_mtime_ns == stamp
+
+    # ablations: the protocol variant is the table's own csam_unet run; each other variant trains
+    # with its override (different losses from the same seed show the override took effect)
+    ref_stamp = (out / "runs" / "csam_unet" / "seed0" / "run.json").stat().st_mtime_ns
+    variants = {"protocol": {}, "CE only": {"dice_loss_weight": 0.0}, "no augmentation": {"train#preprocessing#augment": False}}
+    rows = run_ablations(quick_config(out), variants=variants)
+    assert [r["variant"] for r in rows] == list(variants)
+    assert (out / "runs" / "csam_unet" / "seed0" / "run.json").stat().st_mtime_ns == ref_stamp
+    losses = []
+    for sub in (out, out / "ablations" / "ce_only", out / "ablations" / "no_augmentation"):
+        losses.append(json.loads((sub / "runs" / "csam_unet" / "seed0" / "train" / "history.json").read_text())["loss"])
+    assert losses[0] != losses[1] and losses[0] != losses[2] and losses[1] != losses[2]
+    for r in rows:
+        assert 0.0 <= r["val_f1"] <= 1.0 and r["val_epoch"] == 1 and 0.0 <= r["dice"] <= 1.0
+    table = list(csv.DictReader(open(out / "ablations.csv")))
+    assert [t["variant"] for t in table] == list(variants)
+    md = (out / "ablations.md").read_text()
+    assert all(f"| {v} |" in md for v in variants)
 
 
 def test_paired_comparison_statistics():
