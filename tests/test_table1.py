@@ -7,7 +7,9 @@ import json
 
 import numpy as np
 
-from kneeseg.bench.table1 import paired_comparison, quick_config, run_ablations
+import pytest
+
+from kneeseg.bench.table1 import load_paper_table, markdown, paired_comparison, quick_config, run_ablations
 from kneeseg.cli import main as cli_main
 
 
@@ -61,3 +63,17 @@ def test_paired_comparison_statistics():
     assert p["ci_low"] > 0 and p["ci_high"] < 0.11 and p["wilcoxon_p"] < 0.01
     same = paired_comparison(a, dict(a))
     assert same["mean_diff"] == 0 and same["wilcoxon_p"] == 1.0
+
+
+def test_paper_table_is_shown_beside_and_checked(tmp_path):
+    good = tmp_path / "paper.json"
+    good.write_text(json.dumps({"source": "test", "methods": {"U-Net": {"loss_rate": 0.5, "mae": 0.25, "f1": 0.125}}}))
+    table = {"methods": {}, "paper": load_paper_table(good)}
+    md = markdown(table)
+    assert "| U-Net | 0.5 | 0.25 | 0.125 |" in md and "source: test" in md
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"methods": {"U-Net": {"loss_rate": 0.5, "f1": "high"}}}))
+    with pytest.raises(ValueError, match=r"bad.json: method 'U-Net' lacks numeric mae, f1"):
+        load_paper_table(bad)
+    with pytest.raises(ValueError, match="missing.json: cannot read"):
+        load_paper_table(tmp_path / "missing.json")

@@ -79,6 +79,9 @@ class Table1Config:
     data: str = "knee_acl"
     dataset_dir: Optional[str] = None
     overrides: Dict[str, Any] = field(default_factory=dict)
+    #: JSON with the paper's own Table 1, shown beside ours for reference:
+    #: ``{"source": "...", "methods": {"U-Net": {"loss_rate": .., "mae": .., "f1": ..}, ...}}``
+    paper_table: Optional[Path] = None
 
 
 def _say(progress: Optional[Callable[[str], None]], line: str) -> None:
@@ -213,6 +216,8 @@ def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Op
     protocol = _protocol(cfg)
     width, size = protocol.get("width"), int(protocol.get("spatial_size") or 256)
     table: Dict[str, Any] = {"protocol": protocol, "preset": cfg.preset, "data": cfg.data, "seeds": list(cfg.seeds), "methods": {}}
+    if cfg.paper_table is not None:
+        table["paper"] = load_paper_table(cfg.paper_table)
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
         entry: Dict[str, Any] = {k: _mean_sd([r.get(k) for r in mine]) for k in [*METRICS, "train_s"]}
@@ -246,6 +251,22 @@ def _fmt(ms: tuple, digits: int = 4) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def load_paper_table(path: Path) -> Dict[str, Any]:
+    """Read and check a paper-table JSON (see :attr:`Table1Config.paper_table`)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read the paper's table: {e}") from e
+    methods = data.get("methods") if isinstance(data, dict) else None
+    if not isinstance(methods, dict) or not methods:
+        raise ValueError(f"{path}: expected {{'source': ..., 'methods': {{name: {{'loss_rate', 'mae', 'f1'}}}}}}")
+    for name, vals in methods.items():
+        bad = [k for k in ("loss_rate", "mae", "f1") if not isinstance((vals or {}).get(k), (int, float))]
+        if bad:
+            raise ValueError(f"{path}: method {name!r} lacks numeric {', '.join(bad)}")
+    return {"source": str(data.get("source", path)), "methods": methods}
+
+
 def markdown(table: Mapping[str, Any]) -> str:
     """The results table (mean ± sd over seeds) and the paired comparison, as Markdown."""
     head = "| method | loss rate | MAE | F1 | Dice | HD95 | params (M) | GFLOPs | train time (s) | seeds |"
@@ -261,6 +282,12 @@ def markdown(table: Mapping[str, Any]) -> str:
                   "| method | cases | mean difference | bootstrap 95 % CI | Wilcoxon p |", "|---|---:|---:|---|---:|"]  # fmt: skip
         for p in paired:
             lines.append(f"| {p['method']} | {p['n']} | {p['mean_diff']:+.4f} | [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}] | {p['wilcoxon_p']:.3g} |")
+    paper = table.get("paper")
+    if paper:
+        lines += ["", f"The paper's own Table 1 (its data, not comparable number for number; source: {paper['source']}):", "",
+                  "| method (paper) | loss rate | MAE | F1 |", "|---|---:|---:|---:|"]  # fmt: skip
+        for m, v in paper["methods"].items():
+            lines.append(f"| {m} | {v['loss_rate']:.4g} | {v['mae']:.4g} | {v['f1']:.4g} |")
     return "\n".join(lines) + "\n"
 
 
@@ -465,6 +492,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--dataset-dir", default=None)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle override for every run")
     p.add_argument("--quick", action="store_true", help="CI smoke test: 2 methods, 1 epoch, tiny phantom")
+    p.add_argument("--paper-table", type=Path, default=None, help="JSON with the paper's Table 1, shown beside ours")
     p.add_argument("--ablations", action="store_true",
                    help=f"instead of the table: {REFERENCE} once per variant in ABLATION_VARIANTS (loss, augmentation, size, schedule)")
     args = p.parse_args(argv)
@@ -478,6 +506,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                            dataset_dir=args.dataset_dir, overrides=overrides)  # fmt: skip
         if args.methods:
             cfg.methods = list(args.methods)
+    cfg.paper_table = args.paper_table
     if args.ablations:
         run_ablations(cfg, seed=cfg.seeds[0])
         print(f"wrote {cfg.out / 'ablations.md'}, {cfg.out / 'ablations.csv'}")
