@@ -21,6 +21,9 @@ def test_quick_table1_runs_through_the_bundle_resumes_and_ablates(tmp_path):
     for r in rows:
         assert 0.0 <= float(r["f1"]) <= 1.0 and float(r["loss_rate"]) > 0 and r["epoch"] == "1"
         assert (out / "runs" / r["method"] / "seed0" / "eval" / "metrics_per_case.csv").is_file()
+    per_case = list(csv.DictReader(open(out / "per_case.csv")))
+    assert len(per_case) == 2 * int(rows[0]["num_cases"]) and {p["method"] for p in per_case} == {"unet", "csam_unet"}
+    assert all("/" not in p["case"] and 0.0 <= float(p["dice"]) <= 1.0 for p in per_case)
     table = json.loads((out / "table1.json").read_text())
     assert list(table["methods"]) == ["unet", "csam_unet"]
     assert table["protocol"]["max_epochs"] == 1 and table["protocol"]["spatial_size"] == 64

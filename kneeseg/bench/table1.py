@@ -7,6 +7,7 @@ keeps the checkpoint with the best validation F1, evaluates it on the test part 
 bundle's ``evaluating`` workflow, and aggregates:
 
 - ``runs.csv``: one row per method and seed (test metrics, training time);
+- ``per_case.csv``: every method, seed and test case (the runs' ``eval/metrics_per_case.csv``);
 - ``table1.md`` / ``table1.json``: mean +- sd over seeds of loss rate, MAE, F1, Dice, HD95,
   with parameters, GFLOPs and training time;
 - ``paired.csv``: each method against ``csam_unet`` on the same test cases (per-case Dice
@@ -191,6 +192,30 @@ def _per_case(out: Path, method: str, seeds: Sequence[int], column: str = "dice"
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
+def _short_case(case_id: str) -> str:
+    """A case's name without the data root: ``.../cases/14/mask.png`` -> ``14``."""
+    p = Path(case_id)
+    return p.parent.name if p.stem in ("mask", "label", "seg") else p.name.split(".")[0]
+
+
+PER_CASE_COLUMNS = ["loss", "mae", "f1", "dice", "iou", "precision", "recall", "hd95"]
+
+
+def _write_per_case(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> None:
+    """``per_case.csv``: every method, seed and test case in one file (case names without paths)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "seed", "case", *PER_CASE_COLUMNS])
+    for m in methods:
+        for seed in seeds:
+            path = _run_dirs(out, m, seed)["eval"] / "metrics_per_case.csv"
+            if path.is_file():
+                with open(path, newline="") as fh:
+                    for r in csv.DictReader(fh):
+                        w.writerow([m, seed, _short_case(r["case_id"]), *(r.get(k, "") for k in PER_CASE_COLUMNS)])
+    atomic_write_text(out / "per_case.csv", buf.getvalue())
+
+
 def paired_comparison(a: Mapping[str, float], b: Mapping[str, float], seed: int = 0, n_boot: int = 10000) -> Dict[str, Any]:
     """``b - a`` over the cases both have: mean, bootstrap 95 % CI, Wilcoxon signed-rank p."""
     cases = sorted(set(a) & set(b))
@@ -216,6 +241,7 @@ def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Op
     for r in rows:
         buf.append(",".join(str(r.get(k, "")) for k in ["method", "seed", *METRICS, "train_s", "epoch", "num_cases"]))
     atomic_write_text(out / "runs.csv", "\n".join(buf) + "\n")
+    _write_per_case(out, methods, sorted({int(r["seed"]) for r in rows}))
 
     protocol = _protocol(cfg)
     width, size = protocol.get("width"), int(protocol.get("spatial_size") or 256)
