@@ -220,3 +220,24 @@ def test_cli_train_then_evaluate_writes_reports(tiny_phantom, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Loss rate" in out and "MAE" in out and "F1" in out  # the Table-1 layout on the console
     assert main(["train", "--preset", "no-such-preset"]) == 2
+
+
+@pytest.mark.parametrize("data", ["phantom", "knee_acl"])
+def test_2d_data_configs_cache_the_whole_preprocessing(data):
+    """2D datalists need no (random) slice sampling, so CacheDataset caches up to the augmentation."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import RandomizableTrait, Transform
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / "cpu.json"), str(CONFIGS / "data" / f"{data}.json")])
+    parser["bundle_root"] = str(BUNDLE)
+    for part, first_uncached in (("train", "RandAffined"), ("validate", None)):
+        chain = parser.get_parsed_content(f"{part}#preprocessing")
+        names = [type(t).__name__ for t in chain.transforms]
+        assert "SampleSlicesd" not in names and "HistogramEqualized" in names
+        idx = chain.get_index_of_first(lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
+        assert (None if idx is None else names[idx]) == first_uncached
+    # the default (no data config) still samples slices from volumes, as MONAI Label trains
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    assert "SampleSlicesd" in [type(t).__name__ for t in parser.get_parsed_content("train#preprocessing").transforms]

@@ -146,3 +146,24 @@ def test_reader_argument_plugs_in_other_loaders(tmp_path: Path) -> None:
     out = chain({"image": str(series)})
     # (40, 30, 5) -> longest in-plane side 48 -> (48, 36, 5) -> centre pad -> (48, 48, 5)
     assert out["image"].shape == (1, 48, 48, 5) and out["image"].dtype == torch.float32
+
+
+@pytest.mark.shared_data
+def test_train_chain_patches_keep_resolution_and_oversample_foreground(shared_data: Path) -> None:
+    """``patch_size``: one P x P patch per image cut from the N x N image, mostly on the ACL."""
+    chain = train_transforms(spatial_size=256, seed=0, patch_size=96, patch_pos_fraction=1.0, augment=False)
+    full = eval_transforms(spatial_size=256)(_acl(shared_data))
+    for _ in range(3):
+        (out,) = chain(_acl(shared_data))  # a list of one patch (MONAI's collate flattens it)
+        assert out["image"].shape == out["label"].shape == (1, 96, 96)
+        assert float(out["label"].sum()) > 0  # centred on a foreground pixel
+        # the patch is a crop of the full-resolution image, not a downscaled image
+        img = full["image"][0].numpy()
+        patch = out["image"][0].numpy()
+        corners = np.lib.stride_tricks.sliding_window_view(img[:161, :161], (8, 8))  # candidate top-left 8x8
+        cand = np.argwhere(np.abs(corners - patch[:8, :8]).max(axis=(2, 3)) < 1e-6)
+        assert any(np.allclose(img[i : i + 96, j : j + 96], patch) for i, j in cand)
+    with pytest.raises(ValueError, match="patch_size must be between 0 and spatial_size"):
+        train_transforms(spatial_size=64, patch_size=64)
+    with pytest.raises(ValueError, match="needs a label key"):
+        train_transforms(keys="image", spatial_size=64, patch_size=32)

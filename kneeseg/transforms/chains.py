@@ -39,6 +39,7 @@ from monai.transforms import (
     Invertd,
     KeepLargestConnectedComponentd,
     MapTransform,
+    RandCropByPosNegLabeld,
     Transform,
 )
 from monai.transforms.inverse import InvertibleTransform
@@ -163,8 +164,10 @@ def train_transforms(
     seed: int | None = None,
     slices_per_volume: int = 0,
     pos_fraction: float = 0.75,
+    patch_size: int = 0,
+    patch_pos_fraction: float = 0.67,
 ) -> Compose:
-    """Training chain: load, check, paper preprocessing, knee augmentation, float32.
+    """Training chain: load, check, paper preprocessing, (patch), knee augmentation, float32.
 
     Args:
         keys: ``(image_key, *label_keys)``.
@@ -187,9 +190,16 @@ def train_transforms(
             foreground; rows flipped like inference does), 2D images pass unchanged; ``-1``:
             every slice. The whole volume's mask is checked for emptiness, not each slice.
         pos_fraction: share of sampled slices with foreground.
+        patch_size: ``0``: train on the whole ``N x N`` image. ``P`` (``0 < P < N``): train on one
+            random ``P x P`` in-plane patch per image (MONAI ``RandCropByPosNegLabeld``, after
+            the preprocessing and before augmentation), so an epoch costs about ``(P/N)^2`` of a
+            full-image epoch while the network keeps the resolution of ``N``; evaluation and
+            inference still see the whole image (the networks are fully convolutional).
+        patch_pos_fraction: share of patches centred on a foreground pixel (the rest on
+            background), as nnU-Net's foreground oversampling.
 
     Returns:
-        ``Compose``; outputs per key as in the module table.
+        ``Compose``; outputs per key as in the module table (``P`` instead of ``N`` with patches).
 
     Raises:
         ValueError (at call time): bad inputs -- colour image, size mismatch, empty mask, NaN/Inf,
@@ -200,6 +210,9 @@ def train_transforms(
         image_key, label_keys, spatial_size, spatial_dims, spatial_axes, reader, label_reader,
         value_map, label_map, allow_empty, preprocessing, slices_per_volume, pos_fraction,
     )
+    if patch_size:
+        xforms.append(_patch_sampler(image_key, label_keys, int(patch_size), int(spatial_size), spatial_dims,
+                                     spatial_axes, patch_pos_fraction))  # fmt: skip
     if augment:
         xforms += knee_augmentations(
             image_key,
@@ -213,6 +226,30 @@ def train_transforms(
     if seed is not None:
         chain.set_random_state(seed=seed)
     return chain
+
+
+def _patch_sampler(
+    image_key: str,
+    label_keys: list[str],
+    patch_size: int,
+    spatial_size: int,
+    spatial_dims: int,
+    spatial_axes: Sequence[int] | None,
+    pos_fraction: float,
+) -> RandCropByPosNegLabeld:
+    if not label_keys:
+        raise ValueError("patch_size needs a label key (patches are centred on foreground or background)")
+    if not 0 < patch_size < spatial_size:
+        raise ValueError(f"patch_size must be between 0 and spatial_size ({spatial_size}), got {patch_size}")
+    if not 0.0 <= pos_fraction <= 1.0:
+        raise ValueError(f"patch_pos_fraction must be in [0, 1], got {pos_fraction}")
+    plane = (0, 1) if spatial_axes is None else tuple(int(a) % spatial_dims for a in spatial_axes)
+    roi = tuple(patch_size if i in plane else -1 for i in range(spatial_dims))
+    # pos/neg are relative weights: pos_fraction of the patches centre on foreground
+    return RandCropByPosNegLabeld(
+        [image_key, *label_keys], label_key=label_keys[0], spatial_size=roi, pos=pos_fraction,
+        neg=1.0 - pos_fraction, num_samples=1, allow_smaller=False,
+    )  # fmt: skip
 
 
 def eval_transforms(
