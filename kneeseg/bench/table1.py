@@ -124,7 +124,9 @@ def run_one(cfg: Table1Config, method: str, seed: int, progress: Optional[Callab
     _say(progress, f"[table1] {method} seed {seed}: trained in {train_s:.0f} s; evaluating on the test part")
     run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(dirs["eval"])))
     summary = json.loads((dirs["eval"] / "metrics_summary.json").read_text())
-    row: Dict[str, Any] = {"method": method, "seed": seed, "train_s": round(train_s, 1), "epoch": summary.get("epoch")}
+    best_val, best_epoch = _best_val(dirs["train"] / "history.json")
+    row: Dict[str, Any] = {"method": method, "seed": seed, "train_s": round(train_s, 1),
+                           "wall_s": round(time.perf_counter() - t0, 1), "val_f1": best_val, "epoch": best_epoch}  # fmt: skip
     row.update({m: summary["per_image_mean"].get(m) for m in METRICS})
     row["num_cases"] = summary.get("num_cases")
     atomic_write_text(record, json.dumps(row, indent=1))
@@ -169,6 +171,26 @@ def _protocol(cfg: Table1Config) -> Dict[str, Any]:
     parser = _parser(cfg)
     keys = ["spatial_size", "width", "max_epochs", "learning_rate", "lr_drop_epoch", "batch_size", "dice_loss_weight", "val_interval"]
     return {k: parser.get(k) for k in keys}
+
+
+def environment() -> Dict[str, Any]:
+    """Where the table was measured: CPU, threads, library versions, precision policy."""
+    import platform
+
+    import monai
+    import torch
+
+    from kneeseg.engines import resolve_amp
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "monai": monai.__version__, "python": platform.python_version(), "gpu": torch.cuda.is_available(),
+            "precision": resolve_amp("auto").describe()}  # fmt: skip
 
 
 def _mean_sd(values: Sequence[float]) -> tuple:
@@ -237,15 +259,19 @@ def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Op
     """Write runs.csv, table1.json/md, paired.csv and the plots; returns the table as a dict."""
     out = cfg.out
     methods = [m for m in cfg.methods if any(r["method"] == m for r in rows)]
-    buf = [",".join(["method", "seed", *METRICS, "train_s", "epoch", "num_cases"])]
+    cols = ["method", "seed", *METRICS, "val_f1", "epoch", "train_s", "wall_s", "num_cases"]
+    buf = [",".join(cols)]
     for r in rows:
-        buf.append(",".join(str(r.get(k, "")) for k in ["method", "seed", *METRICS, "train_s", "epoch", "num_cases"]))
+        buf.append(",".join(str(r.get(k, "")) for k in cols))
     atomic_write_text(out / "runs.csv", "\n".join(buf) + "\n")
     _write_per_case(out, methods, sorted({int(r["seed"]) for r in rows}))
 
     protocol = _protocol(cfg)
     width, size = protocol.get("width"), int(protocol.get("spatial_size") or 256)
-    table: Dict[str, Any] = {"protocol": protocol, "preset": cfg.preset, "data": cfg.data, "seeds": list(cfg.seeds), "methods": {}}
+    table: Dict[str, Any] = {"protocol": protocol, "preset": cfg.preset, "data": cfg.data, "seeds": list(cfg.seeds),
+                             "environment": environment(), "methods": {}}  # fmt: skip
+    walls = [float(r["wall_s"]) for r in rows if r.get("wall_s") is not None]
+    table["total_run_s"] = round(sum(walls), 1) if len(walls) == len(rows) else None
     if cfg.paper_table is not None:
         table["paper"] = load_paper_table(cfg.paper_table)
     for m in methods:
@@ -306,6 +332,12 @@ def markdown(table: Mapping[str, Any]) -> str:
             f"| {m} | {_fmt(e['loss_rate'])} | {_fmt(e['mae'])} | {_fmt(e['f1'])} | {_fmt(e['dice'])} | "
             f"{_fmt(e['hd95'], 2)} | {e['params_m']:.3g} | {e['gflops']:.3g} | {_fmt(e['train_s'], 0)} | {e['n_seeds']} |"
         )
+    env = table.get("environment")
+    if env:
+        total = table.get("total_run_s")
+        lines += ["", f"Measured on {env['cpu']} ({env['cores']} cores, {env['torch_threads']} torch threads, GPU: "
+                      f"{'yes' if env['gpu'] else 'no'}), torch {env['torch']}, MONAI {env['monai']}, {env['precision']}"
+                      + (f"; all runs took {total / 3600:.2f} h." if total else ".")]  # fmt: skip
     paired = table.get("paired_vs_" + REFERENCE) or []
     if paired:
         lines += ["", f"Per-case Dice difference against {REFERENCE} (method minus {REFERENCE}; cases averaged over seeds):", "",
@@ -441,9 +473,14 @@ def run_table1(cfg: Table1Config, progress: Optional[Callable[[str], None]] = No
     rows = []
     total = len(cfg.methods) * len(cfg.seeds)
     t0 = time.perf_counter()
+    done_here = 0
     for i, (method, seed) in enumerate([(m, s) for s in cfg.seeds for m in cfg.methods], 1):
-        _say(progress, f"[table1] run {i}/{total} ({time.perf_counter() - t0:.0f} s elapsed)")
+        elapsed = time.perf_counter() - t0
+        eta = f", about {elapsed / done_here * (total - i + 1) / 60:.0f} min left" if done_here else ""
+        _say(progress, f"[table1] run {i}/{total}: {method} seed {seed} ({elapsed / 60:.1f} min elapsed{eta})")
+        fresh = not (_run_dirs(cfg.out, method, seed)["base"] / "run.json").is_file()
         rows.append(run_one(cfg, method, seed, progress))
+        done_here += int(fresh)
     return aggregate(cfg, rows, progress)
 
 

@@ -1,6 +1,7 @@
-"""What MONAI's engines lack for kneeseg: the AMP policy (CUDA fp16 + GradScaler, CPU bf16)."""
+"""What MONAI's engines lack for kneeseg: the AMP policy (CUDA fp16 + GradScaler, CPU bf16), weight averaging."""
 
 from kneeseg.engines.amp import AmpPolicy, cpu_supports_bf16, resolve_amp
+from kneeseg.engines.averaging import WeightAveraging
 from kneeseg.engines.checkpoint import LastCheckpointSaver, ResumeFromCheckpoint, save_checkpoint
 from kneeseg.engines.curves import TrainingCurveHandler, plot_training_curves
 from kneeseg.engines.inferers import AutocastInferer, SliceOrSimpleInferer
@@ -14,6 +15,7 @@ __all__ = [
     "LastCheckpointSaver",
     "ResumeFromCheckpoint",
     "TrainingCurveHandler",
+    "WeightAveraging",
     "cpu_supports_bf16",
     "plot_training_curves",
     "save_checkpoint",
