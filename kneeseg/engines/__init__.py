@@ -1,7 +1,6 @@
-"""What MONAI's engines lack for kneeseg: the AMP policy (CUDA fp16 + GradScaler, CPU bf16), weight averaging."""
+"""What MONAI's engines lack for kneeseg: the AMP policy (CUDA fp16 + GradScaler, CPU bf16)."""
 
 from kneeseg.engines.amp import AmpPolicy, cpu_supports_bf16, resolve_amp
-from kneeseg.engines.averaging import WeightAveraging
 from kneeseg.engines.checkpoint import LastCheckpointSaver, ResumeFromCheckpoint, save_checkpoint
 from kneeseg.engines.curves import TrainingCurveHandler, plot_training_curves
 from kneeseg.engines.inferers import AutocastInferer, SliceOrSimpleInferer
@@ -15,7 +14,6 @@ __all__ = [
     "LastCheckpointSaver",
     "ResumeFromCheckpoint",
     "TrainingCurveHandler",
-    "WeightAveraging",
     "cpu_supports_bf16",
     "plot_training_curves",
     "save_checkpoint",

@@ -77,6 +77,8 @@ class CSAMUNet(nn.Module):
         residual: residual shortcut around every conv block.
         attention: CSAM placement, one of ``"skip"``, ``"decoder"``, ``"both"``, ``"none"``.
         reduction: reduction ratio of the channel-attention MLP.
+        min_hidden: lower bound on the channel-attention MLP's hidden width (1: the plain
+            ``channels // reduction``; the registry's builders use 4, see :func:`csam_unet`).
         spatial_kernel_size: kernel of the spatial-attention convolution.
         num_convs: convolutions per block. Defaults to 2.
         act: activation of the conv blocks. Defaults to ReLU (the paper).
@@ -105,6 +107,7 @@ class CSAMUNet(nn.Module):
         residual: bool = True,
         attention: str = "skip",
         reduction: int = 16,
+        min_hidden: int = 1,
         spatial_kernel_size: int = 7,
         num_convs: int = 2,
         act: Union[tuple, str] = ("relu", {"inplace": True}),
@@ -133,7 +136,7 @@ class CSAMUNet(nn.Module):
             )  # fmt: skip
 
         def csam(c: int) -> CSAM:
-            return CSAM(spatial_dims, c, reduction=reduction, spatial_kernel_size=spatial_kernel_size)
+            return CSAM(spatial_dims, c, reduction=reduction, min_hidden=min_hidden, spatial_kernel_size=spatial_kernel_size)
 
         pool = Pool[Pool.MAX, spatial_dims]
         encoder: List[nn.Module] = []

@@ -63,10 +63,19 @@ def _widths(width: int, levels: int = 5) -> Tuple[int, ...]:
     return tuple(int(width) * 2**i for i in range(levels))
 
 
+#: Lower bound on CSAM's channel-MLP hidden width in the registry's attention networks. With the
+#: paper's r = 16 the narrowest hidden layer has 64 // 16 = 4 units at the paper's width; at the
+#: CPU preset's width 16 it would have 1 (a single scalar gating all channels). 4 keeps the
+#: paper's smallest MLP at every width and changes nothing at width >= 64.
+CSAM_MIN_HIDDEN = 4
+
+
 def _csam_family(
     spatial_dims: int, in_channels: int, out_channels: int, width: int, defaults: Dict[str, Any], overrides: Dict[str, Any]
 ) -> CSAMUNet:
     kwargs: Dict[str, Any] = {"channels": _widths(width)}
+    if defaults.get("attention", "none") != "none":
+        kwargs["min_hidden"] = CSAM_MIN_HIDDEN
     kwargs.update(defaults)
     kwargs.update(overrides)
     return CSAMUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kwargs)
