@@ -6,6 +6,7 @@ import csv
 import json
 
 import numpy as np
+import torch
 
 import pytest
 
@@ -31,7 +32,8 @@ def test_quick_table1_runs_through_the_bundle_resumes_and_ablates(tmp_path):
     (paired,) = table["paired_vs_csam_unet"]
     assert paired["method"] == "unet" and paired["n"] == int(rows[0]["num_cases"]) == 3
     md = (out / "table1.md").read_text()
-    assert "| csam_unet |" in md and "Wilcoxon" in md
+    assert "| csam_unet |" in md and "Wilcoxon" in md and "Best mean per metric: loss_rate " in md
+    assert "Measured on " in md and table["environment"]["torch"] == torch.__version__
     for png in ("table1_bars.png", "table1_val_curves.png", "table1_overlays.png"):
         assert (out / png).stat().st_size > 5000
     # resumable: a second run reuses the finished runs (no retraining: run.json untouched)

@@ -328,6 +328,20 @@ def load_paper_table(path: Path) -> Dict[str, Any]:
     return {"source": str(data.get("source", path)), "methods": methods}
 
 
+#: metric -> True when higher is better
+_HIGHER_IS_BETTER = {"loss_rate": False, "mae": False, "f1": True, "dice": True, "hd95": False}
+
+
+def best_per_metric(table: Mapping[str, Any]) -> Dict[str, str]:
+    """``{metric: best method}`` by the mean over seeds (loss rate, MAE, HD95 lower; F1, Dice higher)."""
+    out: Dict[str, str] = {}
+    for metric, higher in _HIGHER_IS_BETTER.items():
+        scored = [(e[metric][0], m) for m, e in table["methods"].items() if not math.isnan(e[metric][0])]
+        if scored:
+            out[metric] = (max if higher else min)(scored)[1]
+    return out
+
+
 def markdown(table: Mapping[str, Any]) -> str:
     """The results table (mean ± sd over seeds) and the paired comparison, as Markdown."""
     head = "| method | loss rate | MAE | F1 | Dice | HD95 | params (M) | GFLOPs | train time (s) | seeds |"
@@ -337,6 +351,9 @@ def markdown(table: Mapping[str, Any]) -> str:
             f"| {m} | {_fmt(e['loss_rate'])} | {_fmt(e['mae'])} | {_fmt(e['f1'])} | {_fmt(e['dice'])} | "
             f"{_fmt(e['hd95'], 2)} | {e['params_m']:.3g} | {e['gflops']:.3g} | {_fmt(e['train_s'], 0)} | {e['n_seeds']} |"
         )
+    best = best_per_metric(table)
+    if best:
+        lines += ["", "Best mean per metric: " + "; ".join(f"{k} {v}" for k, v in best.items()) + "."]
     env = table.get("environment")
     if env:
         total = table.get("total_run_s")
