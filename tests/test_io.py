@@ -22,3 +22,15 @@ def test_failed_write_keeps_the_old_file(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_atomic_write_gets_the_mode_of_a_plain_write(tmp_path):
+    import stat
+
+    from kneeseg.io import _UMASK, atomic_write_text
+
+    atomic_write_text(tmp_path / "a.csv", "x\n")  # mkstemp alone would leave it 0600
+    (tmp_path / "b.csv").write_text("x\n")
+    mode = stat.S_IMODE((tmp_path / "a.csv").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "b.csv").stat().st_mode) == 0o666 & ~_UMASK
+    assert mode != 0o600 or _UMASK == 0o177
