@@ -482,7 +482,7 @@ def _plot_overlays(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], path: P
         if truth.any():
             ax.contour(truth > 0, levels=[0.5], colors=["cyan"], linewidths=0.8)
         rank = "best" if case in ranked[-count:] else "worst"
-        ax.set_title(f"{rank}: Dice {per_case[case]:.3f}\n{Path(case).parent.name}/{Path(case).name}", fontsize=7)
+        ax.set_title(f"{rank}: case {_short_case(case)}, Dice {per_case[case]:.3f}", fontsize=8)
         ax.axis("off")
     fig.suptitle(f"{REFERENCE} seed {best['seed']}: prediction (fill) vs truth (cyan contour)", fontsize=9)
     fig.tight_layout()
