@@ -202,7 +202,11 @@ def test_fast_path_equals_the_monai_pipeline(pacs):
     chain = infer_transforms("image", 64, spatial_dims=3, flip_axes=[1])
     data = chain({"image": str(case)})
     ref = data["image"].as_tensor()[0].permute(2, 0, 1)
-    torch.testing.assert_close(prepared.slices[:, 0], ref, atol=1e-5, rtol=0)
+    # equal up to float rounding: CLAHE bins its input, so a last-bit difference in the blur
+    # (vectorised kernels differ between CPUs) can move a rare pixel by one histogram step
+    diff = (prepared.slices[:, 0] - ref).abs()
+    assert diff.shape == ref.shape and float(diff.max()) < 1e-3
+    assert float((diff > 1e-5).float().mean()) < 1e-3
     with torch.inference_mode():
         data["pred"] = SliceInferer(roi_size=[64, 64], spatial_dim=2, sw_batch_size=4, progress=False)(
             data["image"][None], seg.network
