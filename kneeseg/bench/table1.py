@@ -60,13 +60,12 @@ _COSINE = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "optimizer"
 ABLATION_VARIANTS: Dict[str, Dict[str, Any]] = {
     "protocol (Dice+CE, augmentation, 192 px, batch 4, 12 epochs, step lr)": {},
     "CE only (the paper's loss)": {"dice_loss_weight": 0.0},
+    "lr 3e-4, 24 epochs, lr drop after 16 (twice the compute)": {"learning_rate": 3e-4, "max_epochs": 24, "lr_drop_epoch": 16},
+    "dropout 0.1 in the conv blocks": {"network_def#dropout": 0.1},
     "no augmentation": {"train#preprocessing#augment": False},
     "stronger augmentation (affine p 0.8, +-20 deg, scale +-25 %)": {
         "train#preprocessing#augmentation": {"affine_prob": 0.8, "rotate_deg": 20.0, "scale_range": 0.25}},
-    "batch 8": {"batch_size": 8},
     "cosine lr schedule": {"lr_scheduler": _COSINE},
-    "128 px patches of the 192 px image, 24 epochs, lr drop after 16 (same compute)": {
-        "patch_size": 128, "max_epochs": 24, "lr_drop_epoch": 16},
     "input 256 px, 160 px patches, 20 epochs, cosine": {"spatial_size": 256, "patch_size": 160, "max_epochs": 20, "lr_scheduler": _COSINE},
     "24 epochs, lr drop after 16 (twice the compute)": {"max_epochs": 24, "lr_drop_epoch": 16},
     "channel MLP of 1 hidden unit (r = 16 taken literally at width 16)": {"network_def#min_hidden": 1},
