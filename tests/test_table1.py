@@ -82,3 +82,24 @@ def test_paper_table_is_shown_beside_and_checked(tmp_path):
         load_paper_table(bad)
     with pytest.raises(ValueError, match="missing.json: cannot read"):
         load_paper_table(tmp_path / "missing.json")
+
+
+def test_hd95_skipping_a_missed_image_is_counted_and_cannot_win(tmp_path):
+    from kneeseg.bench.table1 import _hd95_undefined, best_per_metric
+
+    for method, hd in (("unet", ["4.0", "6.0"]), ("att_unet", ["1.0", "nan"])):
+        path = tmp_path / "runs" / method / "seed0" / "eval" / "metrics_per_case.csv"
+        path.parent.mkdir(parents=True)
+        rows = "".join(f"c{i},{h}\n" for i, h in enumerate(hd))
+        path.write_text("case_id,hd95\n" + rows)
+    assert _hd95_undefined(tmp_path, "att_unet", [0, 1]) == (1, 2)
+    assert _hd95_undefined(tmp_path, "unet", [0]) == (0, 2)
+
+    def entry(dice, hd95, missing):
+        e = {k: (v, 0.0) for k, v in dict(loss_rate=0.3, mae=0.01, f1=dice, dice=dice, hd95=hd95, train_s=1.0).items()}
+        return dict(e, n_seeds=1, params_m=1.0, gflops=1.0, hd95_undefined=missing, n_images=2)
+
+    table = {"methods": {"unet": entry(0.7, 5.0, 0), "att_unet": entry(0.4, 1.0, 1)}}
+    assert best_per_metric(table)["hd95"] == "unet"
+    md = markdown(table)
+    assert "left out of the HD95 mean (over all seeds): att_unet 1 of 2." in md and "hd95 unet" in md

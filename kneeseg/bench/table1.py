@@ -219,6 +219,25 @@ def _per_case(out: Path, method: str, seeds: Sequence[int], column: str = "dice"
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
+def _hd95_undefined(out: Path, method: str, seeds: Sequence[int]) -> tuple:
+    """``(test images without an HD95, test images)`` over the seeds' runs.
+
+    HD95 is undefined where exactly one of prediction and truth is empty (e.g. the network
+    predicts nothing on an image with a ligament); the evaluator leaves such images out of the
+    HD95 mean, which would flatter a method that misses whole structures.
+    """
+    missing = total = 0
+    for seed in seeds:
+        path = _run_dirs(out, method, seed)["eval"] / "metrics_per_case.csv"
+        if path.is_file():
+            with open(path, newline="") as fh:
+                for r in csv.DictReader(fh):
+                    total += 1
+                    v = (r.get("hd95") or "").strip().lower()
+                    missing += v in ("", "nan", "inf", "-inf")
+    return missing, total
+
+
 def _short_case(case_id: str) -> str:
     """A case's name without the data root: ``.../cases/14/mask.png`` -> ``14``."""
     p = Path(case_id)
@@ -283,6 +302,7 @@ def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Op
         mine = [r for r in rows if r["method"] == m]
         entry: Dict[str, Any] = {k: _mean_sd([r.get(k) for r in mine]) for k in [*METRICS, "train_s"]}
         entry["n_seeds"] = len(mine)
+        entry["hd95_undefined"], entry["n_images"] = _hd95_undefined(out, m, sorted({int(r["seed"]) for r in mine}))
         entry.update(model_cost(m, width, size))
         table["methods"][m] = entry
     paired = []
@@ -336,7 +356,9 @@ def best_per_metric(table: Mapping[str, Any]) -> Dict[str, str]:
     """``{metric: best method}`` by the mean over seeds (loss rate, MAE, HD95 lower; F1, Dice higher)."""
     out: Dict[str, str] = {}
     for metric, higher in _HIGHER_IS_BETTER.items():
-        scored = [(e[metric][0], m) for m, e in table["methods"].items() if not math.isnan(e[metric][0])]
+        # a method whose HD95 skips images (it missed a structure there) cannot be the best on HD95
+        scored = [(e[metric][0], m) for m, e in table["methods"].items()
+                  if not math.isnan(e[metric][0]) and not (metric == "hd95" and e.get("hd95_undefined"))]  # fmt: skip
         if scored:
             out[metric] = (max if higher else min)(scored)[1]
     return out
@@ -351,6 +373,10 @@ def markdown(table: Mapping[str, Any]) -> str:
             f"| {m} | {_fmt(e['loss_rate'])} | {_fmt(e['mae'])} | {_fmt(e['f1'])} | {_fmt(e['dice'])} | "
             f"{_fmt(e['hd95'], 2)} | {e['params_m']:.3g} | {e['gflops']:.3g} | {_fmt(e['train_s'], 0)} | {e['n_seeds']} |"
         )
+    skipped = [f"{m} {e['hd95_undefined']} of {e['n_images']}" for m, e in table["methods"].items() if e.get("hd95_undefined")]
+    if skipped:
+        lines += ["", "HD95 is undefined on a test image where exactly one of prediction and truth is empty; such images "
+                      "are left out of the HD95 mean (over all seeds): " + ", ".join(skipped) + "."]  # fmt: skip
     best = best_per_metric(table)
     if best:
         lines += ["", "Best mean per metric: " + "; ".join(f"{k} {v}" for k, v in best.items()) + "."]
