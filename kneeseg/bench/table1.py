@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -205,17 +205,22 @@ def _mean_sd(values: Sequence[float]) -> tuple:
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
 
+def _case_rows(out: Path, method: str, seeds: Sequence[int]) -> Iterator[tuple]:
+    """``(seed, row)`` for every test case of the method's finished runs (``metrics_per_case.csv``)."""
+    for seed in seeds:
+        path = _run_dirs(out, method, seed)["eval"] / "metrics_per_case.csv"
+        if path.is_file():
+            with open(path, newline="") as fh:
+                for r in csv.DictReader(fh):
+                    yield seed, r
+
+
 def _per_case(out: Path, method: str, seeds: Sequence[int], column: str = "dice") -> Dict[str, float]:
     """Per-case ``column`` averaged over seeds."""
     acc: Dict[str, List[float]] = {}
-    for seed in seeds:
-        path = _run_dirs(out, method, seed)["eval"] / "metrics_per_case.csv"
-        if not path.is_file():
-            continue
-        with open(path, newline="") as fh:
-            for r in csv.DictReader(fh):
-                if r.get(column) not in (None, ""):
-                    acc.setdefault(r["case_id"], []).append(float(r[column]))
+    for _, r in _case_rows(out, method, seeds):
+        if r.get(column) not in (None, ""):
+            acc.setdefault(r["case_id"], []).append(float(r[column]))
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
@@ -227,14 +232,9 @@ def _hd95_undefined(out: Path, method: str, seeds: Sequence[int]) -> tuple:
     HD95 mean, which would flatter a method that misses whole structures.
     """
     missing = total = 0
-    for seed in seeds:
-        path = _run_dirs(out, method, seed)["eval"] / "metrics_per_case.csv"
-        if path.is_file():
-            with open(path, newline="") as fh:
-                for r in csv.DictReader(fh):
-                    total += 1
-                    v = (r.get("hd95") or "").strip().lower()
-                    missing += v in ("", "nan", "inf", "-inf")
+    for _, r in _case_rows(out, method, seeds):
+        total += 1
+        missing += (r.get("hd95") or "").strip().lower() in ("", "nan", "inf", "-inf")
     return missing, total
 
 
@@ -253,12 +253,8 @@ def _write_per_case(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> 
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["method", "seed", "case", *PER_CASE_COLUMNS])
     for m in methods:
-        for seed in seeds:
-            path = _run_dirs(out, m, seed)["eval"] / "metrics_per_case.csv"
-            if path.is_file():
-                with open(path, newline="") as fh:
-                    for r in csv.DictReader(fh):
-                        w.writerow([m, seed, _short_case(r["case_id"]), *(r.get(k, "") for k in PER_CASE_COLUMNS)])
+        for seed, r in _case_rows(out, m, seeds):
+            w.writerow([m, seed, _short_case(r["case_id"]), *(r.get(k, "") for k in PER_CASE_COLUMNS)])
     atomic_write_text(out / "per_case.csv", buf.getvalue())
 
 
