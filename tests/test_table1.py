@@ -88,10 +88,10 @@ def test_hd95_skipping_a_missed_image_is_counted_and_cannot_win(tmp_path):
     from kneeseg.bench.table1 import _hd95_undefined, best_per_metric
 
     for method, hd in (("unet", ["4.0", "6.0"]), ("att_unet", ["1.0", "nan"])):
-        path = tmp_path / "runs" / method / "seed0" / "eval" / "metrics_per_case.csv"
+        path = tmp_path / "runs" / method / "seed0" / "eval" / "metrics_summary.json"
         path.parent.mkdir(parents=True)
-        rows = "".join(f"c{i},{h}\n" for i, h in enumerate(hd))
-        path.write_text("case_id,hd95\n" + rows)
+        skipped = sum(h == "nan" for h in hd)
+        path.write_text(json.dumps({"num_cases": len(hd), "hd95_evaluated": len(hd) - skipped, "hd95_skipped": skipped}))
     assert _hd95_undefined(tmp_path, "att_unet", [0, 1]) == (1, 2)
     assert _hd95_undefined(tmp_path, "unet", [0]) == (0, 2)
 

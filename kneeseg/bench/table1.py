@@ -229,12 +229,16 @@ def _hd95_undefined(out: Path, method: str, seeds: Sequence[int]) -> tuple:
 
     HD95 is undefined where exactly one of prediction and truth is empty (e.g. the network
     predicts nothing on an image with a ligament); the evaluator leaves such images out of the
-    HD95 mean, which would flatter a method that misses whole structures.
+    HD95 mean, which would flatter a method that misses whole structures. The evaluator's
+    summary counts them (``hd95_skipped`` of ``num_cases``).
     """
     missing = total = 0
-    for _, r in _case_rows(out, method, seeds):
-        total += 1
-        missing += (r.get("hd95") or "").strip().lower() in ("", "nan", "inf", "-inf")
+    for seed in seeds:
+        path = _run_dirs(out, method, seed)["eval"] / "metrics_summary.json"
+        if path.is_file():
+            summary = json.loads(path.read_text())
+            missing += int(summary.get("hd95_skipped") or 0)
+            total += int(summary.get("num_cases") or 0)
     return missing, total
 
 
