@@ -66,15 +66,18 @@ def make_copies(series: Path, dest: Path, copies: int) -> List[Path]:
     return out
 
 
-def plain_monai(folders: List[Path], network: torch.nn.Module, spatial_size: int, out: Path) -> List[np.ndarray]:
-    """The plain MONAI pipeline, one series after the other; returns the label maps."""
+def plain_monai(folders: List[Path], network: torch.nn.Module, settings: Dict, out: Path) -> List[np.ndarray]:
+    """The plain MONAI pipeline (the bundle's chain, from the same settings), one series after the
+    other; returns the label maps."""
     from monai.inferers import SliceInferer
     from monai.transforms import SaveImage
 
     from kneeseg.transforms import infer_transforms, post_transforms
 
-    chain = infer_transforms("image", spatial_size, spatial_dims=3, flip_axes=[1])
-    post = post_transforms(chain)
+    spatial_size = settings["spatial_size"]
+    chain = infer_transforms("image", spatial_size, spatial_dims=3, preprocessing=settings["preprocessing"],
+                             slice_orientation=settings["slice_orientation"])  # fmt: skip
+    post = post_transforms(chain, largest_component=settings["largest_component"])
     inferer = SliceInferer(roi_size=[spatial_size, spatial_size], spatial_dim=2, sw_batch_size=8, progress=False)
     saver = SaveImage(output_dir=str(out), output_postfix="seg", output_dtype=np.uint8, resample=False,
                       separate_folder=False, print_log=False)  # fmt: skip
@@ -127,9 +130,9 @@ def main(argv: List[str] | None = None) -> int:
         results: Dict[str, Dict] = {}
 
         say("plain MONAI pipeline (eager fp32) ...")
-        plain_monai(folders[:1], seg.network, settings["spatial_size"], tmp / "warm")  # warm-up
+        plain_monai(folders[:1], seg.network, settings, tmp / "warm")  # warm-up
         t0 = time.perf_counter()
-        plain = plain_monai(folders, seg.network, settings["spatial_size"], tmp / "plain")
+        plain = plain_monai(folders, seg.network, settings, tmp / "plain")
         plain_s = (time.perf_counter() - t0) / len(folders)
         results["plain MONAI"] = {"seconds_per_series": plain_s}
         say(f"  {plain_s:.2f} s per series")

@@ -86,6 +86,7 @@ def _cmd_data_manifest(args: argparse.Namespace) -> int:
         description=args.description,
         reference=args.reference,
         labels=_parse_labels(args.labels),
+        image_orientation=args.image_orientation,
     )
     path = write_manifest(manifest, args.out)
     parts = ", ".join(f"{k} {len(manifest[k])}" for k in manifest if isinstance(manifest[k], list))
@@ -164,6 +165,11 @@ def _add_data_commands(commands: Any) -> None:
     mf.add_argument("--description", help="dataset description (MSD 'description')")
     mf.add_argument("--reference", help="dataset source / citation (MSD 'reference')")
     mf.add_argument("--labels", nargs="+", metavar="NAME", help="class names in id order, or ID=NAME items")
+    mf.add_argument(
+        "--image-orientation", metavar="RD",
+        help="2D images: where their columns (right) and rows (down) point in the patient, as two letters "
+        "of L R A P S I, e.g. IP for sagittal slices with superior left and anterior at the top (knee-acl)",
+    )
     mf.set_defaults(handler=_cmd_data_manifest)
 
 

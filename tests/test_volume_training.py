@@ -42,25 +42,55 @@ def test_sample_slices_picks_foreground_and_background():
     assert len(out) == 4 and all(o["image"].shape == (1, 8, 6) for o in out)
     fg = [bool(o["label"].sum() > 0) for o in out]
     assert sum(fg) == 2
-    # rows are flipped: foreground rows 1:3 of 6 become 3:5
+    # slices are cut as they are (orientation is OrientSlicesd's job, before slicing)
     pos = next(o for o in out if o["label"].sum() > 0)
-    assert pos["label"][0, 2:4, 3:5].all() and pos["label"].sum() == 4
+    assert pos["label"][0, 2:4, 1:3].all() and pos["label"].sum() == 4
     assert [o["image"].meta["source_slice"] for o in SampleSlicesd(["image"], num_slices=-1)({"image": vol})] == list(range(10))
     assert SampleSlicesd(["image"], num_slices=3)({"image": torch.zeros(1, 5, 5)})["image"].shape == (1, 5, 5)
     with pytest.raises(ValueError, match="num_slices"):
         SampleSlicesd(["image"], num_slices=0)
 
 
+def test_weak_labels_give_background_slices_outside_the_possible_range():
+    """An unlabelled volume with a possible range: only slices outside it are sampled, all background."""
+    from monai.data import MetaTensor
+
+    from kneeseg.transforms import UNKNOWN_LABEL, WeakSliceLabeld
+
+    vol = MetaTensor(torch.rand(1, 8, 6, 10), meta={"filename_or_obj": "/data/knee"})
+    d = WeakSliceLabeld()({"image": vol, "possible_slices": [3, 6]})
+    assert d["label"].shape == vol.shape
+    assert (d["label"][..., 3:7] == UNKNOWN_LABEL).all() and d["label"][..., :3].sum() == 0
+    samples = SampleSlicesd(["image", "label"], num_slices=-1)(d)
+    assert [s["image"].meta["source_slice"] for s in samples] == [0, 1, 2, 7, 8, 9]
+    assert all(float(s["label"].sum()) == 0 for s in samples)
+    t = SampleSlicesd(["image", "label"], num_slices=4)
+    t.set_random_state(1)
+    assert all(s["image"].meta["source_slice"] not in (3, 4, 5, 6) for s in t(d))
+    labelled = {"image": vol, "label": torch.ones(1, 8, 6, 10)}
+    assert WeakSliceLabeld()(labelled)["label"] is labelled["label"]  # labelled items pass
+    with pytest.raises(ValueError, match="/data/knee: item has no 'label' and no 'possible_slices'"):
+        WeakSliceLabeld()({"image": vol})
+    with pytest.raises(ValueError, match=r"possible_slices \[8, 12\] outside the volume's 10 slices"):
+        WeakSliceLabeld()({"image": vol, "possible_slices": [8, 12]})
+
+
 def test_volume_slices_equal_the_2d_slice_files(volumes):
     """A slice cut from the NIfTI volume lines up with the phantom's own PNG of that slice."""
     _, items = volumes
     item = items[0]
-    vol = eval_transforms(["image", "label"], 64, slices_per_volume=-1)({"image": item["image"], "label": item["label"]})
+    acl = {"right": "inferior", "down": "posterior"}
+    vol = eval_transforms(["image", "label"], 64, slices_per_volume=-1, slice_orientation=acl)(
+        {"image": item["image"], "label": item["label"]}
+    )
     root = Path(item["image"]).parents[1]
     ds2 = json.loads((root / "dataset_2d.json").read_text())
     case = Path(item["image"]).name.split(".")[0]
     png = next(e for k in ("training", "validation", "test") for e in ds2.get(k, []) if e["case"] == case and e["ligament"])
-    two = eval_transforms(["image", "label"], 64, value_map={1: 0, 2: 0, 3: 0, 4: 1})({"image": str(root / png["image"]), "label": str(root / png["label"])})
+    two = eval_transforms(["image", "label"], 64, value_map={1: 0, 2: 0, 3: 0, 4: 1}, slice_orientation=acl,
+                          image_orientation=ds2["image_orientation"])(
+        {"image": str(root / png["image"]), "label": str(root / png["label"])}
+    )  # fmt: skip
     k = int(png["slice"])
     assert torch.equal(vol[k]["label"].as_tensor(), two["label"].as_tensor())
     corr = np.corrcoef(vol[k]["image"].numpy().ravel(), two["image"].numpy().ravel())[0, 1]
@@ -94,7 +124,7 @@ def test_train_json_trains_on_volumes_and_always_saves_the_best_model(volumes, t
 def test_train_json_defaults_match_inference_json():
     train = json.loads((CONFIGS / "train.json").read_text())
     infer = json.loads((CONFIGS / "inference.json").read_text())
-    for key in ("spatial_size", "width", "network_name", "num_classes"):
+    for key in ("spatial_size", "width", "network_name", "num_classes", "slice_orientation", "preprocessing_options"):
         assert train[key] == infer[key], key
     assert train["resume"] is False
     assert TINY["width"] != train["width"]  # the tests' tiny network is an override, not the default
@@ -110,13 +140,14 @@ def test_auto_inference_chain_serves_2d_images_and_volumes(volumes):
     torch.manual_seed(0)
     net = build_network("csam_unet", width=4).eval()
     inferer = SliceOrSimpleInferer(roi_size=[64, 64], sw_batch_size=4)
-    auto = infer_transforms("image", 64, spatial_dims="auto", flip_axes=[1])
+    acl = {"right": "inferior", "down": "posterior"}
+    auto = infer_transforms("image", 64, spatial_dims="auto", slice_orientation=acl)
     post = post_transforms(auto)
     root = Path(items[0]["image"]).parents[1]
     png = json.loads((root / "dataset_2d.json").read_text())["training"][0]["image"]
     for path, dims in ((items[0]["image"], 3), (str(root / png), 2)):
         data = auto({"image": path})
-        ref_chain = infer_transforms("image", 64, spatial_dims=dims, flip_axes=[1] if dims == 3 else None)
+        ref_chain = infer_transforms("image", 64, spatial_dims=dims, slice_orientation=acl)
         ref = ref_chain({"image": path})
         torch.testing.assert_close(data["image"].as_tensor(), ref["image"].as_tensor())
         with torch.inference_mode():

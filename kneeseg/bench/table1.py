@@ -459,7 +459,7 @@ def _plot_curves(out: Path, methods: Sequence[str], seeds: Sequence[int], path: 
 
 
 def _test_items(cfg: Table1Config) -> tuple:
-    """``({label path: image path}, value_map)`` of the protocol's test part (2D datalists)."""
+    """``({label path: image path}, value_map, declared image orientation)`` of the protocol's test part (2D datalists)."""
     from monai.data import load_decathlon_datalist
 
     parser = _parser(cfg)
@@ -470,7 +470,8 @@ def _test_items(cfg: Table1Config) -> tuple:
     )  # fmt: skip
     vmap = parser.get_parsed_content("label_value_map")
     value_map = {int(k): int(v) for k, v in vmap.items()} if vmap else None
-    return {str(i["label"]): str(i["image"]) for i in items}, value_map
+    declared = parser.get_parsed_content("image_orientation")
+    return {str(i["label"]): str(i["image"]) for i in items}, value_map, declared
 
 
 def _plot_overlays(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], path: Path, count: int = 3) -> None:
@@ -481,6 +482,7 @@ def _plot_overlays(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], path: P
     import matplotlib.pyplot as plt
 
     from kneeseg.data.images2d import read_image2d, read_mask2d
+    from kneeseg.data.orientation import AxisMap, map_2d
     from kneeseg.inference.segmenter import load_segmenter
 
     ref_rows = [r for r in rows if r["method"] == REFERENCE and r.get("dice") is not None]
@@ -489,19 +491,21 @@ def _plot_overlays(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], path: P
     best = max(ref_rows, key=lambda r: float(r["dice"]))
     dirs = _run_dirs(cfg.out, REFERENCE, int(best["seed"]))
     per_case = _per_case(cfg.out, REFERENCE, [int(best["seed"])])
-    images, value_map = _test_items(cfg)
+    images, value_map, declared = _test_items(cfg)
     ranked = sorted((c for c in per_case if c in images), key=lambda c: per_case[c])
     if not ranked:
         return
     chosen = ranked[-count:][::-1] + [c for c in ranked[:count] if c not in ranked[-count:]]
     seg, _ = load_segmenter(ckpt=dirs["models"] / "model.pt", preset=cfg.preset, runtime="eager",
                             overrides=dict(cfg.overrides, network_name=REFERENCE))  # fmt: skip
-    seg.flip_rows = False  # 2D image files are already top-down
+    # the 2D files' declared orientation -> the model's, and back (kneeseg.data.orientation)
+    amap = map_2d(declared, seg.slice_orientation) if declared is not None else AxisMap((0, 1), (False, False))
     fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen), 3.0), squeeze=False)
     for ax, case in zip(axes[0], chosen):
         image = read_image2d(images[case])  # (H, W)
         truth = read_mask2d(case, value_map=value_map, allow_empty=True)
-        pred = seg(image.T[:, :, None].astype(np.float32))[:, :, 0].T
+        oriented = amap.apply(image.T.astype(np.float32))  # (W, H) as MONAI loads it
+        pred = amap.invert(seg(np.ascontiguousarray(oriented)[:, :, None])[:, :, 0]).T
         ax.imshow(image, cmap="gray")
         ax.imshow(np.ma.masked_where(pred == 0, pred), cmap="autumn", alpha=0.5, interpolation="nearest")
         if truth.any():

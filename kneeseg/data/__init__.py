@@ -21,7 +21,22 @@ _EXPORTS = {
     "load_series": "kneeseg.data.dicom_series",
     "load_volume": "kneeseg.data.dicom_series",
     "select_volume": "kneeseg.data.dicom_series",
-    "volume_to_dicom_frames": "kneeseg.data.dicom_series",
+    "volume_to_dicom_frames": "kneeseg.data.orientation",
+    # slice orientation: the geometry rule (numpy only)
+    "AxisMap": "kneeseg.data.orientation",
+    "SliceOrientation": "kneeseg.data.orientation",
+    "datalist_orientation": "kneeseg.data.orientation",
+    "map_2d": "kneeseg.data.orientation",
+    "map_volume": "kneeseg.data.orientation",
+    "plane_of": "kneeseg.data.orientation",
+    # weak (slice-range) labels of unlabelled volumes
+    "load_weak_datalist": "kneeseg.data.weak_labels",
+    # which series to segment: body part, Siemens MOSAIC, diffusion (numpy + pydicom only)
+    "body_part_decision": "kneeseg.data.series_kind",
+    "body_part_of": "kneeseg.data.series_kind",
+    "diffusion_summary": "kneeseg.data.series_kind",
+    "is_mosaic": "kneeseg.data.series_kind",
+    "series_skip_reason": "kneeseg.data.series_kind",
     # MONAI reader
     "KneeDicomReader": "kneeseg.data.dicom_reader",
     # synthetic knee phantom

@@ -13,7 +13,8 @@ Array and affine convention (identical to what nibabel returns for ``dcm2niix -x
   the position projected on the slice normal ``row_dir x col_dir``;
 - ``affine`` maps ``(i, j, k, 1)`` to RAS+ millimetres (NIfTI / MONAI / nibabel convention);
   ``affine_lps`` maps the same indices to DICOM patient (LPS) millimetres, for DICOM writers
-  (:func:`volume_to_dicom_frames` undoes the axis change).
+  (:func:`volume_to_dicom_frames` undoes the axis change). The layout helpers live in
+  :mod:`kneeseg.data.orientation`, the home of every axis flip and of the slice-orientation rule.
 
 Discovery (:func:`discover_series`) never raises for bad files: it returns the volumes it could
 build plus a list of :class:`Problem` (path + message). Files without the DICOM ``DICM`` marker
@@ -25,7 +26,9 @@ naming the series, file and problem.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import struct
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,9 @@ from typing import Any, Sequence, Union
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+
+from kneeseg.data.orientation import dicom_plane_to_volume, volume_to_dicom_frames
 
 __all__ = [
     "DicomSeriesError",
@@ -123,6 +129,15 @@ class SeriesVolume:
     issues: tuple[str, ...] = ()
     transfer_syntax: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # header facts used to decide whether a series is a knee MR volume (see kneeseg.data.series_kind)
+    body_part: str = ""  # BodyPartExamined, stripped, upper case ("" when missing)
+    protocol_name: str = ""  # ProtocolName
+    image_type: tuple[str, ...] = ()  # ImageType values of all slices (union, in order of first appearance)
+    mosaic_images: int | None = None  # Siemens NumberOfImagesInMosaic (largest over the slices)
+    b_value: float | None = None  # diffusion b-value (s/mm^2) shared by all slices; None if absent or mixed
+    b_values: tuple[float, ...] = ()  # distinct b-values of the slices, ascending
+    diffusion_direction: tuple[float, float, float] | None = None  # gradient direction shared by all slices
+    diffusion_index: int | None = None  # index of this b-value/direction when discovery split a diffusion series
 
     # ------------------------------------------------------------------ descriptive
     @property
@@ -223,6 +238,13 @@ class SeriesVolume:
             "num_slices": self.num_slices,
             "pixel_spacing": list(self.pixel_spacing),
             "transfer_syntax": self.transfer_syntax,
+            "body_part": self.body_part,
+            "protocol_name": self.protocol_name,
+            "image_type": "\\".join(self.image_type),  # one string (DICOM style): fixed type for batch collation
+            "mosaic_images": self.mosaic_images,
+            "b_value": self.b_value,
+            "diffusion_direction": list(self.diffusion_direction) if self.diffusion_direction else None,
+            "diffusion_index": self.diffusion_index,
             "files": self.files,
             "issues": list(self.issues),
         }
@@ -275,6 +297,12 @@ class _FrameRecord:
     intercept: float
     samples_per_pixel: int
     transfer_syntax: str
+    body_part: str = ""
+    protocol_name: str = ""
+    image_type: tuple[str, ...] = ()
+    mosaic_images: int | None = None
+    b_value: float | None = None
+    diffusion_direction: tuple[float, float, float] | None = None
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -313,6 +341,226 @@ def _fg_item(frame_item: Any, shared_item: Any, seq_name: str) -> Any:
             if seq:
                 return seq[0]
     return None
+
+
+# ---------------------------------------------------------------------- selection facts
+# Header facts that tell a knee MR volume from a brain scan, a Siemens MOSAIC or a diffusion series.
+# They are read defensively: a missing, malformed or wrongly encoded value gives "" / () / None and
+# never makes discovery fail.
+
+_SIEMENS_MR_HEADER = "SIEMENS MR HEADER"  # private creator of Siemens group 0019 (not "SIEMENS CSA HEADER", 0029)
+_GE_PARAMETERS = "GEMS_PARM_01"
+_PHILIPS_IMAGING = "Philips Imaging DD 001"
+#: GE adds 1e9 to the b-value in (0043,1039) for multi-b-value and synthetic DWI (BIAS_FOR_BVALUE, stored in
+#: (0043,107F)); DTI has no bias. Removing it as ``b % 1e9`` (not ``% 10000``) keeps b-values >= 10000.
+_GE_BVALUE_BIAS = 1_000_000_000
+_MAX_B_VALUE = 100_000.0  # larger (or negative) b-values are treated as garbage
+_MAX_MOSAIC_IMAGES = 4096  # NumberOfImagesInMosaic above this is a mis-decoded value
+
+
+def _safe_get(ds: Any, keyword: Any) -> Any:
+    """``ds.get(keyword)``, or None when the element is missing or cannot be decoded."""
+    try:
+        return ds.get(keyword)
+    except Exception:
+        return None
+
+
+def _text(value: Any) -> str:
+    """A string attribute, stripped ("" for None or an undecodable value)."""
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("latin-1", errors="replace")
+    try:
+        return str(value).strip().strip("\x00").strip()
+    except Exception:
+        return ""
+
+
+def _image_type(value: Any) -> tuple[str, ...]:
+    """ImageType values, upper case (a single string is split at backslashes)."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, bytearray)):
+        parts: list[Any] = _text(value).split("\\")
+    else:
+        try:
+            parts = list(value)
+        except TypeError:
+            parts = [value]
+    return tuple(t for t in (_text(p).upper() for p in parts) if t)
+
+
+def _private_element(ds: Any, group: int, creator: str, offset: int) -> Any:
+    """The private element ``(group, xx<offset>)`` of the block reserved by ``creator``, or None.
+
+    The creator is compared case-insensitively after stripping; a missing creator, a missing element
+    or an element that cannot be decoded gives None.
+    """
+    try:
+        for block in range(0x10, 0x100):
+            tag = Tag(group, block)
+            if tag not in ds:
+                continue
+            if _text(ds[tag].value).upper() == creator.upper():
+                data_tag = Tag(group, (block << 8) | offset)
+                return ds[data_tag] if data_tag in ds else None
+    except Exception:
+        return None
+    return None
+
+
+def _numbers(value: Any, binary: str | None = None, little_endian: bool = True) -> list[float] | None:
+    """Numbers held by an element value, or None if it holds none that are finite.
+
+    Args:
+        value: a number, a string ("1000" or "0\\\\8\\\\0\\\\0"), a multi-value, or raw bytes (VR UN/OB).
+        binary: struct code ("H", "f", "d") of the vendor's binary encoding; raw bytes are unpacked with
+            it. Without it raw bytes are read as text (IS/DS values).
+        little_endian: byte order of raw binary values.
+    """
+    try:
+        if isinstance(value, (bytes, bytearray)):
+            raw = bytes(value)
+            if binary is None:
+                value = raw.decode("ascii").strip("\x00 ").split("\\")
+            else:
+                size = struct.calcsize(binary)
+                if not raw or len(raw) % size:
+                    return None
+                order = "<" if little_endian else ">"
+                value = struct.unpack(f"{order}{len(raw) // size}{binary}", raw)
+        elif isinstance(value, str):
+            value = value.split("\\")
+        elif not isinstance(value, (list, tuple)) and type(value).__name__ != "MultiValue":
+            value = [value]
+        out = [float(v) for v in value]
+    except Exception:
+        return None
+    return out if out and all(math.isfinite(v) for v in out) else None
+
+
+def _private_numbers(ds: Any, group: int, creator: str, offset: int, binary: str | None = None) -> list[float] | None:
+    """Numbers of a private element (see :func:`_private_element`), decoded defensively."""
+    elem = _private_element(ds, group, creator, offset)
+    if elem is None:
+        return None
+    try:
+        little = _transfer_syntax(ds) != pydicom.uid.ExplicitVRBigEndian
+        return _numbers(elem.value, binary, little)
+    except Exception:
+        return None
+
+
+def _valid_b(value: float | None) -> float | None:
+    return value if value is not None and 0.0 <= value <= _MAX_B_VALUE else None
+
+
+def _valid_direction(values: list[float] | None) -> tuple[float, float, float] | None:
+    return (values[0], values[1], values[2]) if values is not None and len(values) == 3 else None
+
+
+def _mosaic_images(ds: Any) -> int | None:
+    """Siemens NumberOfImagesInMosaic (0019,xx0A, US) or None."""
+    values = _private_numbers(ds, 0x0019, _SIEMENS_MR_HEADER, 0x0A, "H")
+    if values is None or len(values) != 1 or values[0] != int(values[0]):
+        return None
+    n = int(values[0])
+    return n if 0 < n <= _MAX_MOSAIC_IMAGES else None
+
+
+def _standard_diffusion(container: Any) -> tuple[float | None, tuple[float, float, float] | None]:
+    """DiffusionBValue (0018,9087) and DiffusionGradientOrientation (0018,9089) of a dataset or MR Diffusion item.
+
+    The orientation is read from the item itself or from its DiffusionGradientDirectionSequence.
+    """
+    if container is None:
+        return None, None
+    values = _numbers(_safe_get(container, "DiffusionBValue"))
+    b = _valid_b(values[0]) if values else None
+    direction = _valid_direction(_numbers(_safe_get(container, "DiffusionGradientOrientation")))
+    if direction is None:
+        seq = _safe_get(container, "DiffusionGradientDirectionSequence")
+        try:
+            item = seq[0] if seq else None
+        except Exception:
+            item = None
+        if item is not None:
+            direction = _valid_direction(_numbers(_safe_get(item, "DiffusionGradientOrientation")))
+    return b, direction
+
+
+def _private_vector(
+    ds: Any, group: int, creator: str, offsets: tuple[int, int, int], binary: str | None = None
+) -> tuple[float, float, float] | None:
+    """A gradient direction stored as three single-valued private elements (GE, Philips), or None."""
+    values = [_private_numbers(ds, group, creator, offset, binary) for offset in offsets]
+    if any(v is None or len(v) != 1 for v in values):
+        return None
+    return _valid_direction([v[0] for v in values])  # type: ignore[index]
+
+
+def _vendor_diffusion(ds: Any) -> tuple[float | None, tuple[float, float, float] | None]:
+    """``(b_value, direction)`` from private tags of the vendor whose b-value tag is present.
+
+    Siemens: b (0019,xx0C) IS, direction (0019,xx0E) FD x 3 ('SIEMENS MR HEADER').
+    GE: b = first value of (0043,xx39) IS ('GEMS_PARM_01'), less the 1e9 bias when present; direction
+    (0019,xxBB/BC/BD) DS ('GEMS_ACQU_01'), read only when b > 0 (other sequences use these "user data"
+    slots for other things, e.g. 2.0 in a DESS knee series).
+    Philips: b (2001,xx03) FL ('Philips Imaging DD 001'), direction (2005,xxB0/B1/B2) FL
+    ('Philips MR Imaging DD 001').
+    """
+    siemens = _private_numbers(ds, 0x0019, _SIEMENS_MR_HEADER, 0x0C)
+    if siemens:
+        direction = _valid_direction(_private_numbers(ds, 0x0019, _SIEMENS_MR_HEADER, 0x0E, "d"))
+        return _valid_b(siemens[0]), direction
+    ge = _private_numbers(ds, 0x0043, _GE_PARAMETERS, 0x39)
+    if ge:
+        b = _valid_b(ge[0] % _GE_BVALUE_BIAS if ge[0] >= _GE_BVALUE_BIAS else ge[0])
+        direction = _private_vector(ds, 0x0019, "GEMS_ACQU_01", (0xBB, 0xBC, 0xBD)) if b else None
+        return b, direction
+    philips = _private_numbers(ds, 0x2001, _PHILIPS_IMAGING, 0x03, "f")
+    if philips:
+        direction = _private_vector(ds, 0x2005, "Philips MR Imaging DD 001", (0xB0, 0xB1, 0xB2), "f")
+        return _valid_b(philips[0]), direction
+    siemens_direction = _valid_direction(_private_numbers(ds, 0x0019, _SIEMENS_MR_HEADER, 0x0E, "d"))
+    return None, siemens_direction
+
+
+def _diffusion_facts(ds: Any, frame_item: Any = None) -> tuple[float | None, tuple[float, float, float] | None]:
+    """``(b_value, gradient direction)`` of a slice: standard tags first, then vendor private tags.
+
+    For an enhanced MR frame, ``frame_item`` is its MRDiffusionSequence item (per-frame or shared).
+    Standard tags are also looked for at the top level and in a top-level MRDiffusionSequence.
+    """
+    b, direction = _standard_diffusion(frame_item)
+    top = _safe_get(ds, "MRDiffusionSequence")
+    try:
+        top_item = top[0] if top else None
+    except Exception:
+        top_item = None
+    for container in (ds, top_item):
+        if b is not None and direction is not None:
+            break
+        b2, d2 = _standard_diffusion(container)
+        b = b if b is not None else b2
+        direction = direction if direction is not None else d2
+    if b is None or direction is None:
+        vendor_b, vendor_direction = _vendor_diffusion(ds)
+        b = b if b is not None else vendor_b
+        direction = direction if direction is not None else vendor_direction
+    return b, direction
+
+
+def _selection_facts(ds: Any) -> dict[str, Any]:
+    """File-level facts for :class:`_FrameRecord`: body part, protocol, ImageType, mosaic size."""
+    return dict(
+        body_part=_text(_safe_get(ds, "BodyPartExamined")).upper(),
+        protocol_name=_text(_safe_get(ds, "ProtocolName")),
+        image_type=_image_type(_safe_get(ds, "ImageType")),
+        mosaic_images=_mosaic_images(ds),
+    )
 
 
 def _expected_native_bytes(ds: Any) -> int:
@@ -389,6 +637,7 @@ def _records_from_dataset(ds: Any, path: str) -> tuple[list[_FrameRecord], str |
         columns=int(ds.Columns),
         samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
         transfer_syntax=str(ts),
+        **_selection_facts(ds),
     )
     if not common["series_uid"]:
         return [], "no SeriesInstanceUID"
@@ -407,9 +656,12 @@ def _records_from_dataset(ds: Any, path: str) -> tuple[list[_FrameRecord], str |
             pvt = _fg_item(item, shared, "PixelValueTransformationSequence")
             echo = _fg_item(item, shared, "MREchoSequence")
             content = _fg_item(item, None, "FrameContentSequence")
+            b_value, direction = _diffusion_facts(ds, _fg_item(item, shared, "MRDiffusionSequence"))
             records.append(
                 _FrameRecord(
                     frame=f,
+                    b_value=b_value,
+                    diffusion_direction=direction,
                     echo_number=None,
                     echo_time=_float_or_none(echo.get("EffectiveEchoTime")) if echo is not None else None,
                     instance_number=(
@@ -432,8 +684,11 @@ def _records_from_dataset(ds: Any, path: str) -> tuple[list[_FrameRecord], str |
         return [], f"multi-frame file ({n_frames} frames) without per-frame geometry is not supported"
     slope = _float_or_none(ds.get("RescaleSlope"))
     intercept = _float_or_none(ds.get("RescaleIntercept"))
+    b_value, direction = _diffusion_facts(ds)
     rec = _FrameRecord(
         frame=None,
+        b_value=b_value,
+        diffusion_direction=direction,
         echo_number=_int_or_none(ds.get("EchoNumbers")),
         echo_time=_float_or_none(ds.get("EchoTime")),
         instance_number=_int_or_none(ds.get("InstanceNumber")),
@@ -511,11 +766,77 @@ def _acquisition_groups(records: list[_FrameRecord]) -> list[list[_FrameRecord]]
     return [groups[k] for k in sorted(groups, key=lambda a: (a is None, a or 0))]
 
 
+def _diffusion_key(r: _FrameRecord) -> tuple[float | None, tuple[float, ...] | None]:
+    b = None if r.b_value is None else round(r.b_value, 1)
+    d = None if r.diffusion_direction is None else tuple(round(v, 4) for v in r.diffusion_direction)
+    return (b, d)
+
+
+def _diffusion_groups(records: list[_FrameRecord]) -> list[list[_FrameRecord]] | None:
+    """Split by (b-value, gradient direction) when positions repeat and these differ; else None.
+
+    Groups are ordered by b-value (missing last), then by their lowest InstanceNumber (acquisition
+    order), then by direction, so the order does not depend on file names.
+    """
+    if not _has_duplicate_positions(records):
+        return None
+    groups: dict[Any, list[_FrameRecord]] = defaultdict(list)
+    for r in records:
+        groups[_diffusion_key(r)].append(r)
+    if len(groups) < 2:
+        return None
+
+    def order(key: tuple[float | None, tuple[float, ...] | None]) -> tuple:
+        b, d = key
+        numbers = [r.instance_number for r in groups[key] if r.instance_number is not None]
+        return (b is None, b or 0.0, min(numbers) if numbers else 0, d is not None, d or ())
+
+    return [groups[k] for k in sorted(groups, key=order)]
+
+
+def _split_acquisitions(
+    records: list[_FrameRecord], echo_index: int, base_id: str, diffusion_index: int | None = None
+) -> list[SeriesVolume]:
+    """One volume, or one per AcquisitionNumber (``<base_id>_a<n>``) when that removes repeated positions."""
+    acq_groups = _acquisition_groups(records)
+    if acq_groups is None:
+        return [_build_volume(records, echo_index, base_id, diffusion_index)]
+    return [
+        _build_volume(group, echo_index, f"{base_id}_a{group[0].acquisition_number}", diffusion_index)
+        for group in acq_groups
+    ]
+
+
 def _fmt_pos(value: float) -> str:
     return f"{value:.3f} mm"
 
 
-def _build_volume(records: list[_FrameRecord], echo_index: int, volume_id: str) -> SeriesVolume:
+def _most_common_text(values: Sequence[str]) -> str:
+    counts = Counter(v for v in values if v)
+    return counts.most_common(1)[0][0] if counts else ""
+
+
+def _selection_fields(records: list[_FrameRecord]) -> dict[str, Any]:
+    """Volume-level selection facts (see :class:`SeriesVolume`) from the records of its slices."""
+    image_type = tuple(dict.fromkeys(t for r in records for t in r.image_type))
+    mosaic = [r.mosaic_images for r in records if r.mosaic_images is not None]
+    b_values = tuple(sorted({round(r.b_value, 1) for r in records if r.b_value is not None}))
+    directions = {r.diffusion_direction for r in records}
+    direction = next(iter(directions)) if len(directions) == 1 else None
+    return dict(
+        body_part=_most_common_text([r.body_part for r in records]),
+        protocol_name=_most_common_text([r.protocol_name for r in records]),
+        image_type=image_type,
+        mosaic_images=max(mosaic) if mosaic else None,
+        b_value=b_values[0] if len(b_values) == 1 and all(r.b_value is not None for r in records) else None,
+        b_values=b_values,
+        diffusion_direction=direction,
+    )
+
+
+def _build_volume(
+    records: list[_FrameRecord], echo_index: int, volume_id: str, diffusion_index: int | None = None
+) -> SeriesVolume:
     """Order slices along the normal and check geometry; problems go to ``issues``."""
     first = records[0]
     issues: list[str] = []
@@ -626,6 +947,8 @@ def _build_volume(records: list[_FrameRecord], echo_index: int, volume_id: str) 
             "spacing_between_slices": first.spacing_between_slices,
             "rescale_varies": len(slope_set) > 1,
         },
+        diffusion_index=diffusion_index,
+        **_selection_fields(records),
     )
     return volume
 
@@ -639,9 +962,13 @@ def discover_series(source: PathLike | Sequence[PathLike]) -> DiscoveryResult:
     """Find every DICOM image volume under a folder (recursively) or in a list of files.
 
     Files are grouped by SeriesInstanceUID; a series with several echoes (EchoNumbers, else
-    EchoTime; EffectiveEchoTime for enhanced MR) is split into one volume per echo, and echoes
-    whose slice positions repeat are further split by AcquisitionNumber. Slices are ordered by
-    ImagePositionPatient projected on the slice normal.
+    EchoTime; EffectiveEchoTime for enhanced MR) is split into one volume per echo. Echoes whose
+    slice positions repeat are further split by diffusion (b-value, gradient direction) when these
+    differ (volume id suffix ``_d<index>``, ordered by b-value then acquisition order), then by
+    AcquisitionNumber (suffix ``_a<number>``). Slices are ordered by ImagePositionPatient projected
+    on the slice normal. Each volume also carries the header facts used to select knee series
+    (BodyPartExamined, ProtocolName, ImageType, Siemens mosaic size, b-value; see
+    :mod:`kneeseg.data.series_kind`).
 
     Args:
         source: a folder (walked recursively), a file, or a sequence of folders/files.
@@ -679,15 +1006,23 @@ def discover_series(source: PathLike | Sequence[PathLike]) -> DiscoveryResult:
     volumes: list[SeriesVolume] = []
     for uid, records in by_series.items():
         for echo_index, echo_records in enumerate(_echo_groups(records)):
-            acq_groups = _acquisition_groups(echo_records)
-            if acq_groups is None:
-                volumes.append(_build_volume(echo_records, echo_index, f"{uid}_e{echo_index}"))
+            base_id = f"{uid}_e{echo_index}"
+            diffusion = _diffusion_groups(echo_records)
+            if diffusion is None:
+                volumes.extend(_split_acquisitions(echo_records, echo_index, base_id))
             else:
-                for group in acq_groups:
-                    acq = group[0].acquisition_number
-                    volumes.append(_build_volume(group, echo_index, f"{uid}_e{echo_index}_a{acq}"))
+                for d, group in enumerate(diffusion):
+                    volumes.extend(_split_acquisitions(group, echo_index, f"{base_id}_d{d}", d))
     volumes.sort(
-        key=lambda v: (v.patient_id, v.study_uid, v.series_number or 0, v.series_uid, v.echo_index, v.volume_id)
+        key=lambda v: (
+            v.patient_id,
+            v.study_uid,
+            v.series_number or 0,
+            v.series_uid,
+            v.echo_index,
+            -1 if v.diffusion_index is None else v.diffusion_index,
+            v.volume_id,
+        )
     )
     for vol in volumes:
         folder = os.path.commonpath(vol.files) if vol.files else ""
@@ -704,6 +1039,9 @@ def discover_series(source: PathLike | Sequence[PathLike]) -> DiscoveryResult:
 def _volume_summary(v: SeriesVolume) -> str:
     te = f"TE {v.echo_time:g} ms, " if v.echo_time is not None else ""
     acq = f", acquisition {v.acquisition_number}, volume_id {v.volume_id}" if "_a" in v.volume_id else ""
+    if v.diffusion_index is not None:
+        b = f", b = {v.b_value:g} s/mm^2" if v.b_value is not None else ""
+        acq = f"{b}, volume_id {v.volume_id}"
     return f"echo={v.echo_index} ({te}{v.num_slices} slices{acq})"
 
 
@@ -770,6 +1108,8 @@ def select_volume(
     if len(volumes) > 1:
         listed = "; ".join(_volume_summary(v) for v in volumes)
         what = "echo volumes" if len({v.echo_index for v in volumes}) > 1 else "acquisitions"
+        if len({v.echo_index for v in volumes}) == 1 and any(v.diffusion_index is not None for v in volumes):
+            what = "diffusion volumes"
         raise DicomSeriesError(
             f"{source}: series {uids[0]} holds {len(volumes)} {what} ({listed}); pass echo=<index> "
             "(or volume_id=...) to choose one"
@@ -822,7 +1162,7 @@ def load_volume(volume: SeriesVolume) -> tuple[np.ndarray, dict[str, Any]]:
         plane = pixels.astype(np.float32)
         if ref.slope != 1.0 or ref.intercept != 0.0:
             plane = plane * np.float32(ref.slope) + np.float32(ref.intercept)
-        out[:, :, k] = plane[::-1, :].T
+        out[:, :, k] = dicom_plane_to_volume(plane)
         if ref.frame is None:
             cache.pop(ref.path, None)  # single-frame files are used once
     affine = volume.affine
@@ -872,14 +1212,3 @@ def load_series(
         result, echo=echo, series_uid=series_uid, volume_id=volume_id, source=name, strict=strict
     )
     return load_volume(volume)
-
-
-def volume_to_dicom_frames(array: np.ndarray) -> np.ndarray:
-    """Inverse of the reader's axis change: ``(columns, rows, slices)`` -> ``(slices, rows, columns)``.
-
-    Frame ``k`` of the result is stored DICOM pixel order for the slice at ``affine_lps @ (0, rows-1, k, 1)``
-    (i.e. the original ImagePositionPatient of slice ``k``).
-    """
-    if array.ndim != 3:
-        raise ValueError(f"expected a 3D (columns, rows, slices) array, got shape {array.shape}")
-    return np.ascontiguousarray(np.transpose(array[:, ::-1, :], (2, 1, 0)))

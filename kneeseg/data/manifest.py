@@ -403,6 +403,7 @@ def build_manifest(
     description: Optional[str] = None,
     reference: Optional[str] = None,
     labels: Optional[Mapping[int, str]] = None,
+    image_orientation: Any = None,
 ) -> Dict[str, Any]:
     """Build an MSD-style datalist for the images under ``root``.
 
@@ -419,6 +420,9 @@ def build_manifest(
             They are stored in addition to the random split; needs ``patient_key``.
         name, description, reference: MSD metadata strings.
         labels: class id -> name, stored as the MSD ``labels`` dict.
+        image_orientation: for 2D images (which carry no geometry), the anatomical directions of
+            their columns and rows, e.g. ``{"right": "inferior", "down": "posterior"}`` (see
+            :class:`kneeseg.data.orientation.SliceOrientation`); stored as ``image_orientation``.
 
     Returns:
         The manifest dict (metadata, ``split`` record, then the parts; empty parts omitted).
@@ -453,6 +457,13 @@ def build_manifest(
     manifest["tensorImageSize"] = "2D" if suffix.endswith(_TWO_D_SUFFIXES) else "3D"
     if labels:
         manifest["labels"] = {str(int(k)): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0]))}
+    if image_orientation is not None:
+        from kneeseg.data.orientation import SliceOrientation
+
+        try:
+            manifest["image_orientation"] = SliceOrientation.parse(image_orientation).to_config()
+        except ValueError as exc:
+            raise ManifestError(f"image orientation: {exc}") from exc
     fixed: Dict[str, List[Dict[str, str]]] = {}
     if id_lists:
         if not patient_key:

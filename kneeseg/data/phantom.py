@@ -49,10 +49,12 @@ import numpy as np
 from scipy import ndimage
 
 from kneeseg.data.manifest import DEFAULT_RATIOS, assign_groups, write_manifest
+from kneeseg.data.orientation import SliceOrientation, dicom_plane_to_volume
 from kneeseg.io import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_FOV_MM",
+    "PNG_ORIENTATION",
     "DEFAULT_SHAPE",
     "PHANTOM_LABELS",
     "PhantomCase",
@@ -76,6 +78,8 @@ _MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 _ROW_DIR = np.array([0.0, 1.0, 0.0])
 _COL_DIR = np.array([0.0, 0.0, -1.0])
 _SLICE_DIR = np.cross(_ROW_DIR, _COL_DIR)  # (-1, 0, 0): towards the patient's right
+PNG_ORIENTATION = SliceOrientation.parse([*_ROW_DIR, *_COL_DIR])
+"""Orientation of the phantom's PNG slices (declared in ``dataset_2d.json``): the DICOM storage order."""
 
 # Relative signal of each tissue per contrast (fat = 1 on PD).
 _CONTRASTS: Dict[str, Dict[str, float]] = {
@@ -118,7 +122,7 @@ class PhantomCase:
     def to_nifti_layout(self, volume: np.ndarray) -> np.ndarray:
         """``(slices, rows, columns)`` -> ``(columns, rows, slices)`` with the row axis reversed,
         exactly as dcm2niix stores a DICOM series (first NIfTI row = last DICOM row)."""
-        return np.ascontiguousarray(np.transpose(volume, (2, 1, 0))[:, ::-1, :])
+        return np.ascontiguousarray(np.stack([dicom_plane_to_volume(p) for p in volume], axis=-1))
 
     def affine_ras(self) -> np.ndarray:
         """4x4 voxel -> RAS affine of :py:meth:`to_nifti_layout` arrays (matches dcm2niix)."""
@@ -812,6 +816,8 @@ def generate_phantom(
             "description": "PNG slices of the phantom (every ligament slice plus a few without), same case split",
             "tensorImageSize": "2D",
             **common,
+            # the PNGs keep the DICOM storage order: anterior left, superior up
+            "image_orientation": PNG_ORIENTATION.to_config(),
             "numTraining": len(slices["training"]),
             "numTest": len(slices["test"]),
         }

@@ -6,6 +6,7 @@ Imports are lazy, so ``import kneeseg.inference`` does not load torch.
   to NIfTI + DICOM SEG + PNG preview + ``manifest.csv``, resumable, sharded under torchrun;
 - :class:`SliceSegmenter` / :func:`load_segmenter`: one volume, runtimes eager / bf16 / onnx;
 - :func:`write_dicom_seg`, :func:`validate_dicom_seg`: DICOM Segmentation export and dciodvfy check;
+- :func:`quality_check`: the bundle's plausibility checks of a predicted volume (``qc`` column);
 - :func:`save_overlay_png`: PNG previews.
 """
 
@@ -20,9 +21,12 @@ _EXPORTS = {
     "SliceSegmenter": "kneeseg.inference.segmenter",
     "load_segmenter": "kneeseg.inference.segmenter",
     "RUNTIMES": "kneeseg.inference.segmenter",
+    "Prediction": "kneeseg.inference.segmenter",
+    "bundle_settings": "kneeseg.inference.segmenter",
+    "QCResult": "kneeseg.inference.qc",
+    "quality_check": "kneeseg.inference.qc",
     "write_dicom_seg": "kneeseg.inference.dicom_seg",
     "validate_dicom_seg": "kneeseg.inference.dicom_seg",
-    "display_slice": "kneeseg.inference.preview",
     "pick_slices": "kneeseg.inference.preview",
     "save_overlay_png": "kneeseg.inference.preview",
 }

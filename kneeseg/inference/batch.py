@@ -64,10 +64,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Output formats: NIfTI label map, DICOM Segmentation, PNG preview.
 FORMATS = ("nifti", "seg", "png")
 
-#: Fixed manifest columns; one ``volume_ml_<class>`` column per foreground class follows.
+#: Fixed manifest columns; per foreground class ``volume_ml_<class>``, ``components_<class>`` (3D
+#: components before the largest-component cleanup), ``extent_mm_<class>`` (across the model's
+#: slices) and ``confidence_<class>`` (mean probability over the mask) follow.
 MANIFEST_COLUMNS = [
     "status",
     "reason",
+    "qc",
+    "notes",
     "patient_id",
     "study_uid",
     "series_uid",
@@ -137,7 +141,7 @@ def _safe(text: str, fallback: str) -> str:
 
 
 def _volume_row(vol: Any, root: Path) -> Dict[str, Any]:
-    from kneeseg.inference.segmenter import plane_of
+    from kneeseg.data.orientation import plane_of
 
     folder = os.path.commonpath(vol.files) if len(vol.files) > 1 else vol.files[0]
     try:
@@ -280,9 +284,14 @@ def _clean_stale_temporaries(out: Path) -> int:
     return removed
 
 
+_MEASURES = (("volume_ml", "volume_ml"), ("components", "raw_components"), ("extent_mm", "through_plane_mm"),
+             ("confidence", "confidence"))  # (column prefix, quality-check measurement)
+
+
 def manifest_columns(class_names: Mapping[int, str]) -> List[str]:
-    """Manifest header: :data:`MANIFEST_COLUMNS` plus ``volume_ml_<name>`` per foreground class."""
-    return MANIFEST_COLUMNS + [f"volume_ml_{_safe(n, f'class_{c}')}" for c, n in sorted(class_names.items()) if c > 0]
+    """Manifest header: :data:`MANIFEST_COLUMNS` plus the per-class measurement columns."""
+    names = [_safe(n, f"class_{c}") for c, n in sorted(class_names.items()) if c > 0]
+    return MANIFEST_COLUMNS + [f"{prefix}_{n}" for n in names for prefix, _ in _MEASURES]
 
 
 def write_manifest(path: PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
@@ -321,20 +330,27 @@ def _write_outputs(
     item: WorkItem,
     image: np.ndarray,
     meta: Mapping[str, Any],
-    labels: np.ndarray,
+    prediction: Any,
     formats: Sequence[str],
     settings: Mapping[str, Any],
 ) -> Dict[str, Any]:
-    """Write the requested files for one volume; returns the row's path and volume fields."""
+    """Check and write one volume's results; returns the row's qc, path and measurement fields."""
+    from kneeseg.inference.qc import quality_check
+
     vol = item.volume
+    labels = prediction.labels
+    affine = np.asarray(meta["affine"], dtype=float)
+    class_names: Mapping[int, str] = settings["class_names"]
+    normal_ras = np.diag([-1.0, -1.0, 1.0]) @ settings["slice_orientation"].normal
+    qc = quality_check(labels, prediction.confidence, affine, class_names, settings.get("qc", {}), normal_ras,
+                       prediction.raw_components)  # fmt: skip
     folder = Path(_safe(vol.patient_id, "anonymous")) / _safe(
         f"{vol.series_number if vol.series_number is not None else 'x'}_{vol.volume_id}", item.key
     )
-    fields: Dict[str, Any] = {"nifti": "", "dicom_seg": "", "preview": ""}
-    class_names: Mapping[int, str] = settings["class_names"]
+    fields: Dict[str, Any] = {"qc": qc.verdict, "nifti": "", "dicom_seg": "", "preview": ""}
     if "nifti" in formats:
         rel = folder / _FILE_NAMES["nifti"]
-        atomic_write_bytes(out / rel, _nifti_bytes(labels, np.asarray(meta["affine"], dtype=float)))
+        atomic_write_bytes(out / rel, _nifti_bytes(labels, affine))
         fields["nifti"] = rel.as_posix()
     if "seg" in formats:
         from kneeseg.inference.dicom_seg import write_dicom_seg
@@ -353,14 +369,16 @@ def _write_outputs(
         desc = f" '{vol.series_description}'" if vol.series_description else ""
         save_overlay_png(
             image, labels, out / rel, title=f"{vol.patient_id} series {vol.series_number}{desc}",
-            class_names={c: n for c, n in class_names.items() if c > 0},
+            class_names={c: n for c, n in class_names.items() if c > 0}, affine=affine,
+            subtitle=f"QC: {qc.verdict}",
         )  # fmt: skip
         fields["preview"] = rel.as_posix()
-    voxel_ml = float(np.prod(np.asarray(meta["spacing"], dtype=float))) / 1000.0
-    counts = np.bincount(labels.reshape(-1), minlength=max(class_names) + 1)
     for c, name in class_names.items():
         if c > 0:
-            fields[f"volume_ml_{_safe(name, f'class_{c}')}"] = round(float(counts[c]) * voxel_ml, 4)
+            measured = qc.measurements.get(c, {})
+            for prefix, key in _MEASURES:
+                value = measured.get(key)
+                fields[f"{prefix}_{_safe(name, f'class_{c}')}"] = "" if value is None else round(float(value), 4)
     return fields
 
 
@@ -546,7 +564,8 @@ def _run_items(
             t0 = time.perf_counter()
             try:
                 image, meta = load_volume(it.volume)
-                prepared = segmenter.preprocess(image)
+                # slices in the acquisition plane (the planner only passes other planes with --any-plane)
+                prepared = segmenter.preprocess(image, meta["affine"], space="RAS", slice_axis=2)
                 loaded.put((it, t0, image, meta, prepared, None))
             except Exception as exc:  # recorded as a failed row; the batch goes on
                 loaded.put((it, t0, None, None, None, exc))
@@ -557,11 +576,11 @@ def _run_items(
             job = finished.get()
             if job is _STOP:
                 return
-            it, t0, image, meta, labels, error = job
+            it, t0, image, meta, prediction, error = job
             fields: Dict[str, Any] = {}
             if error is None:
                 try:
-                    fields = _write_outputs(out, it, image, meta, labels, formats, settings)
+                    fields = _write_outputs(out, it, image, meta, prediction, formats, settings)
                 except Exception as exc:
                     error = exc
             seconds = round(time.perf_counter() - t0, 2)
@@ -572,7 +591,8 @@ def _run_items(
             _record(out, it, row, model=settings.get("ckpt_digest"), formats=list(formats))
             say(f"{tag}{row['status']:7s} {it.row.get('patient_id', '')} series {it.row.get('series_number', '')} "
                 f"'{it.row.get('series_description', '')}' ({it.row.get('slices', '?')} slices) in {seconds:.1f} s"
-                + (f": {row['reason']}" if row["reason"] else ""))  # fmt: skip
+                + (f": {row['reason']}" if row["reason"] else "")
+                + (f" [qc {row['qc']}]" if row.get("qc") else ""))  # fmt: skip
 
     load_thread = threading.Thread(target=loader, name="kneeseg-loader", daemon=True)
     write_thread = threading.Thread(target=writer, name="kneeseg-writer", daemon=True)
@@ -584,15 +604,15 @@ def _run_items(
             if job is _STOP:
                 break
             it, t0, image, meta, prepared, error = job
-            labels = None
+            prediction = None
             if error is None:
                 try:
-                    labels = segmenter.predict(prepared)
+                    prediction = segmenter.predict_full(prepared)
                 except Exception as exc:
                     error = exc
             del prepared
-            finished.put((it, t0, image, meta, labels, error))
-            del image, meta, labels
+            finished.put((it, t0, image, meta, prediction, error))
+            del image, meta, prediction
     finally:
         stop.set()
         while load_thread.is_alive():  # unblock a loader waiting on a full queue

@@ -8,30 +8,23 @@ from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
+from kneeseg.data.orientation import display_plane
 from kneeseg.io import atomic_write_bytes
 
-__all__ = ["pick_slices", "save_overlay_png", "display_slice"]
+__all__ = ["pick_slices", "save_overlay_png"]
 
 _COLOURS = [(0.0, 0.0, 0.0), (1.0, 0.25, 0.2), (0.2, 0.8, 1.0), (1.0, 0.85, 0.1), (0.4, 1.0, 0.3), (0.9, 0.3, 1.0)]
 
 
-def display_slice(volume: np.ndarray, k: Optional[int] = None) -> np.ndarray:
-    """Slice ``k`` of a ``(columns, rows[, slices])`` array as a screen image ``(rows, columns)``.
-
-    kneeseg volumes follow dcm2niix's layout, where the row axis runs bottom-up; the
-    screen image is flipped back so that the first DICOM row is at the top.
-    """
-    plane = volume if volume.ndim == 2 else volume[..., k]
-    return np.asarray(plane)[:, ::-1].T
-
-
 def pick_slices(label: Optional[np.ndarray], depth: int, count: int = 4) -> list:
-    """Slice indices to show: spread over the slices that hold foreground, else over the volume."""
+    """Slice indices to show: the ``count`` slices with the most foreground (in slice order), else
+    slices spread over the middle of the volume."""
     if label is not None and label.ndim == 3 and label.any():
-        fg = np.flatnonzero(label.reshape(-1, label.shape[-1]).any(axis=0))
-        chosen = np.linspace(fg[0], fg[-1], num=min(count, len(fg))).round().astype(int)
-    else:
-        chosen = np.linspace(depth * 0.2, depth * 0.8, num=min(count, depth)).round().astype(int)
+        per_slice = (label.reshape(-1, label.shape[-1]) > 0).sum(axis=0)
+        order = np.argsort(-per_slice, kind="stable")
+        chosen = [int(k) for k in order[:count] if per_slice[k] > 0]
+        return sorted(chosen)
+    chosen = np.linspace(depth * 0.2, depth * 0.8, num=min(count, depth)).round().astype(int)
     return sorted(set(int(c) for c in chosen))
 
 
@@ -44,6 +37,8 @@ def save_overlay_png(
     title: Optional[str] = None,
     class_names: Optional[Dict[int, str]] = None,
     reference: Optional[np.ndarray] = None,
+    affine: Optional[np.ndarray] = None,
+    subtitle: Optional[str] = None,
 ) -> Path:
     """Write a PNG with ``count`` slices of ``image`` and ``label`` overlaid (atomic write).
 
@@ -55,6 +50,10 @@ def save_overlay_png(
         title: figure title.
         class_names: ``{class id: name}`` for the legend.
         reference: optional ground-truth class ids, drawn as contours.
+        affine: the volume's voxel -> RAS affine: slices are then shown in their plane's standard
+            display (a sagittal knee with anterior left, superior up, whatever the storage order);
+            without it, in stored DICOM order.
+        subtitle: a second title line (e.g. the quality-check verdict).
     """
     import matplotlib
 
@@ -75,24 +74,26 @@ def save_overlay_png(
     cmap = ListedColormap([_COLOURS[i % len(_COLOURS)] for i in range(n_classes + 1)])
     fig, axes = plt.subplots(1, len(ks), figsize=(3.2 * len(ks), 3.6), dpi=100, squeeze=False)
     for ax, k in zip(axes[0], ks):
-        ax.imshow(display_slice(img, k), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+        ax.imshow(display_plane(img, k, affine), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
         if lab is not None:
-            seg = display_slice(lab, k).astype(float)
+            seg = display_plane(lab, k, affine).astype(float)
             ax.imshow(np.ma.masked_where(seg == 0, seg), cmap=cmap, vmin=0, vmax=n_classes, alpha=0.45, interpolation="nearest")
         if reference is not None:
-            ref = display_slice(np.asarray(reference), k)
+            ref = display_plane(np.asarray(reference), k, affine)
             if ref.any():
                 ax.contour(ref > 0, levels=[0.5], colors=["white"], linewidths=0.8)
-        ax.set_title(f"slice {k}", fontsize=9)
+        count_k = int((lab[..., k] > 0).sum()) if lab is not None else 0
+        ax.set_title(f"slice {k}" + (f" ({count_k} px)" if lab is not None else ""), fontsize=9)
         ax.axis("off")
     if class_names and lab is not None:
         handles = [Patch(color=_COLOURS[c % len(_COLOURS)], label=n) for c, n in sorted(class_names.items()) if c > 0]
         if reference is not None:
             handles.append(Patch(facecolor="none", edgecolor="black", label="reference (contour)"))
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    if title or subtitle:
+        text = "\n".join(t for t in (title, subtitle) if t)
+        fig.suptitle(text, fontsize=9 if subtitle else 10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96 if subtitle else 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

@@ -12,10 +12,13 @@
 - each batch's probabilities are cropped, resized back and turned into labels right away, so
   memory stays at one batch of probabilities rather than the whole volume's.
 
-Volumes use kneeseg's DICOM/NIfTI layout ``(columns, rows, slices)`` with the row axis running
-bottom-up; the segmenter flips it to the top-down orientation of the 2D training images
-(``flip_rows``) and back. Results equal the MONAI pipeline's up to floating-point rounding
-(tested).
+Every setting comes from the bundle's ``inference.json`` (:func:`bundle_settings`): the model's
+``slice_orientation`` (each volume is reoriented from its affine with
+:func:`kneeseg.data.orientation.map_volume`, exactly as the chain's ``OrientSlicesd`` does, and
+back after), ``preprocessing_options`` (read through
+:func:`kneeseg.transforms.preprocessing.preprocessing_options`; no defaults of its own) and
+``largest_component`` (3D, per class). Results equal the MONAI pipeline's up to floating-point
+rounding (tested).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RUNTIMES", "PreparedVolume", "SliceSegmenter", "load_segmenter", "plane_of"]
+from kneeseg.data.orientation import AxisMap, map_volume, plane_of
+
+__all__ = ["RUNTIMES", "Prediction", "PreparedVolume", "SliceSegmenter", "bundle_settings", "load_segmenter", "plane_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,33 +48,40 @@ RUNTIMES = ("eager", "bf16", "onnx")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def plane_of(normal: Sequence[float]) -> str:
-    """Anatomical plane of a slice normal in patient coordinates (LPS or RAS): the dominant axis.
-
-    x (left-right) -> ``sagittal``, y (anterior-posterior) -> ``coronal``, z -> ``axial``; an
-    oblique normal takes the plane of its largest component.
-    """
-    n = np.abs(np.asarray(normal, dtype=float))
-    return ("sagittal", "coronal", "axial")[int(np.argmax(n))]
-
-
 @dataclass
 class PreparedVolume:
     """Network-ready slices of one volume plus what is needed to map predictions back.
 
-    ``slices``: float32 ``(S, 1, N, N)``; ``shape``: the original ``(columns, rows, slices)``;
-    ``resized``: in-plane size after the longest-side resize; ``pad``: ``(before0, before1)``.
+    ``slices``: float32 ``(S, 1, N, N)``; ``shape``: the volume's shape in the model's
+    orientation ``(X, Y, S)``; ``axis_map``: the reorientation from the input layout (its
+    inverse restores it); ``resized``: in-plane size after the longest-side resize; ``pad``:
+    ``(before0, before1)``.
     """
 
     slices: torch.Tensor
     shape: Tuple[int, int, int]
     resized: Tuple[int, int]
     pad: Tuple[int, int]
+    axis_map: AxisMap = field(default_factory=lambda: AxisMap((0, 1, 2), (False, False, False)))
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Prediction:
+    """Labels of one volume in its input layout, with what quality checks need.
+
+    ``labels``: uint8 class ids; ``confidence``: uint8, the predicted class's softmax
+    probability x 255; ``raw_components``: ``{class id: 3D connected components}`` before the
+    largest-component cleanup.
+    """
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    raw_components: Dict[int, int] = field(default_factory=dict)
+
+
 class SliceSegmenter:
-    """Segment ``(columns, rows, slices)`` volumes slice by slice with a 2D network.
+    """Segment volumes slice by slice with a 2D network, in the model's slice orientation.
 
     Args:
         network: a 2D network ``(B, 1, N, N) -> (B, K, N, N)`` logits (weights loaded).
@@ -79,10 +91,13 @@ class SliceSegmenter:
             device is CUDA and onnxruntime has it, else the CPU provider).
         class_names: ``{class id: name}`` including 0.
         slice_batch: slices per forward pass.
-        flip_rows: flip the row axis before the network and back after (True for kneeseg's
-            DICOM/NIfTI volumes and 2D-trained models, as the bundle's ``flip_rows``).
-        preprocessing: options of :func:`kneeseg.transforms.paper_preprocessing` (``percentiles``,
-            ``smooth_sigma``, ``equalization``, ``clip_limit``); defaults as there.
+        slice_orientation: the model's slice orientation (the bundle's ``slice_orientation``);
+            volumes given with an affine are reoriented into it and back. ``None``: volumes are
+            used as given.
+        preprocessing: the bundle's ``preprocessing_options``; missing entries take
+            :data:`~kneeseg.transforms.preprocessing.PREPROCESSING_DEFAULTS`.
+        largest_component: keep the largest 3D connected component of each foreground class
+            (the bundle's ``largest_component``).
         onnx_path: where to cache the exported ONNX model (``onnx`` runtime); default: a
             temporary in-memory export.
         threads: worker threads for the per-slice CLAHE (default: ``torch.get_num_threads()``).
@@ -97,11 +112,15 @@ class SliceSegmenter:
         device: Union[str, torch.device] = "cpu",
         class_names: Optional[Mapping[int, str]] = None,
         slice_batch: int = 8,
-        flip_rows: bool = True,
+        slice_orientation: Any = None,
         preprocessing: Optional[Mapping[str, Any]] = None,
+        largest_component: bool = False,
         onnx_path: Optional[PathLike] = None,
         threads: Optional[int] = None,
     ) -> None:
+        from kneeseg.data.orientation import SliceOrientation
+        from kneeseg.transforms.preprocessing import preprocessing_options
+
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         if slice_batch < 1:
@@ -110,13 +129,12 @@ class SliceSegmenter:
         self.device = torch.device(device)
         self.spatial_size = int(spatial_size)
         self.slice_batch = int(slice_batch)
-        self.flip_rows = bool(flip_rows)
+        self.slice_orientation = None if slice_orientation is None else SliceOrientation.parse(slice_orientation)
+        self.largest_component = bool(largest_component)
         self.class_names = dict(class_names or {0: "background", 1: "foreground"})
-        opts = {"percentiles": (0.5, 99.5), "smooth_sigma": 0.5, "equalization": "clahe", "clip_limit": 0.01}
-        unknown = set(preprocessing or {}) - set(opts) - {"image_mode", "label_mode"}
-        if unknown:
-            raise ValueError(f"unsupported preprocessing option(s) for the fast path: {sorted(unknown)}")
-        opts.update({k: v for k, v in (preprocessing or {}).items() if k in opts})
+        opts = preprocessing_options(preprocessing)
+        if opts["image_mode"] != "bilinear":
+            raise ValueError(f"the fast path resizes images bilinearly; image_mode {opts['image_mode']!r} is not supported")
         self.preprocessing = opts
         self.threads = max(1, int(threads or torch.get_num_threads()))
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -128,7 +146,6 @@ class SliceSegmenter:
             self.network.to(memory_format=torch.channels_last)
         elif runtime == "onnx":
             self._session = self._onnx_session(onnx_path)
-
     # ------------------------------------------------------------------ runtimes
     def _onnx_session(self, onnx_path: Optional[PathLike]) -> Any:
         import onnxruntime as ort
@@ -172,17 +189,33 @@ class SliceSegmenter:
 
         eq = HistogramEqualize(method=self.preprocessing["equalization"], clip_limit=self.preprocessing["clip_limit"])
         if self.threads == 1 or len(planes) == 1:
-            return np.stack([eq._equalise(p) for p in planes])
+            return np.stack([eq.equalise_plane(p) for p in planes])
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="kneeseg-clahe")
-        return np.stack(list(self._pool.map(eq._equalise, planes)))
+        return np.stack(list(self._pool.map(eq.equalise_plane, planes)))
 
-    def preprocess(self, volume: np.ndarray) -> PreparedVolume:
-        """``(columns, rows, slices)`` intensities -> :class:`PreparedVolume` (network input).
+    def orientation_map(self, affine: Any, space: str = "RAS", slice_axis: Optional[int] = None) -> AxisMap:
+        """The reorientation of a volume with ``affine`` into the model's slice orientation
+        (identity without an affine or a model orientation)."""
+        if affine is None or self.slice_orientation is None:
+            return AxisMap((0, 1, 2), (False, False, False))
+        return map_volume(affine, self.slice_orientation, space=space, slice_axis=slice_axis)
 
-        Same steps as the bundle's ``infer_transforms`` (flip rows, percentile scaling over the
-        volume, in-plane Gaussian smoothing, per-slice CLAHE, longest-side resize with
-        anti-aliasing, symmetric zero padding to ``N x N``).
+    def preprocess(
+        self, volume: np.ndarray, affine: Any = None, *, space: str = "RAS", slice_axis: Optional[int] = None
+    ) -> PreparedVolume:
+        """A volume and its affine -> :class:`PreparedVolume` (network input).
+
+        Same steps as the bundle's ``infer_transforms``: reorientation into the model's slices
+        (from ``affine``; without one the volume's axes 0, 1 are taken as the model's in-plane
+        axes and axis 2 as the slice axis), percentile scaling over the volume, in-plane Gaussian
+        smoothing, per-slice CLAHE, longest-side resize with anti-aliasing, symmetric zero
+        padding to ``N x N``.
+
+        Args:
+            volume: 3D intensities (e.g. kneeseg's ``(columns, rows, slices)`` DICOM layout).
+            affine: its voxel -> world affine (``space``: ``"RAS"`` or ``"LPS"``).
+            slice_axis: see :func:`kneeseg.data.orientation.map_volume` (2: the acquisition plane).
 
         Raises:
             ValueError: not a 3D array, or NaN/Inf values.
@@ -191,24 +224,25 @@ class SliceSegmenter:
 
         arr = np.asarray(volume, dtype=np.float32)
         if arr.ndim != 3:
-            raise ValueError(f"expected a (columns, rows, slices) volume, got shape {arr.shape}")
+            raise ValueError(f"expected a 3D volume, got shape {arr.shape}")
         if not np.isfinite(arr).all():
             raise ValueError(f"volume holds {int((~np.isfinite(arr)).sum())} NaN/Inf value(s)")
+        amap = self.orientation_map(affine, space, slice_axis)
+        arr = amap.apply(arr)
         cols, rows, depth = arr.shape
-        if self.flip_rows:
-            arr = arr[:, ::-1, :]
-        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, 2, 0)))[:, None]  # (S, 1, C, R)
-        pct = self.preprocessing["percentiles"]
+        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, 2, 0)))[:, None]  # (S, 1, X, Y)
+        opts = self.preprocessing
+        pct = opts["percentiles"]
         if pct is not None:
             lo, hi = np.percentile(x.numpy(), [float(pct[0]), float(pct[1])])
             if hi > lo:
                 x = ((x - float(lo)) / float(hi - lo)).clamp_(0.0, 1.0)
             else:  # constant volume: MONAI's ScaleIntensityRange maps it to b_min
                 x = torch.zeros_like(x)
-        sigma = self.preprocessing["smooth_sigma"]
+        sigma = opts["smooth_sigma"]
         if sigma:
             x = gaussian_blur_2d(x, (float(sigma), float(sigma)))
-        if self.preprocessing["equalization"]:
+        if opts["equalization"]:
             eq = self._clahe_all(x[:, 0].clamp(0.0, 1.0).numpy())
             x = torch.from_numpy(eq)[:, None]
         size = longest_side_size((cols, rows), self.spatial_size)
@@ -223,39 +257,86 @@ class SliceSegmenter:
         if (size[0], size[1]) != (n, n):
             x = F.pad(x, (pad1, n - size[1] - pad1, pad0, n - size[0] - pad0))
         return PreparedVolume(
-            slices=x.contiguous(), shape=(cols, rows, depth), resized=(int(size[0]), int(size[1])), pad=(pad0, pad1)
-        )
+            slices=x.contiguous(), shape=(cols, rows, depth), resized=(int(size[0]), int(size[1])),
+            pad=(pad0, pad1), axis_map=amap,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ prediction
-    def predict(
+    def predict_full(
         self, prepared: PreparedVolume, progress: Optional[Callable[[int, int], None]] = None
-    ) -> np.ndarray:
-        """Labels ``(columns, rows, slices)`` uint8 in the original geometry."""
+    ) -> Prediction:
+        """Labels, confidence and raw component counts in the input layout (see :class:`Prediction`)."""
         cols, rows, depth = prepared.shape
         (h, w), (p0, p1) = prepared.resized, prepared.pad
-        out = np.empty((depth, cols, rows), dtype=np.uint8)
+        labels = np.empty((depth, cols, rows), dtype=np.uint8)
+        confidence = np.empty((depth, cols, rows), dtype=np.uint8)
         for start in range(0, depth, self.slice_batch):
             stop = min(start + self.slice_batch, depth)
             logits = self.forward(prepared.slices[start:stop])
             probs = torch.softmax(logits, dim=1)[:, :, p0 : p0 + h, p1 : p1 + w]
             if (h, w) != (cols, rows):
                 probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
-            out[start:stop] = _argmax_channels(probs).numpy()
+            lab, best = _argmax_channels(probs)
+            labels[start:stop] = lab.numpy()
+            confidence[start:stop] = (best * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
             if progress is not None:
                 progress(stop, depth)
-        labels = np.moveaxis(out, 0, 2)
-        if self.flip_rows:
-            labels = labels[:, ::-1, :]
-        return np.ascontiguousarray(labels)
+        labels = np.moveaxis(labels, 0, 2)
+        components: Dict[int, int] = {}
+        if self.largest_component:
+            labels, components = keep_largest_components(labels, [c for c in self.class_names if c > 0])
+        else:
+            components = count_components(labels, [c for c in self.class_names if c > 0])
+        inv = prepared.axis_map
+        return Prediction(
+            labels=np.ascontiguousarray(inv.invert(labels)),
+            confidence=np.ascontiguousarray(inv.invert(np.moveaxis(confidence, 0, 2))),
+            raw_components=components,
+        )
 
-    def __call__(self, volume: np.ndarray) -> np.ndarray:
-        """Preprocess and predict: ``(columns, rows, slices)`` -> uint8 labels of the same shape."""
-        return self.predict(self.preprocess(volume))
+    def predict(self, prepared: PreparedVolume, progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+        """uint8 labels in the input volume's layout."""
+        return self.predict_full(prepared, progress).labels
+
+    def __call__(self, volume: np.ndarray, affine: Any = None, **kwargs: Any) -> np.ndarray:
+        """Preprocess and predict: a volume (and its affine) -> uint8 labels of the same shape."""
+        return self.predict(self.preprocess(volume, affine, **kwargs))
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+_FULL_3D = np.ones((3, 3, 3), dtype=bool)  # full connectivity, as MONAI's KeepLargestConnectedComponent
+
+
+def count_components(labels: np.ndarray, classes: Sequence[int]) -> Dict[int, int]:
+    """``{class: number of 3D connected components}`` (full connectivity)."""
+    from scipy import ndimage
+
+    return {int(c): int(ndimage.label(labels == c, structure=_FULL_3D)[1]) for c in classes}
+
+
+def keep_largest_components(labels: np.ndarray, classes: Sequence[int]) -> Tuple[np.ndarray, Dict[int, int]]:
+    """The bundle's ``largest_component`` post-processing on a 3D label map, and the counts before it.
+
+    Computes what ``post_transforms(largest_component=True)`` (MONAI
+    ``KeepLargestConnectedComponentd``, independent classes, full connectivity) computes (tested
+    equal), counting the components on the way. Voxels of dropped components become background.
+    """
+    from scipy import ndimage
+
+    out = labels.copy()
+    counts: Dict[int, int] = {}
+    for c in classes:
+        comp, n = ndimage.label(labels == c, structure=_FULL_3D)
+        counts[int(c)] = int(n)
+        if n > 1:
+            sizes = np.bincount(comp.reshape(-1))
+            sizes[0] = 0
+            out[(comp != int(np.argmax(sizes))) & (comp > 0)] = 0
+    return out, counts
 
 
 def gaussian_blur_2d(x: torch.Tensor, sigmas: Sequence[float], truncated: float = 4.0) -> torch.Tensor:
@@ -285,8 +366,8 @@ def gaussian_blur_2d(x: torch.Tensor, sigmas: Sequence[float], truncated: float 
     return x
 
 
-def _argmax_channels(probs: torch.Tensor) -> torch.Tensor:
-    """``argmax`` over dim 1 as uint8 (first maximum wins, like ``torch.argmax``).
+def _argmax_channels(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``argmax`` over dim 1 as uint8 (first maximum wins, like ``torch.argmax``), and the maximum.
 
     A running maximum over the channels: on the CPU this is two orders of magnitude faster
     than ``torch.argmax(dim=1)``, which reduces over a strided axis.
@@ -298,7 +379,7 @@ def _argmax_channels(probs: torch.Tensor) -> torch.Tensor:
         better = channel > best
         labels[better] = c
         best = torch.maximum(best, channel)
-    return labels
+    return labels, best
 
 
 def export_onnx(network: torch.nn.Module, spatial_size: int, opset: int = 17) -> bytes:
@@ -347,11 +428,20 @@ def bundle_settings(
 ) -> Dict[str, Any]:
     """Read what inference needs from a bundle's ``inference.json`` (+ preset, + overrides).
 
-    Returns a dict: ``bundle`` (folder), ``network`` (instantiated, untrained), ``network_name``,
-    ``spatial_size``, ``num_classes``, ``class_names`` (from ``metadata.json``'s output
-    ``channel_def``), ``slice_plane``, ``flip_rows``, ``slice_batch_size``, ``preprocessing``,
-    ``ckpt_path``, ``version`` and ``name``.
+    This is the one definition the fast path reads: the same keys the bundle's MONAI chain is
+    built from. Returns a dict: ``bundle`` (folder), ``network`` (instantiated, untrained),
+    ``network_name``, ``spatial_size``, ``num_classes``, ``class_names`` (from
+    ``metadata.json``'s output ``channel_def``), ``slice_orientation``, ``slice_plane`` (its
+    plane), ``slice_batch_size``, ``preprocessing`` (all options, defaults filled in),
+    ``largest_component``, ``body_part``, ``qc`` (the quality checks), ``ckpt_path``,
+    ``version`` and ``name``.
+
+    Raises:
+        ValueError: a config value that is not valid (e.g. an unknown preprocessing option).
     """
+    from kneeseg.data.orientation import SliceOrientation
+    from kneeseg.transforms.preprocessing import preprocessing_options
+
     import json
 
     from monai.bundle import ConfigParser
@@ -372,7 +462,11 @@ def bundle_settings(
     num_classes = int(parser.get_parsed_content("num_classes"))
     for c in range(num_classes):
         class_names.setdefault(c, "background" if c == 0 else f"class_{c}")
-    prep = parser.get("preprocessing", {})
+    orientation = SliceOrientation.parse(parser.get_parsed_content("slice_orientation"))
+
+    def opt(key: str, default: Any) -> Any:
+        return parser.get_parsed_content(key) if key in parser else default
+
     return {
         "bundle": root,
         "network": parser.get_parsed_content("network_def", instantiate=True),
@@ -380,10 +474,13 @@ def bundle_settings(
         "spatial_size": int(parser.get_parsed_content("spatial_size")),
         "num_classes": num_classes,
         "class_names": class_names,
-        "slice_plane": str(parser.get_parsed_content("slice_plane")) if "slice_plane" in parser else "sagittal",
-        "flip_rows": True,
+        "slice_orientation": orientation,
+        "slice_plane": orientation.plane,
         "slice_batch_size": int(parser.get_parsed_content("slice_batch_size")),
-        "preprocessing": dict(prep.get("preprocessing") or {}) if isinstance(prep, Mapping) else {},
+        "preprocessing": preprocessing_options(opt("preprocessing_options", None)),
+        "largest_component": bool(opt("largest_component", False)),
+        "body_part": str(opt("body_part", "") or ""),
+        "qc": dict(opt("qc", None) or {}),
         "ckpt_path": str(parser.get_parsed_content("ckpt_path")),
         "version": str(meta.get("version", "")),
         "name": str(meta.get("name", root.name)),
@@ -445,8 +542,9 @@ def load_segmenter(
         device=device,
         class_names=settings["class_names"],
         slice_batch=slice_batch or settings["slice_batch_size"],
-        flip_rows=settings["flip_rows"],
+        slice_orientation=settings["slice_orientation"],
         preprocessing=settings["preprocessing"],
+        largest_component=settings["largest_component"],
         onnx_path=onnx_path,
     )
     return segmenter, settings

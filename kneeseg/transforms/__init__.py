@@ -4,6 +4,9 @@
 - :mod:`.checks`: input checks naming the offending file (NaN/Inf, size mismatch, empty mask).
 - :mod:`.preprocessing`: the paper's preprocessing (percentile scaling, smoothing, histogram
   equalisation, aspect-preserving resize to N, centre pad to N x N), invertible where spatial.
+- :mod:`.orientation`: ``OrientSlicesd``, slices into the model's orientation (rule in
+  :mod:`kneeseg.data.orientation`).
+- :mod:`.slicing`: volumes cut into 2D training slices, weak (slice-range) labels.
 - :mod:`.augmentation`: knee-MRI training augmentation (no anatomy-breaking flips).
 - :mod:`.chains`: ``train_transforms``, ``eval_transforms``, ``infer_transforms``,
   ``post_transforms``.
@@ -25,9 +28,11 @@ from kneeseg.transforms.checks import (
     source_of,
 )
 from kneeseg.transforms.loading import load_image, load_label
-from kneeseg.transforms.slicing import SampleSlicesd
+from kneeseg.transforms.orientation import OrientSlicesd
+from kneeseg.transforms.slicing import UNKNOWN_LABEL, SampleSlicesd, WeakSliceLabeld
 from kneeseg.transforms.preprocessing import (
     LABEL_LINEAR,
+    PREPROCESSING_DEFAULTS,
     HistogramEqualize,
     HistogramEqualized,
     ResizeLongestSide,
@@ -35,10 +40,18 @@ from kneeseg.transforms.preprocessing import (
     in_plane_pad_size,
     longest_side_size,
     paper_preprocessing,
+    percentile_scaling,
+    preprocessing_options,
 )
 
 __all__ = [
+    "OrientSlicesd",
+    "PREPROCESSING_DEFAULTS",
     "SampleSlicesd",
+    "UNKNOWN_LABEL",
+    "WeakSliceLabeld",
+    "percentile_scaling",
+    "preprocessing_options",
     "LABEL_LINEAR",
     "CheckFinited",
     "CheckImageMaskPaird",

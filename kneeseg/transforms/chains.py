@@ -35,11 +35,11 @@ from monai.transforms import (
     AsDiscreted,
     Compose,
     EnsureTyped,
-    Flipd,
     Invertd,
     KeepLargestConnectedComponentd,
     MapTransform,
     RandCropByPosNegLabeld,
+    SelectItemsd,
     Transform,
 )
 from monai.transforms.inverse import InvertibleTransform
@@ -54,8 +54,9 @@ from kneeseg.transforms.checks import (
     source_of,
 )
 from kneeseg.transforms.loading import load_image, load_label
-from kneeseg.transforms.preprocessing import paper_preprocessing
-from kneeseg.transforms.slicing import SampleSlicesd
+from kneeseg.transforms.orientation import OrientSlicesd
+from kneeseg.transforms.preprocessing import paper_preprocessing, percentile_scaling, preprocessing_options
+from kneeseg.transforms.slicing import SampleSlicesd, WeakSliceLabeld
 
 __all__ = ["DimensionDispatchd", "KneeCompose", "eval_transforms", "infer_transforms", "post_transforms", "train_transforms"]
 
@@ -107,24 +108,38 @@ def _front(
     preprocessing: Mapping[str, Any] | None,
     slices_per_volume: int = 0,
     pos_fraction: float = 0.75,
+    slice_orientation: Any = None,
+    image_orientation: Any = None,
+    weak_labels: bool = False,
 ) -> list[Transform]:
+    options = preprocessing_options(preprocessing)
+    orient: list[Transform] = []
+    if slice_orientation is not None:  # the model's orientation, from geometry or the declared one
+        orient = [OrientSlicesd([image_key, *label_keys], slice_orientation, image_orientation)]
     xforms: list[Transform] = [load_image(image_key, reader)]
     if label_keys:
-        xforms.append(load_label(label_keys, label_reader, value_map=value_map, label_map=label_map))
+        xforms.append(load_label(label_keys, label_reader, value_map=value_map, label_map=label_map,
+                                 allow_missing_keys=weak_labels))  # fmt: skip
+        if weak_labels:  # unlabelled volumes with a declared slice range: background elsewhere
+            xforms.append(WeakSliceLabeld(label_keys[0], image_key))
     if slices_per_volume:
         if spatial_dims != 2:
             raise ValueError("slices_per_volume cuts volumes into 2D slices: use it with spatial_dims=2")
-        # volumes: checks on the whole volume, then 2D slice samples; 2D images pass unchanged
+        # volumes: checked whole, oriented, intensities scaled over the volume (as inference does),
+        # then cut into 2D slice samples; 2D images pass unchanged
         xforms.append(CheckFinited(image_key))
         if label_keys:
-            xforms.append(CheckMaskNotEmptyd(label_keys, allow_empty=allow_empty))
+            xforms += [
+                CheckImageMaskPaird(label_keys, image_key, axes_are_wh=True),
+                CheckMaskNotEmptyd(label_keys, allow_empty=allow_empty),
+            ]
+        xforms += orient + percentile_scaling(image_key, options["percentiles"])
         xforms += [
             SampleSlicesd([image_key, *label_keys], label_key=label_keys[0] if label_keys else None,
                           num_slices=slices_per_volume, pos_fraction=pos_fraction),
             CheckSpatialDimsd([image_key, *label_keys], 2),
         ]  # fmt: skip
-        if label_keys:
-            xforms.append(CheckImageMaskPaird(label_keys, image_key, axes_are_wh=True))
+        options["percentiles"] = None
     else:
         xforms += [CheckSpatialDimsd([image_key, *label_keys], spatial_dims), CheckFinited(image_key)]
         if label_keys:
@@ -132,13 +147,14 @@ def _front(
                 CheckImageMaskPaird(label_keys, image_key, axes_are_wh=spatial_dims == 2),
                 CheckMaskNotEmptyd(label_keys, allow_empty=allow_empty),
             ]
+        xforms += orient
     xforms += paper_preprocessing(
         image_key,
         label_keys or None,
         spatial_size=spatial_size,
         spatial_dims=spatial_dims,
         spatial_axes=spatial_axes,
-        **dict(preprocessing or {}),
+        **options,
     )
     return xforms
 
@@ -166,8 +182,11 @@ def train_transforms(
     pos_fraction: float = 0.75,
     patch_size: int = 0,
     patch_pos_fraction: float = 0.67,
+    slice_orientation: Any = None,
+    image_orientation: Any = None,
+    weak_labels: bool = False,
 ) -> Compose:
-    """Training chain: load, check, paper preprocessing, (patch), knee augmentation, float32.
+    """Training chain: load, check, orient, paper preprocessing, (patch), knee augmentation, float32.
 
     Args:
         keys: ``(image_key, *label_keys)``.
@@ -187,7 +206,7 @@ def train_transforms(
         slices_per_volume: ``0``: inputs must have ``spatial_dims`` dimensions. ``N > 0`` (with
             ``spatial_dims=2``): 3D volumes are cut into ``N`` random 2D slices each
             (:class:`~kneeseg.transforms.slicing.SampleSlicesd`; ``pos_fraction`` of them with
-            foreground; rows flipped like inference does), 2D images pass unchanged; ``-1``:
+            foreground; after orientation, see ``slice_orientation``), 2D images pass unchanged; ``-1``:
             every slice. The whole volume's mask is checked for emptiness, not each slice.
         pos_fraction: share of sampled slices with foreground.
         patch_size: ``0``: train on the whole ``N x N`` image. ``P`` (``0 < P < N``): train on one
@@ -197,6 +216,15 @@ def train_transforms(
             inference still see the whole image (the networks are fully convolutional).
         patch_pos_fraction: share of patches centred on a foreground pixel (the rest on
             background), as nnU-Net's foreground oversampling.
+        slice_orientation: the model's slice orientation (``{"right": ..., "down": ...}``, see
+            :class:`kneeseg.data.orientation.SliceOrientation`): volumes are reoriented from their
+            affine, 2D images from ``image_orientation`` (:class:`~kneeseg.transforms.orientation.OrientSlicesd`).
+            ``None`` leaves every array as loaded.
+        image_orientation: the declared orientation of 2D images (a datalist item's own
+            ``image_orientation`` entry wins); ``None``: they are in the model's orientation.
+        weak_labels: items without a label but with ``possible_slices`` (a volume's slice range
+            that may hold the structure) train on their other slices as all background
+            (:class:`~kneeseg.transforms.slicing.WeakSliceLabeld`; needs ``slices_per_volume``).
 
     Returns:
         ``Compose``; outputs per key as in the module table (``P`` instead of ``N`` with patches).
@@ -206,9 +234,12 @@ def train_transforms(
             unknown labelme label, wrong number of dimensions; the message names the file.
     """
     image_key, label_keys = _split_keys(keys)
+    if weak_labels and not slices_per_volume:
+        raise ValueError("weak_labels need slices_per_volume (the volumes are cut into slices)")
     xforms = _front(
         image_key, label_keys, spatial_size, spatial_dims, spatial_axes, reader, label_reader,
         value_map, label_map, allow_empty, preprocessing, slices_per_volume, pos_fraction,
+        slice_orientation, image_orientation, weak_labels,
     )
     if patch_size:
         xforms.append(_patch_sampler(image_key, label_keys, int(patch_size), int(spatial_size), spatial_dims,
@@ -221,7 +252,12 @@ def train_transforms(
             spatial_axes=(0, 1) if spatial_axes is None else spatial_axes,
             **dict(augmentation or {}),
         )
-    xforms.append(_typed([image_key, *label_keys]))
+    if slices_per_volume:
+        # slices of volumes and 2D images carry different keys and meta: keep what training uses,
+        # as plain tensors, so that a batch can mix them
+        xforms += [SelectItemsd([image_key, *label_keys]), EnsureTyped([image_key, *label_keys], dtype=torch.float32, track_meta=False)]
+    else:
+        xforms.append(_typed([image_key, *label_keys]))
     chain = KneeCompose(xforms)
     if seed is not None:
         chain.set_random_state(seed=seed)
@@ -265,6 +301,8 @@ def eval_transforms(
     allow_empty: bool = True,
     preprocessing: Mapping[str, Any] | None = None,
     slices_per_volume: int = 0,
+    slice_orientation: Any = None,
+    image_orientation: Any = None,
 ) -> Compose:
     """Evaluation chain: like :func:`train_transforms` without augmentation (deterministic).
 
@@ -276,6 +314,7 @@ def eval_transforms(
     xforms = _front(
         image_key, label_keys, spatial_size, spatial_dims, spatial_axes, reader, label_reader,
         value_map, label_map, allow_empty, preprocessing, slices_per_volume,
+        slice_orientation=slice_orientation, image_orientation=image_orientation,
     )
     xforms.append(_typed([image_key, *label_keys]))
     return KneeCompose(xforms)
@@ -320,21 +359,21 @@ def infer_transforms(
     spatial_axes: Sequence[int] | None = None,
     reader: ImageReader | str | None = None,
     preprocessing: Mapping[str, Any] | None = None,
-    flip_axes: Sequence[int] | None = None,
+    slice_orientation: Any = None,
+    image_orientation: Any = None,
 ) -> Compose:
-    """Inference chain: load, (flip), check, paper preprocessing of the image only.
+    """Inference chain: load, check, orient, paper preprocessing of the image only.
 
     Pass the returned ``Compose`` to :func:`post_transforms` so predictions are inverted back
-    to the input geometry. Arguments as in :func:`train_transforms` (extra keys are ignored), plus:
+    to the input geometry (orientation included). Arguments as in :func:`train_transforms`
+    (extra keys are ignored), plus:
 
     Args:
         spatial_dims: 2, 3, or ``"auto"``: the chain for 2D images or for 3D volumes is chosen
-            per input after loading (:class:`DimensionDispatchd`); ``flip_axes`` then applies
-            to volumes only.
-        flip_axes: spatial axes flipped right after loading (inverted with the rest). Volumes
-            from kneeseg's DICOM reader and dcm2niix-style NIfTI run their row axis (axis 1)
-            bottom-up, while 2D image files, and so models trained on them, see rows top-down:
-            ``flip_axes=(1,)`` lets such a model segment those volumes slice by slice.
+            per input after loading (:class:`DimensionDispatchd`).
+        slice_orientation: the model's slice orientation. Volumes are brought into it from their
+            affine (slices cut along the axis closest to the model plane's normal), 2D images
+            from ``image_orientation`` (``None``: taken as already in it, logged).
     """
     image_key, _ = _split_keys(keys)
     if spatial_dims == "auto":
@@ -342,7 +381,8 @@ def infer_transforms(
         for dims in (2, 3):
             full = infer_transforms(
                 keys, spatial_size, spatial_dims=dims, spatial_axes=spatial_axes, reader=reader,
-                preprocessing=preprocessing, flip_axes=flip_axes if dims == 3 else None,
+                preprocessing=preprocessing, slice_orientation=slice_orientation,
+                image_orientation=image_orientation,
             )  # fmt: skip
             chains[dims] = KneeCompose(full.transforms[1:])  # everything after loading
         return KneeCompose([load_image(image_key, reader), DimensionDispatchd(image_key, chains)])
@@ -350,10 +390,8 @@ def infer_transforms(
         raise ValueError(f"spatial_dims must be 2, 3 or 'auto', got {spatial_dims!r}")
     xforms = _front(
         image_key, [], spatial_size, spatial_dims, spatial_axes, reader, None, None, None, True,
-        preprocessing,
+        preprocessing, slice_orientation=slice_orientation, image_orientation=image_orientation,
     )
-    if flip_axes:
-        xforms.insert(1, Flipd(image_key, spatial_axis=list(flip_axes)))
     xforms.append(_typed([image_key]))
     return KneeCompose(xforms)
 

@@ -43,6 +43,7 @@ from monai.utils import TraceKeys, convert_to_dst_type, ensure_tuple, get_equiva
 
 __all__ = [
     "LABEL_LINEAR",
+    "PREPROCESSING_DEFAULTS",
     "HistogramEqualize",
     "HistogramEqualized",
     "ResizeLongestSide",
@@ -50,7 +51,34 @@ __all__ = [
     "in_plane_pad_size",
     "longest_side_size",
     "paper_preprocessing",
+    "percentile_scaling",
+    "preprocessing_options",
 ]
+
+#: The preprocessing options and their defaults: the one definition that the MONAI chains
+#: (:func:`paper_preprocessing`) and the batched fast path (``kneeseg.inference``) both read.
+PREPROCESSING_DEFAULTS: dict[str, Any] = {
+    "percentiles": (0.5, 99.5),
+    "smooth_sigma": 0.5,
+    "equalization": "clahe",
+    "clip_limit": 0.01,
+    "image_mode": "bilinear",
+    "label_mode": "label-linear",
+}
+
+
+def preprocessing_options(options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:data:`PREPROCESSING_DEFAULTS` updated with ``options`` (a bundle's ``preprocessing_options``).
+
+    Raises:
+        ValueError: an unknown option name.
+    """
+    unknown = set(options or {}) - set(PREPROCESSING_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown preprocessing option(s) {sorted(unknown)}; known: {sorted(PREPROCESSING_DEFAULTS)}")
+    out = dict(PREPROCESSING_DEFAULTS)
+    out.update(options or {})
+    return out
 
 
 def _axes(spatial_axes: Sequence[int] | None, ndim: int) -> tuple[int, ...]:
@@ -303,7 +331,8 @@ class HistogramEqualize(Transform):
         self.spatial_axes = None if spatial_axes is None else tuple(ensure_tuple(spatial_axes))
         self.rescale = rescale
 
-    def _equalise(self, plane: np.ndarray) -> np.ndarray:
+    def equalise_plane(self, plane: np.ndarray) -> np.ndarray:
+        """Equalise one 2D plane ``(H, W)`` of values in [0, 1]; float32 out."""
         from skimage import exposure
 
         if float(plane.max()) <= float(plane.min()):
@@ -330,10 +359,10 @@ class HistogramEqualize(Transform):
             if per_slice:
                 (slice_axis,) = set(range(3)) - set(_axes(self.spatial_axes, 3))
                 src = np.moveaxis(arr[c], slice_axis, 0)
-                res = np.stack([self._equalise(p) for p in src], axis=0)
+                res = np.stack([self.equalise_plane(p) for p in src], axis=0)
                 out[c] = np.moveaxis(res, 0, slice_axis)
             else:
-                out[c] = self._equalise(arr[c])
+                out[c] = self.equalise_plane(arr[c])
         return convert_to_dst_type(out, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
 
 
@@ -353,18 +382,33 @@ class HistogramEqualized(MapTransform):
         return d
 
 
+def percentile_scaling(
+    image_keys: KeysCollection, percentiles: Sequence[float] | None, allow_missing_keys: bool = False
+) -> list[Transform]:
+    """Step 1 of :func:`paper_preprocessing`: percentile clip to [0, 1] (``[]`` when ``percentiles`` is None)."""
+    if percentiles is None:
+        return []
+    lo, hi = percentiles
+    return [
+        ScaleIntensityRangePercentilesd(
+            image_keys, lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True,
+            channel_wise=True, dtype=np.float32, allow_missing_keys=allow_missing_keys,
+        )
+    ]  # fmt: skip
+
+
 def paper_preprocessing(
     image_keys: KeysCollection = "image",
     label_keys: KeysCollection | None = "label",
     spatial_size: int = 512,
     spatial_dims: int = 2,
     spatial_axes: Sequence[int] | None = None,
-    percentiles: tuple[float, float] | None = (0.5, 99.5),
-    smooth_sigma: float | None = 0.5,
-    equalization: str | None = "clahe",
-    clip_limit: float = 0.01,
-    image_mode: str = "bilinear",
-    label_mode: str = LABEL_LINEAR,
+    percentiles: Sequence[float] | None = PREPROCESSING_DEFAULTS["percentiles"],
+    smooth_sigma: float | None = PREPROCESSING_DEFAULTS["smooth_sigma"],
+    equalization: str | None = PREPROCESSING_DEFAULTS["equalization"],
+    clip_limit: float = PREPROCESSING_DEFAULTS["clip_limit"],
+    image_mode: str = PREPROCESSING_DEFAULTS["image_mode"],
+    label_mode: str = PREPROCESSING_DEFAULTS["label_mode"],
     allow_missing_keys: bool = False,
 ) -> list[Transform]:
     """The paper's preprocessing as a list of dictionary transforms (see the module docstring).
@@ -395,15 +439,7 @@ def paper_preprocessing(
     img_keys = list(ensure_tuple(image_keys))
     lab_keys = [] if label_keys is None else list(ensure_tuple(label_keys))
     amk = allow_missing_keys
-    xforms: list[Transform] = []
-    if percentiles is not None:
-        lo, hi = percentiles
-        xforms.append(
-            ScaleIntensityRangePercentilesd(
-                img_keys, lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True,
-                channel_wise=True, dtype=np.float32, allow_missing_keys=amk,
-            )
-        )
+    xforms: list[Transform] = percentile_scaling(img_keys, percentiles, amk)
     if smooth_sigma:
         sigma = tuple(float(smooth_sigma) if i in axes else 0.0 for i in range(spatial_dims))
         xforms.append(GaussianSmoothd(img_keys, sigma=sigma, allow_missing_keys=amk))
