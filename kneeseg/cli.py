@@ -224,7 +224,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         args.input, args.output, bundle=args.bundle, ckpt=args.ckpt, preset=args.preset,
         overrides=parse_overrides(args.set or []), runtime=args.runtime, device=args.device,
         formats=args.formats, series_filter=args.series_filter, any_plane=args.any_plane, echo=echo,
-        overwrite=args.overwrite, slice_batch=args.slice_batch,
+        any_body_part=args.any_body_part, overwrite=args.overwrite, slice_batch=args.slice_batch,
         progress=(lambda line: None) if args.quiet else None,
     )  # fmt: skip
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
@@ -239,8 +239,8 @@ def _add_infer_command(commands: Any) -> None:
     p = commands.add_parser(
         "infer",
         help="segment every knee MR series under a DICOM folder tree (NIfTI, DICOM SEG, PNG, manifest.csv)",
-        description="Segment every knee MR series found under INPUT (searched recursively; broken, non-MR and "
-        "other-plane series are recorded and skipped) slice by slice, and write per series a NIfTI label map, "
+        description="Segment every knee MR series found under INPUT (searched recursively; broken, non-MR, "
+        "other-plane, other-body-part, MOSAIC and diffusion series are recorded and skipped) slice by slice, and write per series a NIfTI label map, "
         "a DICOM Segmentation and a PNG preview under OUTPUT, plus OUTPUT/manifest.csv. Reruns resume. "
         "Exit status: 0 all ok or skipped, 1 some series failed, 2 usage error. Under torchrun the ranks "
         "share the series and rank 0 writes one manifest.",
@@ -259,6 +259,10 @@ def _add_infer_command(commands: Any) -> None:
     )  # fmt: skip
     p.add_argument("--series-filter", default=None, metavar="REGEX", help="only series whose description matches")
     p.add_argument("--any-plane", action="store_true", help="also segment series outside the model's plane")
+    p.add_argument(
+        "--any-body-part", action="store_true",
+        help="also segment series whose BodyPartExamined/description names another body part than the bundle's",
+    )
     p.add_argument("--echo", default="0", help="echo index of multi-echo series, or 'all' (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="redo series finished by an earlier run")
     p.add_argument("--slice-batch", type=int, default=None, help="slices per forward pass (default: bundle's)")

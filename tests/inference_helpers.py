@@ -160,3 +160,24 @@ def write_oriented_series(
                  pixel_spacing=(spacing, spacing), series_description=series_description,
                  series_uid=None, echo_time=None, echo_number=None)  # fmt: skip
     return folder
+
+
+def untrained_model(path: Path, width: int = 4, seed: int = 0, foreground: float = 0.34) -> Path:
+    """Save an untrained bundle network (csam_unet) whose output bias is set so that about
+    ``foreground`` of a smooth image comes out as class 1: an irregular mask with several parts,
+    which exposes any orientation or post-processing difference between two paths."""
+    import torch
+
+    from kneeseg.networks import build_network
+
+    torch.manual_seed(seed)
+    net = build_network("csam_unet", spatial_dims=2, in_channels=1, out_channels=2, width=width).eval()
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 2][-1]
+    x = torch.linspace(0, 1, 64 * 64).reshape(1, 1, 64, 64) ** 2
+    with torch.no_grad():
+        logits = net(x)
+        diff = (logits[:, 1] - logits[:, 0]).flatten()
+        last.bias[1] -= float(diff.quantile(1.0 - foreground))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": net.state_dict()}, path)
+    return path

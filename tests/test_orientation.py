@@ -20,7 +20,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from inference_helpers import SAGITTAL_LAYOUTS, dice, write_oriented_series
+from inference_helpers import SAGITTAL_LAYOUTS, dice, untrained_model, write_oriented_series
 from kneeseg.data import discover_series, generate_phantom, load_volume
 from kneeseg.data.orientation import (
     STANDARD_DISPLAY,
@@ -184,20 +184,7 @@ def test_png_training_slice_meets_the_network_like_the_volume_slice(phantom):
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory):
     """An untrained bundle network (width 4, 64 px): any mask it draws must not depend on the layout."""
-    from kneeseg.networks import build_network
-
-    torch.manual_seed(0)
-    net = build_network("csam_unet", spatial_dims=2, in_channels=1, out_channels=2, width=4).eval()
-    # centre the output so that about a third of a knee image comes out foreground (an irregular mask)
-    last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 2][-1]
-    x = torch.linspace(0, 1, 64 * 64).reshape(1, 1, 64, 64) ** 2
-    with torch.no_grad():
-        logits = net(x)
-        diff = (logits[:, 1] - logits[:, 0]).flatten()
-        last.bias[1] -= float(diff.quantile(0.66))
-    path = tmp_path_factory.mktemp("random_model") / "model.pt"
-    torch.save({"model": net.state_dict()}, path)
-    return path
+    return untrained_model(tmp_path_factory.mktemp("random_model") / "model.pt")
 
 
 TINY = {"width": 4, "spatial_size": 64}

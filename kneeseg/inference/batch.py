@@ -136,8 +136,12 @@ class BatchResult:
 
 
 def _safe(text: str, fallback: str) -> str:
+    """A file-name-safe form of ``text``, at most 64 characters; a longer one keeps its first 47
+    characters plus a hash of the whole text, so different texts never share a name."""
     out = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text or "")).strip("._")
-    return out[:64] or fallback
+    if len(out) > 64:
+        out = f"{out[:47]}-{hashlib.sha1(str(text).encode()).hexdigest()[:16]}"
+    return out or fallback
 
 
 def _volume_row(vol: Any, root: Path) -> Dict[str, Any]:
@@ -184,6 +188,8 @@ def plan_work(
     series_filter: Optional[str] = None,
     echo: Union[int, str] = 0,
     modalities: Sequence[str] = ("MR",),
+    body_part: Optional[str] = "KNEE",
+    any_body_part: bool = False,
 ) -> List[WorkItem]:
     """Discover the series under ``root`` and decide, for each, whether to segment it.
 
@@ -195,12 +201,20 @@ def plan_work(
             non-matching series are skipped.
         echo: echo index segmented in multi-echo series (``"all"``: every echo, one row each).
         modalities: accepted modalities.
+        body_part: the body part the model segments (the bundle's ``body_part``): series whose
+            BodyPartExamined / descriptions name another one are skipped (a missing tag is
+            accepted and noted, :func:`kneeseg.data.series_kind.body_part_decision`); ``None``
+            or ``any_body_part`` accepts every body part.
+
+    Siemens MOSAIC and multi-volume diffusion series are skipped with one row per series
+    (:func:`kneeseg.data.series_kind.series_skip_reason`).
 
     Returns:
         Work items in discovery order (patient, study, series number, echo), then one item per
         unreadable file and per ignored non-DICOM file.
     """
     from kneeseg.data.dicom_series import discover_series
+    from kneeseg.data.series_kind import body_part_decision, series_skip_reason
 
     root = Path(root)
     if not root.exists():
@@ -208,21 +222,41 @@ def plan_work(
     result = discover_series(root)
     pattern = re.compile(series_filter, re.IGNORECASE) if series_filter else None
     items: List[WorkItem] = []
-    echoes_per_series: Dict[str, int] = {}
+    by_series: Dict[str, List[Any]] = {}
     for vol in result.volumes:
-        echoes_per_series[vol.series_uid] = max(echoes_per_series.get(vol.series_uid, 0), vol.echo_index + 1)
+        by_series.setdefault(vol.series_uid, []).append(vol)
+    done_series: set = set()
     for vol in result.volumes:
-        if echo != "all" and echoes_per_series[vol.series_uid] > 1 and vol.echo_index != int(echo):
+        uid = vol.series_uid
+        if uid in done_series:
+            continue
+        series = by_series[uid]
+        n_echoes = max(v.echo_index for v in series) + 1
+        skip_series = series_skip_reason(series) if vol.modality in modalities else None
+        if skip_series is not None or (echo != "all" and n_echoes > 1 and int(echo) >= n_echoes):
+            done_series.add(uid)  # one row for the whole series
+            row = _volume_row(vol, root)
+            if skip_series is None:
+                skip_series = f"--echo {echo}: the series has {n_echoes} echoes (0-{n_echoes - 1})"
+            items.append(WorkItem(key=_safe(f"{uid}_series", "series"), row=row, volume=None,
+                                  status="skipped", reason=skip_series))  # fmt: skip
+            continue
+        if echo != "all" and n_echoes > 1 and vol.echo_index != int(echo):
             continue  # another echo of a multi-echo series: one row per series
         row = _volume_row(vol, root)
         item = WorkItem(key=_safe(vol.volume_id, "volume"), row=row, volume=vol)
-        if vol.issues:
+        accept, note = (True, "") if body_part is None else body_part_decision(vol, body_part, any_body_part)
+        row["notes"] = note
+        if vol.modality not in modalities:
+            item.status = "skipped"
+            item.reason = f"modality {vol.modality or 'unknown'}: the model segments {'/'.join(modalities)} images"
+        elif vol.issues:
             joined = "; ".join(vol.issues)
             unsupported = any(i.startswith(("mixed orientations", "colour images")) for i in vol.issues)
             item.status, item.reason = ("skipped" if unsupported else "failed"), joined
-        elif vol.modality not in modalities:
-            item.status = "skipped"
-            item.reason = f"modality {vol.modality or 'unknown'}: the model segments {'/'.join(modalities)} images"
+        elif not accept:
+            item.status, item.reason = "skipped", note
+            row["notes"] = ""
         elif pattern is not None and not pattern.search(vol.series_description or ""):
             item.status = "skipped"
             item.reason = f"series description {vol.series_description!r} does not match --series-filter {series_filter!r}"
@@ -435,6 +469,7 @@ def predict_folder(
     series_filter: Optional[str] = None,
     any_plane: bool = False,
     echo: Union[int, str] = 0,
+    any_body_part: bool = False,
     overwrite: bool = False,
     slice_batch: Optional[int] = None,
     progress: Optional[Callable[[str], None]] = None,
@@ -451,6 +486,8 @@ def predict_folder(
         series_filter: regex on SeriesDescription.
         any_plane: segment series in any plane (default: only the model's plane).
         echo: echo index for multi-echo series, or ``"all"``.
+        any_body_part: segment series whatever their body part (default: only the bundle's
+            ``body_part``; a missing BodyPartExamined is accepted and noted).
         overwrite: redo series that a previous run finished.
         slice_batch: slices per forward pass (default: the bundle's ``slice_batch_size``).
         progress: callable receiving one line per event (default: print to stderr).
@@ -484,7 +521,8 @@ def predict_folder(
         if rank == 0:
             say(f"{tag}discovering DICOM series under {root} ...")
             items = plan_work(root, slice_plane=settings["slice_plane"], any_plane=any_plane,
-                              series_filter=series_filter, echo=echo)  # fmt: skip
+                              series_filter=series_filter, echo=echo, body_part=settings["body_part"] or None,
+                              any_body_part=any_body_part)  # fmt: skip
         items = _broadcast(items, world)
         assert items is not None
         columns = manifest_columns(settings["class_names"])

@@ -1,0 +1,134 @@
+"""One inference definition: ``inference.json`` is read by ``kneeseg infer`` and by the bundle alike.
+
+A bundle copy with changed settings (preprocessing options, the model's slice orientation,
+the largest-component cleanup) must change what both paths compute, identically: the fast path
+keeps no defaults of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from inference_helpers import dice, untrained_model, write_oriented_series
+from kneeseg.data import discover_series, load_volume
+from kneeseg.inference.batch import predict_folder
+from kneeseg.inference.segmenter import bundle_settings, load_segmenter
+from kneeseg.workflows import default_bundle_dir
+
+TINY = {"width": 4, "spatial_size": 64}
+
+
+def _bundle_copy(dst: Path, **changes) -> Path:
+    src = default_bundle_dir()
+    shutil.copytree(src / "configs", dst / "configs")
+    path = dst / "configs" / "inference.json"
+    cfg = json.loads(path.read_text())
+    for key, value in changes.items():
+        node = cfg
+        *parents, leaf = key.split("#")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path.write_text(json.dumps(cfg, indent=4))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return untrained_model(tmp_path_factory.mktemp("def_model") / "model.pt", seed=1)
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    """A knee-like sagittal series (smooth blobs, so that masks have several components)."""
+    rng = np.random.default_rng(5)
+    img = ndimage.gaussian_filter(rng.random((72, 80)), 3)
+    img = ((img - img.min()) / np.ptp(img) * 800).astype(np.uint16)
+    root = tmp_path_factory.mktemp("def_series")
+    write_oriented_series(root / "in" / "knee", img, "IP", "PI", slices=4)
+    return root / "in"
+
+
+def test_bundle_settings_read_every_inference_setting(tmp_path):
+    bundle = _bundle_copy(
+        tmp_path / "b", **{"preprocessing_options#smooth_sigma": 1.5, "preprocessing_options#equalization": "global",
+                           "largest_component": False, "slice_orientation": {"right": "posterior", "down": "inferior"},
+                           "qc#1#volume_ml": [1.0, 2.0], "body_part": "ANKLE"}
+    )  # fmt: skip
+    s = bundle_settings(bundle, overrides=TINY)
+    assert s["preprocessing"]["smooth_sigma"] == 1.5 and s["preprocessing"]["equalization"] == "global"
+    assert s["largest_component"] is False and s["slice_orientation"].code == "PI" and s["slice_plane"] == "sagittal"
+    assert s["qc"]["1"]["volume_ml"] == [1.0, 2.0] and s["body_part"] == "ANKLE"
+    bad = _bundle_copy(tmp_path / "bad", **{"preprocessing_options#sigma": 1.0})
+    with pytest.raises(ValueError, match=r"unknown preprocessing option\(s\) \['sigma'\]"):
+        bundle_settings(bad, overrides=TINY)
+
+
+def test_fast_path_preprocessing_is_the_bundle_chain_of_the_same_config(tmp_path, series, model):
+    """With changed options the segmenter's network input still equals the bundle's own chain."""
+    from monai.bundle import ConfigParser
+
+    bundle = _bundle_copy(
+        tmp_path / "b", **{"preprocessing_options#smooth_sigma": 1.5, "preprocessing_options#percentiles": [2.0, 98.0],
+                           "slice_orientation": {"right": "anterior", "down": "inferior"}}
+    )  # fmt: skip
+    seg, settings = load_segmenter(bundle, model, overrides=TINY, runtime="eager")
+    folder = next(series.iterdir())
+    image, meta = load_volume(discover_series(folder).volumes[0])
+    prepared = seg.preprocess(image, meta["affine"])
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    parser.update(TINY)
+    chain = parser.get_parsed_content("preprocessing")
+    ref = chain({"image": str(folder)})["image"].as_tensor()[0].permute(2, 0, 1)
+    diff = (prepared.slices[:, 0] - ref).abs()
+    # equal up to float rounding, which CLAHE's binning can turn into one grey step for a rare pixel
+    assert diff.shape == ref.shape and float((diff > 1e-5).float().mean()) < 1e-3 and float(diff.max()) < 0.05
+    # and differs from the shipped settings' input (the options took effect)
+    shipped, _ = load_segmenter(None, model, overrides=TINY, runtime="eager")
+    assert float((shipped.preprocess(image, meta["affine"]).slices - prepared.slices).abs().max()) > 0.05
+
+
+def _components(mask: np.ndarray) -> int:
+    return int(ndimage.label(mask > 0, structure=np.ones((3, 3, 3)))[1])
+
+
+@pytest.mark.parametrize("largest", [False, True])
+def test_largest_component_setting_reaches_kneeseg_infer_and_the_bundle(largest, tmp_path, series, model):
+    bundle = _bundle_copy(tmp_path / "b", largest_component=largest)
+    out = tmp_path / "infer"
+    res = predict_folder(series, out, bundle=bundle, ckpt=model, overrides=TINY, runtime="eager",
+                         formats=["nifti"], progress=lambda line: None)  # fmt: skip
+    (row,) = [r for r in res.rows if r["status"] == "ok"]
+    fast = nib.load(str(out / row["nifti"]))
+    datalist = tmp_path / "dl.json"
+    datalist.write_text(json.dumps({"test": [{"image": str(next(series.iterdir()))}]}))
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "inferring",
+        "--meta_file", str(bundle / "configs" / "metadata.json"),
+        "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle),
+        "--ckpt_path", str(model), "--output_dir", str(tmp_path / "bundle_out"), "--dataset_dir", "/",
+        "--data_list_file_path", str(datalist), "--width", "4", "--spatial_size", "64",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = (tmp_path / "bundle_out").glob("*_seg.nii*")
+    ref = nib.load(str(path))
+    a, b = np.asarray(fast.dataobj), np.asarray(ref.dataobj).squeeze()
+    assert np.allclose(fast.affine, ref.affine, atol=1e-4) and a.shape == b.shape
+    assert dice(a, b) >= 0.99
+    if largest:
+        assert _components(a) == 1 and _components(b) == 1
+    else:
+        assert _components(a) > 1 and _components(b) > 1
