@@ -123,42 +123,11 @@ SAGITTAL_LAYOUTS = {
 }
 
 
-def write_oriented_series(
-    folder: Path,
-    image_hw: np.ndarray,
-    declared: str,
-    layout: str,
-    *,
-    slices: int = 3,
-    spacing: float = 0.5,
-    slice_step: float = 1.5,
-    series_description: str = "SAG PD",
-) -> Path:
-    """Write a 2D image (``(H, W)``, declared orientation ``declared``, e.g. ``"IP"``) as a sagittal
-    DICOM series stored in ``layout`` (two letters: where the stored columns and rows point).
+def write_oriented_series(folder: Path, image_hw: np.ndarray, declared: str, layout: str, **kwargs) -> Path:
+    """:func:`kneeseg.data.slice_series.write_slice_series` into ``folder``; returns the folder."""
+    from kneeseg.data.slice_series import write_slice_series
 
-    Every layout puts each pixel at the same patient position, so all layouts of one image are the
-    same anatomy: a segmentation in patient space must not depend on the layout.
-    """
-    from kneeseg.data.orientation import SliceOrientation, map_2d
-
-    src = SliceOrientation.parse(declared)
-    dst = SliceOrientation.parse(layout)
-    amap = map_2d(src, dst)
-    stored = np.ascontiguousarray(amap.apply(np.asarray(image_hw).T).T)  # (rows, columns) in the layout
-    rr, cc = np.meshgrid(np.arange(image_hw.shape[0]), np.arange(image_hw.shape[1]), indexing="ij")
-    r0 = int(amap.apply(rr.T).T[0, 0])
-    c0 = int(amap.apply(cc.T).T[0, 0])
-    right, down = src.vectors()  # LPS
-    first = (c0 * right + r0 * down) * spacing + np.array([20.0, -30.0, 40.0])
-    iop = [*dst.vectors()[0], *dst.vectors()[1]]
-    normal = np.cross(dst.vectors()[0], dst.vectors()[1])
-    # the series' first slice sits at the same x whatever the layout's normal sign
-    origin = first - normal * slice_step * (slices - 1) * (normal.sum() < 0)
-    vol = np.stack([stored] * slices).astype(np.uint16)
-    write_series(folder, vol, origin=tuple(origin), slice_step=slice_step, orientation=iop,
-                 pixel_spacing=(spacing, spacing), series_description=series_description,
-                 series_uid=None, echo_time=None, echo_number=None)  # fmt: skip
+    write_slice_series(folder, image_hw, declared, layout, **kwargs)
     return folder
 
 

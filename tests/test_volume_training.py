@@ -46,7 +46,8 @@ def test_sample_slices_picks_foreground_and_background():
     pos = next(o for o in out if o["label"].sum() > 0)
     assert pos["label"][0, 2:4, 1:3].all() and pos["label"].sum() == 4
     assert [o["image"].meta["source_slice"] for o in SampleSlicesd(["image"], num_slices=-1)({"image": vol})] == list(range(10))
-    assert SampleSlicesd(["image"], num_slices=3)({"image": torch.zeros(1, 5, 5)})["image"].shape == (1, 5, 5)
+    (two,) = SampleSlicesd(["image"], num_slices=3)({"image": torch.zeros(1, 5, 5)})
+    assert two["image"].shape == (1, 5, 5)
     with pytest.raises(ValueError, match="num_slices"):
         SampleSlicesd(["image"], num_slices=0)
 
@@ -73,6 +74,28 @@ def test_weak_labels_give_background_slices_outside_the_possible_range():
         WeakSliceLabeld()({"image": vol})
     with pytest.raises(ValueError, match=r"possible_slices \[8, 12\] outside the volume's 10 slices"):
         WeakSliceLabeld()({"image": vol, "possible_slices": [8, 12]})
+
+
+def test_weak_volumes_and_2d_images_train_in_one_batch(volumes):
+    """A knee-acl-like mix: labelled 2D images and weak-labelled volumes in one DataLoader."""
+    from monai.data import CacheDataset, DataLoader
+
+    _, items = volumes
+    root = Path(items[0]["image"]).parents[1]
+    ds2 = json.loads((root / "dataset_2d.json").read_text())
+    png = ds2["training"][0]
+    data = [
+        {"image": str(root / png["image"]), "label": str(root / png["label"])},
+        {"image": items[0]["image"], "possible_slices": [3, 6]},  # no label: weak
+    ]
+    chain = train_transforms(["image", "label"], 64, value_map={1: 0, 2: 0, 3: 0, 4: 1}, slices_per_volume=2,
+                             slice_orientation={"right": "inferior", "down": "posterior"},
+                             image_orientation=ds2["image_orientation"], weak_labels=True, seed=0)  # fmt: skip
+    loader = DataLoader(CacheDataset(data, chain, progress=False), batch_size=2, shuffle=False, num_workers=0)
+    (batch,) = list(loader)
+    assert batch["image"].shape == (3, 1, 64, 64) and batch["label"].shape == (3, 1, 64, 64)
+    assert float(batch["label"][1:].max()) == 0.0  # the volume's slices come from outside its possible range
+    assert set(batch) == {"image", "label"}
 
 
 def test_volume_slices_equal_the_2d_slice_files(volumes):
@@ -127,6 +150,9 @@ def test_train_json_defaults_match_inference_json():
     for key in ("spatial_size", "width", "network_name", "num_classes", "slice_orientation", "preprocessing_options"):
         assert train[key] == infer[key], key
     assert train["resume"] is False
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["slice_orientation"] == infer["slice_orientation"] == meta["network_data_format"]["inputs"]["image"]["slice_orientation"]
+    assert meta["body_part"] == infer["body_part"]
     assert TINY["width"] != train["width"]  # the tests' tiny network is an override, not the default
 
 

@@ -31,6 +31,7 @@ _EXPORTS = {
     "plane_of": "kneeseg.data.orientation",
     # weak (slice-range) labels of unlabelled volumes
     "load_weak_datalist": "kneeseg.data.weak_labels",
+    "write_slice_series": "kneeseg.data.slice_series",
     # which series to segment: body part, Siemens MOSAIC, diffusion (numpy + pydicom only)
     "body_part_decision": "kneeseg.data.series_kind",
     "body_part_of": "kneeseg.data.series_kind",

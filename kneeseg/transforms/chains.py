@@ -55,7 +55,7 @@ from kneeseg.transforms.checks import (
 )
 from kneeseg.transforms.loading import load_image, load_label
 from kneeseg.transforms.orientation import OrientSlicesd
-from kneeseg.transforms.preprocessing import paper_preprocessing, percentile_scaling, preprocessing_options
+from kneeseg.transforms.preprocessing import paper_preprocessing, preprocessing_options
 from kneeseg.transforms.slicing import SampleSlicesd, WeakSliceLabeld
 
 __all__ = ["DimensionDispatchd", "KneeCompose", "eval_transforms", "infer_transforms", "post_transforms", "train_transforms"]
@@ -125,29 +125,35 @@ def _front(
     if slices_per_volume:
         if spatial_dims != 2:
             raise ValueError("slices_per_volume cuts volumes into 2D slices: use it with spatial_dims=2")
-        # volumes: checked whole, oriented, intensities scaled over the volume (as inference does),
-        # then cut into 2D slice samples; 2D images pass unchanged
+        # volumes: checked whole, oriented and preprocessed whole (slice-wise in-plane steps;
+        # intensities scaled over the volume, as inference does), then cut into 2D slice samples.
+        # Everything before the random slice choice is deterministic, so CacheDataset caches it.
         xforms.append(CheckFinited(image_key))
         if label_keys:
             xforms += [
                 CheckImageMaskPaird(label_keys, image_key, axes_are_wh=True),
                 CheckMaskNotEmptyd(label_keys, allow_empty=allow_empty),
             ]
-        xforms += orient + percentile_scaling(image_key, options["percentiles"])
+        xforms += orient
+        chains = {
+            dims: KneeCompose(paper_preprocessing(image_key, label_keys or None, spatial_size=spatial_size,
+                                                  spatial_dims=dims, spatial_axes=(0, 1), **options))
+            for dims in (2, 3)
+        }  # fmt: skip
         xforms += [
+            DimensionDispatchd(image_key, chains),
             SampleSlicesd([image_key, *label_keys], label_key=label_keys[0] if label_keys else None,
                           num_slices=slices_per_volume, pos_fraction=pos_fraction),
             CheckSpatialDimsd([image_key, *label_keys], 2),
         ]  # fmt: skip
-        options["percentiles"] = None
-    else:
-        xforms += [CheckSpatialDimsd([image_key, *label_keys], spatial_dims), CheckFinited(image_key)]
-        if label_keys:
-            xforms += [
-                CheckImageMaskPaird(label_keys, image_key, axes_are_wh=spatial_dims == 2),
-                CheckMaskNotEmptyd(label_keys, allow_empty=allow_empty),
-            ]
-        xforms += orient
+        return xforms
+    xforms += [CheckSpatialDimsd([image_key, *label_keys], spatial_dims), CheckFinited(image_key)]
+    if label_keys:
+        xforms += [
+            CheckImageMaskPaird(label_keys, image_key, axes_are_wh=spatial_dims == 2),
+            CheckMaskNotEmptyd(label_keys, allow_empty=allow_empty),
+        ]
+    xforms += orient
     xforms += paper_preprocessing(
         image_key,
         label_keys or None,

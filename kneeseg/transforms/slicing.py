@@ -36,7 +36,7 @@ UNKNOWN_LABEL = 255
 
 
 class SampleSlicesd(Randomizable, MapTransform):
-    """Volumes -> lists of 2D slice samples; 2D images pass through.
+    """Volumes -> lists of 2D slice samples; a 2D image -> a list of itself (so batches mix).
 
     Args:
         keys: image and label keys (all cut at the same slice indices).
@@ -89,11 +89,11 @@ class SampleSlicesd(Randomizable, MapTransform):
         d = dict(data)
         keys = [k for k in self.key_iterator(d)]
         if not keys:
-            return d
+            return [d]
         first = d[keys[0]]
         spatial = first.ndim - 1
         if spatial == 2:
-            return d
+            return [d]  # a list too: MONAI's collate flattens lists only when the first item is one
         if spatial != 3:
             raise ValueError(f"expected a 2D image or a 3D volume, got shape {tuple(first.shape)}")
         axis = 1 + self.slice_axis
