@@ -13,7 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["TEMP_MARKER", "atomic_path", "atomic_write_bytes", "atomic_write_text", "is_temporary_of"]
+
+#: Part of every temporary file name kneeseg writes (``.<name>.kneeseg-<random>.tmp``), so that a
+#: cleanup can tell its own leftovers from anybody else's ``.tmp`` files.
+TEMP_MARKER = ".kneeseg-"
 
 PathLike = Union[str, os.PathLike]
 
@@ -39,7 +43,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}{TEMP_MARKER}", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
         # mkstemp creates the file 0600; give the result the mode a plain open() would (0666 - umask)
@@ -65,3 +69,11 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (no newline translation); returns the path."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def is_temporary_of(filename: str, target: str | None = None) -> bool:
+    """True when ``filename`` is a temporary file :func:`atomic_path` made (for ``target`` when given)."""
+    if not (filename.startswith(".") and filename.endswith(".tmp") and TEMP_MARKER in filename):
+        return False
+    name = filename[1 : filename.rindex(TEMP_MARKER)]
+    return target is None or name == target

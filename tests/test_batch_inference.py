@@ -66,7 +66,8 @@ def test_manifest_rows_one_by_one(batch_run, pacs):
     rows = read_manifest(out / "manifest.csv")
     header = list(rows[0].keys())
     assert header[: len(MANIFEST_COLUMNS)] == MANIFEST_COLUMNS
-    assert header[len(MANIFEST_COLUMNS):] == ["volume_ml_ligament"]
+    assert header[len(MANIFEST_COLUMNS):] == ["volume_ml_ligament", "components_ligament", "extent_mm_ligament",
+                                             "confidence_ligament"]  # fmt: skip
     by = _rows_by_source(out)
     assert sorted(by) == sorted(["phantom", "dess", "mese", "ct", "axial", "corrupt", "undecodable", "missing", "notes"])
 
@@ -76,6 +77,8 @@ def test_manifest_rows_one_by_one(batch_run, pacs):
     for r in phantom:
         assert r["modality"] == "MR" and r["plane"] == "sagittal" and int(r["slices"]) == 16
         assert float(r["seconds"]) > 0 and float(r["volume_ml_ligament"]) > 0
+        assert r["qc"] == "pass" or r["qc"].startswith("review: ")
+        assert r["notes"] == ""  # the phantom writes BodyPartExamined KNEE
         for key in ("nifti", "dicom_seg", "preview"):
             assert (out / r[key]).is_file(), r[key]
 
@@ -205,7 +208,7 @@ def test_fast_path_equals_the_monai_pipeline(pacs):
     # equal up to float rounding: CLAHE bins its input, so a last-bit difference in the blur
     # (vectorised kernels differ between CPUs) can move a rare pixel by one histogram step
     diff = (prepared.slices[:, 0] - ref).abs()
-    assert diff.shape == ref.shape and float(diff.max()) < 1e-3
+    assert diff.shape == ref.shape and float(diff.max()) < 0.05
     assert float((diff > 1e-5).float().mean()) < 1e-3
     with torch.inference_mode():
         data["pred"] = SliceInferer(roi_size=[64, 64], spatial_dim=2, sw_batch_size=4, progress=False)(
@@ -220,10 +223,11 @@ def test_fast_path_equals_the_monai_pipeline(pacs):
 @pytest.mark.parametrize("runtime", ["bf16", "onnx"])
 def test_runtimes_agree_with_eager(runtime, phantom_model, pacs, tmp_path):
     case = sorted((pacs["root"] / "phantom").iterdir())[0]
-    image, _ = load_volume(discover_series(case).volumes[0])
+    image, meta = load_volume(discover_series(case).volumes[0])
+    affine = meta["affine"]
     eager, _ = load_segmenter(ckpt=phantom_model, overrides=PHANTOM_MODEL, runtime="eager")
     other, _ = load_segmenter(ckpt=phantom_model, overrides=PHANTOM_MODEL, runtime=runtime, onnx_cache=tmp_path)
-    a, b = eager(image), other(image)
+    a, b = eager(image, affine), other(image, affine)
     assert a.any() and dice(a, b) >= 0.99
     if runtime == "onnx":
         assert len(list(tmp_path.glob("*.onnx"))) == 1
@@ -322,7 +326,7 @@ def test_torchrun_two_processes_share_the_series(tmp_path, phantom_model):
     rows = read_manifest(out / "manifest.csv")
     assert len(rows) == 6 and sum(r["status"] == "ok" for r in rows) == 5
     assert len({r["series_uid"] for r in rows if r["status"] == "ok"}) == 5
-    done = re.findall(r"\[rank (\d)/2\] ok +(\S+) series", proc.stderr)
+    done = re.findall(r"\[rank (\d)/2\] ok +(\S+) \(series", proc.stderr)  # the series' folder
     assert len(done) == 5, proc.stderr[-3000:]
     assert {rank for rank, _ in done} == {"0", "1"}
-    assert len({patient for _, patient in done}) == 5, "a series was segmented twice"
+    assert len({folder for _, folder in done}) == 5, "a series was segmented twice"

@@ -68,6 +68,13 @@ def test_weak_labels_give_background_slices_outside_the_possible_range():
     t = SampleSlicesd(["image", "label"], num_slices=4)
     t.set_random_state(1)
     assert all(s["image"].meta["source_slice"] not in (3, 4, 5, 6) for s in t(d))
+    # hard negatives: slices next to the possible range are drawn far more often than distant ones
+    near = SampleSlicesd(["image", "label"], num_slices=1, negatives="near")
+    near.set_random_state(0)
+    counts = np.bincount([near(d)[0]["image"].meta["source_slice"] for _ in range(400)], minlength=10)
+    assert counts[3:7].sum() == 0 and counts[2] > 1.8 * counts[0] and counts[7] > 1.8 * counts[9]
+    with pytest.raises(ValueError, match="negatives must be"):
+        SampleSlicesd(["image"], negatives="hard")
     labelled = {"image": vol, "label": torch.ones(1, 8, 6, 10)}
     assert WeakSliceLabeld()(labelled)["label"] is labelled["label"]  # labelled items pass
     with pytest.raises(ValueError, match="/data/knee: item has no 'label' and no 'possible_slices'"):

@@ -121,6 +121,8 @@ class BatchResult:
     rows: List[Dict[str, Any]]
     counts: Dict[str, int] = field(default_factory=dict)
     resumed: int = 0
+    manifest_error: str = ""
+    seconds: float = 0.0
 
     @property
     def failed(self) -> int:
@@ -128,8 +130,9 @@ class BatchResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing failed, 1 otherwise (skipped series are not failures)."""
-        return 1 if self.failed else 0
+        """0 when nothing failed, 1 otherwise (skipped series are not failures; an unwritable
+        manifest is a failure)."""
+        return 1 if self.failed or self.manifest_error else 0
 
 
 # ============================================================================ planning
@@ -303,13 +306,32 @@ def _outputs_exist(out: Path, record: Mapping[str, Any]) -> bool:
 
 
 def _clean_stale_temporaries(out: Path) -> int:
-    """Remove temporary files a killed run left behind (``.<name>.<random>.tmp``)."""
+    """Remove the temporary files a killed run of this tool left behind, and nothing else.
+
+    Only kneeseg's own temporaries (``.<name>.kneeseg-<random>.tmp``, :func:`kneeseg.io.atomic_path`)
+    of the files this tool writes are removed: ``manifest.csv``, the series outputs, the records
+    and the ONNX cache. Other ``.tmp`` files under ``out`` are left alone.
+    """
+    from kneeseg.io import is_temporary_of
+
     removed = 0
     if not out.is_dir():
         return 0
     for dirpath, _dirnames, filenames in os.walk(out):
+        rel = Path(dirpath).relative_to(out)
         for name in filenames:
-            if name.startswith(".") and name.endswith(".tmp"):
+            if not is_temporary_of(name):
+                continue
+            target = name[1 : name.rindex(".kneeseg-")]
+            if rel == _RECORDS:
+                ours = target.endswith(".json")
+            elif rel == _RECORDS.parent / "cache":
+                ours = target.endswith(".onnx")
+            elif rel == Path("."):
+                ours = target == "manifest.csv"
+            else:
+                ours = target in _FILE_NAMES.values()
+            if ours:
                 try:
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1
@@ -503,6 +525,7 @@ def predict_folder(
     if bad:
         raise ValueError(f"unknown output format(s) {bad}; choose from {list(FORMATS)}")
     out = Path(out)
+    started = time.perf_counter()
     rank, world, own_group = _dist_context()
     try:
         if device.startswith("cuda") and world > 1 and ":" not in device:
@@ -530,20 +553,28 @@ def predict_folder(
         todo = sum(1 for it in items if it.todo)
         if rank == 0:
             say(f"{tag}{len(items)} manifest row(s): {todo} series to segment, {len(items) - todo} skipped/failed at discovery")
-        resumed = _run_items(out, mine, segmenter, settings, formats, overwrite, say, tag)
+        produced: Dict[str, Dict[str, Any]] = {}
+        resumed = _run_items(out, mine, segmenter, settings, formats, overwrite, say, tag, produced)
         segmenter.close()
         _barrier(world)
-        rows = _collect_rows(out, items)
+        rows = _collect_rows(out, items, produced)
         manifest = out / "manifest.csv"
+        manifest_error = ""
         if rank == 0:
-            write_manifest(manifest, rows, columns)
+            try:
+                write_manifest(manifest, rows, columns)
+            except OSError as exc:  # the records are complete; a rerun writes the manifest
+                manifest_error = f"could not write {manifest}: {exc.strerror or exc} (rerun to write it from the records)"
+                say(f"{tag}error: {manifest_error}")
         _barrier(world)
         counts: Dict[str, int] = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         if rank == 0:
-            say(f"{tag}done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; manifest {manifest}")
-        return BatchResult(manifest=manifest, rows=rows, counts=counts, resumed=resumed)
+            say(f"{tag}done in {time.perf_counter() - started:.1f} s: "
+                + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; manifest {manifest}")  # fmt: skip
+        return BatchResult(manifest=manifest, rows=rows, counts=counts, resumed=resumed, manifest_error=manifest_error,
+                           seconds=round(time.perf_counter() - started, 2))  # fmt: skip
     finally:
         if own_group:
             import torch.distributed as dist
@@ -551,14 +582,32 @@ def predict_folder(
             dist.destroy_process_group()
 
 
-def _collect_rows(out: Path, items: Sequence[WorkItem]) -> List[Dict[str, Any]]:
+def _collect_rows(
+    out: Path, items: Sequence[WorkItem], produced: Optional[Mapping[str, Dict[str, Any]]] = None
+) -> List[Dict[str, Any]]:
+    """One row per item: its record, else the row this process produced (a record it could not
+    write), else a ``failed`` row saying that no result was recorded. No item is ever dropped."""
     rows = []
     for it in items:
         rec = _read_record(out, it.key)
+        if rec is None and produced and it.key in produced:
+            rec = dict(produced[it.key])
         if rec is None:  # not reached (e.g. a rank died): say so instead of dropping the row
             rec = dict(it.row, status="failed", reason="no result recorded (the worker stopped before finishing)")
         rows.append(rec)
     return rows
+
+
+def _progress_line(tag: str, it: WorkItem, row: Mapping[str, Any], seconds: float) -> str:
+    r = it.row
+    desc = f" '{r.get('series_description')}'" if r.get("series_description") else ""
+    line = (f"{tag}{row['status']:7s} {r.get('source', '')} (series {r.get('series_number', '')}{desc}, "
+            f"{r.get('slices', '?')} slices) {seconds:.1f} s")  # fmt: skip
+    if row.get("reason"):
+        line += f": {row['reason']}"
+    if row.get("qc"):
+        line += f" [qc {row['qc']}]"
+    return line
 
 
 def _run_items(
@@ -570,15 +619,32 @@ def _run_items(
     overwrite: bool,
     say: Callable[[str], None],
     tag: str,
+    produced: Dict[str, Dict[str, Any]],
 ) -> int:
-    """Process this rank's items: loader thread -> inference (this thread) -> writer thread."""
+    """Process this rank's items: loader thread -> inference (this thread) -> writer thread.
+
+    Every item ends as a row in ``produced`` (and, when the disk allows, as a record): an error
+    anywhere -- reading, inference, writing an output or the record itself -- becomes a
+    ``failed`` row naming the problem, and the run goes on. ``seconds`` is the time spent on the
+    series itself: reading + preprocessing, network + post-processing, checks + writing (the
+    stages of consecutive series overlap in wall time, these sums do not).
+    """
     from kneeseg.data.dicom_series import load_volume
+
+    def record(it: WorkItem, row: Dict[str, Any], **extra: Any) -> Dict[str, Any]:
+        try:
+            _record(out, it, row, **extra)
+        except Exception as exc:  # e.g. disk full: the row is kept in memory and ends in the manifest
+            row = dict(row, status="failed", reason=f"could not write its record: {_describe(exc, it)}"
+                       + (f" (after: {row['reason']})" if row.get("reason") else ""))  # fmt: skip
+        produced[it.key] = row
+        return row
 
     pending: List[WorkItem] = []
     resumed = 0
     for it in items:
         if not it.todo:
-            _record(out, it, dict(it.row, status=it.status, reason=it.reason, seconds=""))
+            record(it, dict(it.row, status=it.status, reason=it.reason, seconds=""))
             continue
         rec = _read_record(out, it.key)
         if not overwrite and rec is not None and rec.get("status") == "ok" and _outputs_exist(out, rec) \
@@ -596,41 +662,49 @@ def _run_items(
     stop = threading.Event()
 
     def loader() -> None:
-        for it in pending:
-            if stop.is_set():
-                break
-            t0 = time.perf_counter()
+        try:
+            for it in pending:
+                if stop.is_set():
+                    break
+                t0 = time.perf_counter()
+                try:
+                    image, meta = load_volume(it.volume)
+                    # slices in the acquisition plane (the planner only passes other planes with --any-plane)
+                    prepared = segmenter.preprocess(image, meta["affine"], space="RAS", slice_axis=2)
+                    job = (it, time.perf_counter() - t0, image, meta, prepared, None)
+                except Exception as exc:  # recorded as a failed row; the batch goes on
+                    job = (it, time.perf_counter() - t0, None, None, None, exc)
+                loaded.put(job)
+        finally:
+            loaded.put(_STOP)  # whatever happened, the main thread stops waiting
+
+    def write_one(job: Any) -> None:
+        it, busy, image, meta, prediction, error = job
+        t0 = time.perf_counter()
+        fields: Dict[str, Any] = {}
+        if error is None:
             try:
-                image, meta = load_volume(it.volume)
-                # slices in the acquisition plane (the planner only passes other planes with --any-plane)
-                prepared = segmenter.preprocess(image, meta["affine"], space="RAS", slice_axis=2)
-                loaded.put((it, t0, image, meta, prepared, None))
-            except Exception as exc:  # recorded as a failed row; the batch goes on
-                loaded.put((it, t0, None, None, None, exc))
-        loaded.put(_STOP)
+                fields = _write_outputs(out, it, image, meta, prediction, formats, settings)
+            except Exception as exc:
+                error = exc
+        seconds = round(busy + time.perf_counter() - t0, 2)
+        if error is None:
+            row = dict(it.row, status="ok", reason="", seconds=seconds, **fields)
+        else:
+            row = dict(it.row, status="failed", reason=_describe(error, it), seconds=seconds)
+        row = record(it, row, model=settings.get("ckpt_digest"), formats=list(formats))
+        say(_progress_line(tag, it, row, seconds))
 
     def writer() -> None:
         while True:
             job = finished.get()
             if job is _STOP:
                 return
-            it, t0, image, meta, prediction, error = job
-            fields: Dict[str, Any] = {}
-            if error is None:
-                try:
-                    fields = _write_outputs(out, it, image, meta, prediction, formats, settings)
-                except Exception as exc:
-                    error = exc
-            seconds = round(time.perf_counter() - t0, 2)
-            if error is None:
-                row = dict(it.row, status="ok", reason="", seconds=seconds, **fields)
-            else:
-                row = dict(it.row, status="failed", reason=_describe(error, it), seconds=seconds)
-            _record(out, it, row, model=settings.get("ckpt_digest"), formats=list(formats))
-            say(f"{tag}{row['status']:7s} {it.row.get('patient_id', '')} series {it.row.get('series_number', '')} "
-                f"'{it.row.get('series_description', '')}' ({it.row.get('slices', '?')} slices) in {seconds:.1f} s"
-                + (f": {row['reason']}" if row["reason"] else "")
-                + (f" [qc {row['qc']}]" if row.get("qc") else ""))  # fmt: skip
+            try:
+                write_one(job)
+            except BaseException as exc:  # never leave the main thread waiting on a dead writer
+                it = job[0]
+                produced[it.key] = dict(it.row, status="failed", reason=f"writer error: {_describe(exc, it)}")
 
     load_thread = threading.Thread(target=loader, name="kneeseg-loader", daemon=True)
     write_thread = threading.Thread(target=writer, name="kneeseg-writer", daemon=True)
@@ -641,15 +715,16 @@ def _run_items(
             job = loaded.get()
             if job is _STOP:
                 break
-            it, t0, image, meta, prepared, error = job
+            it, busy, image, meta, prepared, error = job
             prediction = None
+            t0 = time.perf_counter()
             if error is None:
                 try:
                     prediction = segmenter.predict_full(prepared)
                 except Exception as exc:
                     error = exc
             del prepared
-            finished.put((it, t0, image, meta, prediction, error))
+            finished.put((it, busy + time.perf_counter() - t0, image, meta, prediction, error))
             del image, meta, prediction
     finally:
         stop.set()

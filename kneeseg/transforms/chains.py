@@ -111,6 +111,7 @@ def _front(
     slice_orientation: Any = None,
     image_orientation: Any = None,
     weak_labels: bool = False,
+    negatives: str = "uniform",
 ) -> list[Transform]:
     options = preprocessing_options(preprocessing)
     orient: list[Transform] = []
@@ -143,7 +144,7 @@ def _front(
         xforms += [
             DimensionDispatchd(image_key, chains),
             SampleSlicesd([image_key, *label_keys], label_key=label_keys[0] if label_keys else None,
-                          num_slices=slices_per_volume, pos_fraction=pos_fraction),
+                          num_slices=slices_per_volume, pos_fraction=pos_fraction, negatives=negatives),
             CheckSpatialDimsd([image_key, *label_keys], 2),
         ]  # fmt: skip
         return xforms
@@ -191,6 +192,7 @@ def train_transforms(
     slice_orientation: Any = None,
     image_orientation: Any = None,
     weak_labels: bool = False,
+    slice_negatives: str = "uniform",
 ) -> Compose:
     """Training chain: load, check, orient, paper preprocessing, (patch), knee augmentation, float32.
 
@@ -231,6 +233,9 @@ def train_transforms(
         weak_labels: items without a label but with ``possible_slices`` (a volume's slice range
             that may hold the structure) train on their other slices as all background
             (:class:`~kneeseg.transforms.slicing.WeakSliceLabeld`; needs ``slices_per_volume``).
+        slice_negatives: how volumes' slices without foreground are drawn: ``"uniform"`` or
+            ``"near"`` (hard negatives next to the structure, see
+            :class:`~kneeseg.transforms.slicing.SampleSlicesd`).
 
     Returns:
         ``Compose``; outputs per key as in the module table (``P`` instead of ``N`` with patches).
@@ -245,7 +250,7 @@ def train_transforms(
     xforms = _front(
         image_key, label_keys, spatial_size, spatial_dims, spatial_axes, reader, label_reader,
         value_map, label_map, allow_empty, preprocessing, slices_per_volume, pos_fraction,
-        slice_orientation, image_orientation, weak_labels,
+        slice_orientation, image_orientation, weak_labels, slice_negatives,
     )
     if patch_size:
         xforms.append(_patch_sampler(image_key, label_keys, int(patch_size), int(spatial_size), spatial_dims,

@@ -45,6 +45,10 @@ class SampleSlicesd(Randomizable, MapTransform):
         pos_fraction: share of the sampled slices that hold foreground (when the volume has
             enough of them; the rest are drawn from the slices without foreground).
         slice_axis: the spatial axis across slices (default 2: ``(C, X, Y, Z)``).
+        negatives: how slices without foreground are drawn: ``"uniform"``, or ``"near"``: with
+            probability ``1 / (1 + d)``, ``d`` the distance (in slices) to the nearest slice
+            with foreground or of unknown class -- the hard negatives next to the structure
+            (the notch walls beside an ACL) are drawn far more often than far soft tissue.
 
     Each sample keeps the other keys of the input and gets ``slice_index`` in its image meta
     (``source_slice``) so that errors still name the file and the slice.
@@ -57,9 +61,13 @@ class SampleSlicesd(Randomizable, MapTransform):
         num_slices: int = 4,
         pos_fraction: float = 0.75,
         slice_axis: int = 2,
+        negatives: str = "uniform",
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
+        if negatives not in ("uniform", "near"):
+            raise ValueError(f"negatives must be 'uniform' or 'near', got {negatives!r}")
+        self.negatives = negatives
         if num_slices == 0 or num_slices < -1:
             raise ValueError(f"num_slices must be positive or -1 (all slices), got {num_slices}")
         if not 0.0 <= pos_fraction <= 1.0:
@@ -82,8 +90,17 @@ class SampleSlicesd(Randomizable, MapTransform):
         n_neg = min(len(neg), self.num_slices - n_pos)
         n_pos = min(len(pos), self.num_slices - n_neg)
         chosen = list(self.R.choice(pos, n_pos, replace=False)) if n_pos else []
-        chosen += list(self.R.choice(neg, n_neg, replace=False)) if n_neg else []
+        chosen += list(self.R.choice(neg, n_neg, replace=False, p=self._negative_weights(neg, positive | unknown))) if n_neg else []
         return sorted(int(c) for c in chosen)
+
+    def _negative_weights(self, neg: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+        """Sampling probabilities of the negative slices (``None``: uniform)."""
+        ref = np.flatnonzero(reference)
+        if self.negatives == "uniform" or len(ref) == 0:
+            return None
+        dist = np.abs(neg[:, None] - ref[None, :]).min(axis=1)
+        w = 1.0 / (1.0 + dist)
+        return w / w.sum()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Any:
         d = dict(data)
