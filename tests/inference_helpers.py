@@ -150,3 +150,37 @@ def untrained_model(path: Path, width: int = 4, seed: int = 0, foreground: float
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": net.state_dict()}, path)
     return path
+
+
+def output_snapshot(out: Path) -> Dict[str, object]:
+    """Everything a batch run leaves for its user, for comparing two runs byte by byte.
+
+    Files are compared by bytes, DICOM SEGs by their bytes with the attributes that record when
+    the file was written blanked (Instance Creation and Content Date/Time, Contribution DateTime:
+    a rerun cannot know them), and manifest rows without ``seconds``.
+    """
+    import io
+
+    from kneeseg.inference.batch import read_manifest
+
+    files: Dict[str, object] = {}
+    for p in sorted(out.rglob("*")):
+        if not p.is_file() or ".kneeseg" in p.parts or p.name == "manifest.csv":
+            continue
+        if p.suffix == ".dcm":
+            ds = pydicom.dcmread(p)
+            write_time = {"ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime",
+                          "ContributionDateTime"}  # fmt: skip
+
+            def blank(dataset, element):  # at any depth, e.g. ContributingEquipmentSequence
+                if element.keyword in write_time:
+                    element.value = ""
+
+            ds.walk(blank)
+            buf = io.BytesIO()
+            ds.save_as(buf)
+            files[p.relative_to(out).as_posix()] = buf.getvalue()
+        else:
+            files[p.relative_to(out).as_posix()] = p.read_bytes()
+    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in read_manifest(out / "manifest.csv")]
+    return {"files": files, "rows": rows}

@@ -103,7 +103,7 @@ def test_manifest_rows_one_by_one(batch_run, pacs):
     (missing,) = by["missing"]
     assert missing["status"] == "failed" and "missing slice" in missing["reason"]
     (notes,) = by["notes"]
-    assert notes["status"] == "skipped" and notes["reason"] == "not a DICOM image file"
+    assert notes["status"] == "skipped" and notes["reason"] == "not a DICOM image file: README.txt"
     for r in rows:
         if r["status"] != "ok":
             assert r["nifti"] == r["dicom_seg"] == r["preview"] == ""
@@ -256,22 +256,8 @@ def _infer_cmd(root: Path, out: Path, ckpt: Path) -> list:
             "--runtime", "eager", *sum((["--set", o] for o in OVERRIDES), [])]  # fmt: skip
 
 
-def _snapshot(out: Path) -> dict:
-    files = {}
-    for p in sorted(out.rglob("*")):
-        if not p.is_file() or ".kneeseg" in p.parts or p.name == "manifest.csv":
-            continue
-        if p.suffix == ".dcm":
-            ds = pydicom.dcmread(p)
-            files[p.relative_to(out).as_posix()] = (ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.PixelData)
-        else:
-            files[p.relative_to(out).as_posix()] = p.read_bytes()
-    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in read_manifest(out / "manifest.csv")]
-    return {"files": files, "rows": rows}
-
-
 def test_killed_run_resumes_to_the_same_result(tmp_path, phantom_model):
-    from inference_helpers import PHANTOM_SHAPE
+    from inference_helpers import PHANTOM_SHAPE, output_snapshot
 
     from kneeseg.data.phantom import generate_phantom
 
@@ -299,7 +285,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, phantom_model):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"{done_before} series already done" in rerun.stderr
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "temporary files left"
-    assert _snapshot(out) == _snapshot(tmp_path / "ref")
+    assert output_snapshot(out) == output_snapshot(tmp_path / "ref")
 
 
 # ----------------------------------------------------------------------------- torchrun

@@ -129,6 +129,7 @@ class SeriesVolume:
     issues: tuple[str, ...] = ()
     transfer_syntax: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    series_key: str = ""  # SeriesInstanceUID, or <uid>_f<hash> when one UID names series in several folders
     # header facts used to decide whether a series is a knee MR volume (see kneeseg.data.series_kind)
     body_part: str = ""  # BodyPartExamined, stripped, upper case ("" when missing)
     protocol_name: str = ""  # ProtocolName
@@ -303,6 +304,7 @@ class _FrameRecord:
     mosaic_images: int | None = None
     b_value: float | None = None
     diffusion_direction: tuple[float, float, float] | None = None
+    sop_uid: str = ""
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -587,11 +589,15 @@ def _has_dicm_marker(path: str) -> bool:
 
 def _read_dataset(path: str) -> tuple[Any | None, str | None]:
     """Read a DICOM file; return ``(dataset, None)``, ``(None, None)`` if not DICOM, or ``(None, message)``."""
-    size = os.path.getsize(path)
+    try:
+        size = os.path.getsize(path)
+        has_marker = size > 0 and _has_dicm_marker(path)
+    except OSError as exc:  # vanished file, symlink loop, no permission
+        return None, f"cannot read the file ({exc.strerror or exc})"
     if size == 0:
         return None, "empty file (0 bytes)"
     suffix = Path(path).suffix.lower()
-    if not _has_dicm_marker(path):
+    if not has_marker:
         if suffix not in _DICOM_SUFFIXES:
             return None, None
         try:  # a '.dcm' file may lack the 128-byte preamble: try once without it
@@ -637,6 +643,7 @@ def _records_from_dataset(ds: Any, path: str) -> tuple[list[_FrameRecord], str |
         columns=int(ds.Columns),
         samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
         transfer_syntax=str(ts),
+        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
         **_selection_facts(ds),
     )
     if not common["series_uid"]:
@@ -958,6 +965,71 @@ def _slice_name(r: _FrameRecord) -> str:
     return name if r.frame is None else f"{name} frame {r.frame}"
 
 
+def _slice_identity(r: _FrameRecord) -> tuple:
+    """What makes two slices of one series the same slice: position, echo, acquisition, diffusion."""
+    pos = None if r.position is None else tuple(round(v, 2) for v in r.position)
+    te = None if r.echo_time is None else round(r.echo_time, 2)
+    return (pos, r.echo_number, te, r.acquisition_number, r.b_value, r.diffusion_direction)
+
+
+def _series_groups(uid: str, records: list[_FrameRecord]) -> list[tuple[str, list[_FrameRecord], list[str]]]:
+    """``(series key, records, notes)`` for the records of one SeriesInstanceUID.
+
+    - The same instance (SOPInstanceUID and frame) in several files -- a series copied twice, a
+      file duplicated -- is read once; the copies are named in a note.
+    - The same UID for different series in different folders (slices that would duplicate each
+      other across folders, with different instances) is split by folder, key ``<uid>_f<hash>``,
+      so neither is lost nor merged into a broken volume. A series stored across folders without
+      such overlap stays one series.
+    """
+    notes: list[str] = []
+    kept: list[_FrameRecord] = []
+    seen: dict[tuple, _FrameRecord] = {}
+    copies: list[str] = []
+    for r in sorted(records, key=lambda r: (r.path, r.frame or 0)):
+        key = (r.sop_uid, r.frame)
+        if r.sop_uid and key in seen and _slice_identity(seen[key]) == _slice_identity(r):
+            copies.append(r.path)
+            continue
+        seen.setdefault(key, r)
+        kept.append(r)
+    if copies:
+        shown = ", ".join(os.path.basename(c) for c in copies[:3]) + (" ..." if len(copies) > 3 else "")
+        notes.append(f"{len(copies)} duplicate file(s) of instances already read ignored ({shown})")
+    by_dir: dict[str, list[_FrameRecord]] = defaultdict(list)
+    for r in kept:
+        by_dir[os.path.dirname(r.path)].append(r)
+    if len(by_dir) > 1:
+        owners: dict[tuple, set] = defaultdict(set)
+        for folder, recs in by_dir.items():
+            for r in recs:
+                owners[_slice_identity(r)].add(folder)
+        if any(len(f) > 1 for f in owners.values()):
+            import hashlib
+
+            out = []
+            for folder, recs in sorted(by_dir.items()):
+                key = f"{uid}_f{hashlib.sha1(folder.encode()).hexdigest()[:8]}"
+                note = f"SeriesInstanceUID {uid} is shared by different series in {len(by_dir)} folders; this is the one in {folder}"
+                out.append((key, recs, notes + [note]))
+            return out
+    return [(uid, kept, notes)]
+
+
+def _series_volumes(key: str, records: list[_FrameRecord]) -> list[SeriesVolume]:
+    """The volumes of one series: per echo, then per diffusion volume, then per acquisition."""
+    volumes: list[SeriesVolume] = []
+    for echo_index, echo_records in enumerate(_echo_groups(records)):
+        base_id = f"{key}_e{echo_index}"
+        diffusion = _diffusion_groups(echo_records)
+        if diffusion is None:
+            volumes.extend(_split_acquisitions(echo_records, echo_index, base_id))
+        else:
+            for d, group in enumerate(diffusion):
+                volumes.extend(_split_acquisitions(group, echo_index, f"{base_id}_d{d}", d))
+    return volumes
+
+
 def discover_series(source: PathLike | Sequence[PathLike]) -> DiscoveryResult:
     """Find every DICOM image volume under a folder (recursively) or in a list of files.
 
@@ -1004,15 +1076,13 @@ def discover_series(source: PathLike | Sequence[PathLike]) -> DiscoveryResult:
             by_series[rec.series_uid].append(rec)
 
     volumes: list[SeriesVolume] = []
-    for uid, records in by_series.items():
-        for echo_index, echo_records in enumerate(_echo_groups(records)):
-            base_id = f"{uid}_e{echo_index}"
-            diffusion = _diffusion_groups(echo_records)
-            if diffusion is None:
-                volumes.extend(_split_acquisitions(echo_records, echo_index, base_id))
-            else:
-                for d, group in enumerate(diffusion):
-                    volumes.extend(_split_acquisitions(group, echo_index, f"{base_id}_d{d}", d))
+    for uid, all_records in by_series.items():
+        for key, records, notes in _series_groups(uid, all_records):
+            for vol in _series_volumes(key, records):
+                vol.series_key = key
+                if notes:
+                    vol.extra["notes"] = list(notes)
+                volumes.append(vol)
     volumes.sort(
         key=lambda v: (
             v.patient_id,

@@ -1,7 +1,7 @@
 """What MONAI's engines lack for kneeseg: the AMP policy (CUDA fp16 + GradScaler, CPU bf16)."""
 
 from kneeseg.engines.amp import AmpPolicy, cpu_supports_bf16, resolve_amp
-from kneeseg.engines.checkpoint import LastCheckpointSaver, ResumeFromCheckpoint, save_checkpoint
+from kneeseg.engines.checkpoint import BestCheckpointSaver, LastCheckpointSaver, ResumeFromCheckpoint, save_checkpoint
 from kneeseg.engines.curves import TrainingCurveHandler, plot_training_curves
 from kneeseg.engines.inferers import AutocastInferer, SliceOrSimpleInferer
 from kneeseg.engines.validation import FinalValidationHandler
@@ -11,6 +11,7 @@ __all__ = [
     "FinalValidationHandler",
     "AmpPolicy",
     "AutocastInferer",
+    "BestCheckpointSaver",
     "LastCheckpointSaver",
     "ResumeFromCheckpoint",
     "TrainingCurveHandler",

@@ -1,8 +1,15 @@
-"""A resumable 'last' checkpoint, written atomically after every epoch."""
+"""Checkpoints that lose nothing: a resumable ``last.pt`` after every epoch, and ``model.pt`` only
+when validation improves -- also across a resume, and never silently over an earlier run's model.
+
+Every file is written atomically (:func:`kneeseg.io.atomic_path`): a kill during a save leaves
+the previous complete file, and the next run removes the temporary file it left.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
@@ -10,7 +17,25 @@ import torch
 
 from kneeseg.io import atomic_path
 
-__all__ = ["LastCheckpointSaver", "ResumeFromCheckpoint", "save_checkpoint"]
+__all__ = ["BestCheckpointSaver", "LastCheckpointSaver", "ResumeFromCheckpoint", "save_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+def _is_rank0() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+
+def _remove_stale_temporaries(folder: Path, target: str) -> None:
+    """Remove the temporary files a killed save of ``target`` left in ``folder``."""
+    from kneeseg.io import is_temporary_of
+
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if is_temporary_of(path.name, target):
+            path.unlink(missing_ok=True)
+            logger.info("removed %s, left by an interrupted save", path)
 
 
 def save_checkpoint(objects: Mapping[str, Any], path: Union[str, Path]) -> Path:
@@ -37,7 +62,8 @@ class LastCheckpointSaver:
 
     Writes ``<save_dir>/<filename>`` (default ``last.pt``) holding the state dicts of
     ``save_dict`` (typically network, optimizer and lr scheduler) plus the trainer it is
-    attached to, as ``"trainer"`` (its state holds the epoch and iteration counters). Resume with MONAI's ``CheckpointLoader``
+    attached to, as ``"trainer"`` (its state holds the epoch and iteration counters), and the
+    trainer's ``GradScaler`` as ``"scaler"`` when it has one (fp16 AMP on CUDA). Resume with MONAI's ``CheckpointLoader``
     on the same ``load_dict``: the trainer then continues at the next epoch with the saved
     optimizer state. Only rank 0 writes under ``torch.distributed``.
 
@@ -60,13 +86,16 @@ class LastCheckpointSaver:
         from ignite.engine import Events
 
         self.save_dict.setdefault("trainer", engine)
+        if getattr(engine, "scaler", None) is not None:  # fp16 AMP: resume with the scaler's state
+            self.save_dict.setdefault("scaler", engine.scaler)
+        if _is_rank0():
+            _remove_stale_temporaries(self.path.parent, self.path.name)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self._save)
         engine.add_event_handler(Events.COMPLETED, self._save)
 
     def _save(self, engine: Any) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-            return
-        save_checkpoint(self.save_dict, self.path)
+        if _is_rank0():
+            save_checkpoint(self.save_dict, self.path)
 
 
 class ResumeFromCheckpoint:
@@ -93,17 +122,138 @@ class ResumeFromCheckpoint:
         self.map_location = map_location
 
     def attach(self, engine: Any) -> None:
-        """Register with an ignite engine (the trainer to resume)."""
-        import logging
+        """Register with an ignite engine (the trainer to resume).
 
+        Raises:
+            ValueError: the checkpoint cannot be read, or was saved by another network or
+                optimizer configuration; the message names the file and what to do.
+        """
         from monai.handlers import CheckpointLoader
 
-        logger = logging.getLogger(__name__)
         if not self.enabled or not self.load_path.is_file():
             logger.info("no checkpoint to resume from at %s: starting fresh", self.load_path)
             return
         logger.info("resuming from %s", self.load_path)
-        loader = CheckpointLoader(
-            load_path=str(self.load_path), load_dict={**self.load_dict, "trainer": engine}, map_location=self.map_location
-        )
+        try:
+            saved = torch.load(self.load_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated or corrupt file
+            raise ValueError(
+                f"{self.load_path}: cannot resume, the checkpoint is unreadable ({type(exc).__name__}: {exc}); "
+                "delete it to start again, or train with resume=false"
+            ) from exc
+        load_dict = {**self.load_dict, "trainer": engine}
+        if getattr(engine, "scaler", None) is not None and isinstance(saved, dict) and "scaler" in saved:
+            load_dict["scaler"] = engine.scaler
+        missing = [k for k in load_dict if not isinstance(saved, dict) or k not in saved]
+        if missing:
+            raise ValueError(f"{self.load_path}: cannot resume, the checkpoint lacks {missing}; train with resume=false")
+        for name, obj in self.load_dict.items():
+            if isinstance(obj, torch.nn.Module):
+                target = obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
+                try:
+                    target.load_state_dict(saved[name])
+                except RuntimeError as exc:
+                    first = str(exc).strip().splitlines()[0]
+                    raise ValueError(
+                        f"{self.load_path}: cannot resume, its '{name}' was saved by a different network "
+                        f"configuration ({first}); resume with the settings it was trained with, or train with "
+                        "resume=false"
+                    ) from exc
+        loader = CheckpointLoader(load_path=str(self.load_path), load_dict=load_dict, map_location=self.map_location)
         loader.attach(engine)
+
+
+class BestCheckpointSaver:
+    """Ignite handler on the validator: save ``model.pt`` when the key metric improves.
+
+    Unlike a plain best-metric saver it remembers the best score across a resume: the score and
+    epoch are stored in the checkpoint (``{"model": ..., "best": {"metric", "score", "epoch"}}``;
+    loaders that read ``"model"``, MONAI's ``CheckpointLoader`` included, are unaffected), so the
+    first validation after ``resume`` does not replace a better model. A fresh run (``resume``
+    false) that finds a ``model.pt`` from an earlier run keeps it aside as
+    ``model.<its time>.pt`` before writing the new one -- nothing is silently destroyed, and
+    MONAI Label's fine-tuning of ``model.pt`` works as before (it loads the old weights first).
+    Only rank 0 writes under ``torch.distributed``.
+
+    Args:
+        save_dir: checkpoint folder.
+        save_dict: ``{name: object with state_dict()}`` (the network as ``"model"``).
+        filename: the best-model file (default ``model.pt``).
+        key_metric: metric name in the validator's state (default: its key metric).
+        resume: whether this run resumes an earlier one (the bundle's ``resume``).
+    """
+
+    def __init__(
+        self,
+        save_dir: Union[str, Path],
+        save_dict: Mapping[str, Any],
+        filename: str = "model.pt",
+        key_metric: str | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.path = Path(save_dir) / filename
+        self.save_dict = dict(save_dict)
+        self.key_metric = key_metric
+        self.resume = bool(resume)
+        self.best: float | None = None
+        self._checked_previous = False
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        if _is_rank0():
+            _remove_stale_temporaries(self.path.parent, self.path.name)
+        if self.resume:
+            self.best = self.stored_score(self.path)
+            if self.best is not None:
+                logger.info("resuming: %s holds the best %s so far, %.4f", self.path, self.key_metric or "score", self.best)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    @staticmethod
+    def stored_score(path: Union[str, Path]) -> float | None:
+        """The best score recorded in a checkpoint this saver wrote (None if none/unreadable)."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        try:
+            best = torch.load(path, map_location="cpu", weights_only=True).get("best")
+            return None if best is None else float(best["score"])
+        except Exception:
+            return None
+
+    def _keep_previous(self) -> None:
+        """A fresh run found an earlier run's model: move it aside (never delete it)."""
+        if self._checked_previous or self.resume:
+            self._checked_previous = True
+            return
+        self._checked_previous = True
+        if self.path.is_file():
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.path.stat().st_mtime))
+            aside = self.path.with_name(f"{self.path.stem}.{stamp}{self.path.suffix}")
+            n = 1
+            while aside.exists():
+                aside = self.path.with_name(f"{self.path.stem}.{stamp}-{n}{self.path.suffix}")
+                n += 1
+            os.replace(self.path, aside)
+            logger.warning("kept the earlier %s as %s (this is a fresh run, resume=false)", self.path.name, aside)
+
+    def __call__(self, engine: Any) -> None:
+        name = self.key_metric or getattr(engine.state, "key_metric_name", None)
+        metrics = getattr(engine.state, "metrics", {}) or {}
+        if name is None or name not in metrics:
+            raise ValueError(f"BestCheckpointSaver: metric {name!r} not among the validator's metrics {sorted(metrics)}")
+        score = float(metrics[name])
+        if self.best is not None and not score > self.best:
+            return
+        self.best = score
+        if not _is_rank0():
+            return
+        self._keep_previous()
+        state: Dict[str, Any] = {}
+        for key, obj in self.save_dict.items():
+            target = obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
+            state[key] = target.state_dict() if hasattr(target, "state_dict") else target
+        state["best"] = {"metric": str(name), "score": score, "epoch": int(getattr(engine.state, "epoch", 0) or 0)}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+        logger.info("saved %s (%s %.4f)", self.path, name, score)

@@ -139,12 +139,18 @@ class BatchResult:
 
 
 def _safe(text: str, fallback: str) -> str:
-    """A file-name-safe form of ``text``, at most 64 characters; a longer one keeps its first 47
-    characters plus a hash of the whole text, so different texts never share a name."""
-    out = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text or "")).strip("._")
-    if len(out) > 64:
-        out = f"{out[:47]}-{hashlib.sha1(str(text).encode()).hexdigest()[:16]}"
-    return out or fallback
+    """A readable, file-name-safe form of ``text`` (ASCII letters, digits, ``._-``), at most 64
+    characters, that two different texts never share: when the text had to be changed (other
+    characters) or shortened, a hash of the whole text is added, and a long text keeps its start
+    and its end (``..._e0_a12``: suffixes are never dropped)."""
+    text = str(text or "")
+    out = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    if out == text and len(out) <= 64:
+        return out or fallback
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    if len(out) + 13 <= 64:
+        return f"{out}-{digest}" if out else f"{fallback}-{digest}"
+    return f"{out[:26]}-{digest}-{out[-24:]}"
 
 
 def _volume_row(vol: Any, root: Path) -> Dict[str, Any]:
@@ -227,10 +233,10 @@ def plan_work(
     items: List[WorkItem] = []
     by_series: Dict[str, List[Any]] = {}
     for vol in result.volumes:
-        by_series.setdefault(vol.series_uid, []).append(vol)
+        by_series.setdefault(vol.series_key or vol.series_uid, []).append(vol)
     done_series: set = set()
     for vol in result.volumes:
-        uid = vol.series_uid
+        uid = vol.series_key or vol.series_uid
         if uid in done_series:
             continue
         series = by_series[uid]
@@ -249,7 +255,7 @@ def plan_work(
         row = _volume_row(vol, root)
         item = WorkItem(key=_safe(vol.volume_id, "volume"), row=row, volume=vol)
         accept, note = (True, "") if body_part is None else body_part_decision(vol, body_part, any_body_part)
-        row["notes"] = note
+        row["notes"] = "; ".join([n for n in [note, *vol.extra.get("notes", [])] if n])
         if vol.modality not in modalities:
             item.status = "skipped"
             item.reason = f"modality {vol.modality or 'unknown'}: the model segments {'/'.join(modalities)} images"
@@ -276,11 +282,14 @@ def plan_work(
                 WorkItem(key=_file_key("file", problem.path), row=_file_row(problem.path, root),
                          status="failed", reason=problem.message)
             )  # fmt: skip
-    for path in result.ignored:
-        items.append(
-            WorkItem(key=_file_key("ignored", path), row=_file_row(path, root), status="skipped",
-                     reason="not a DICOM image file")
-        )  # fmt: skip
+    ignored_by_folder: Dict[str, List[str]] = {}
+    for path in result.ignored:  # one row per folder, however many such files it holds
+        ignored_by_folder.setdefault(os.path.dirname(path), []).append(os.path.basename(path))
+    for folder, names in ignored_by_folder.items():
+        shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        reason = f"not a DICOM image file: {shown}" if len(names) == 1 else f"{len(names)} files that are not DICOM images: {shown}"
+        items.append(WorkItem(key=_file_key("ignored", folder), row=_file_row(folder, root), status="skipped",
+                              reason=reason))  # fmt: skip
     return items
 
 
@@ -303,6 +312,20 @@ def _read_record(out: Path, key: str) -> Optional[Dict[str, Any]]:
 
 def _outputs_exist(out: Path, record: Mapping[str, Any]) -> bool:
     return all((out / record[k]).is_file() for k in ("nifti", "dicom_seg", "preview") if record.get(k))
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and prove a file can be written there, or raise a clear ``OSError``."""
+    from kneeseg.io import atomic_write_bytes
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = atomic_write_bytes(out / ".kneeseg-write-test", b"")
+        probe.unlink()
+    except OSError as exc:
+        error = OSError(f"output folder {out} is not writable: {exc.strerror or exc}")
+        error.errno = exc.errno
+        raise error from exc
 
 
 def _clean_stale_temporaries(out: Path) -> int:
@@ -532,7 +555,7 @@ def predict_folder(
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         tag = f"[rank {rank}/{world}] " if world > 1 else ""
         if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
+            _check_writable(out)
             stale = _clean_stale_temporaries(out)
             if stale:
                 say(f"{tag}removed {stale} temporary file(s) left by an interrupted run")
@@ -543,9 +566,14 @@ def predict_folder(
         items: Optional[List[WorkItem]] = None
         if rank == 0:
             say(f"{tag}discovering DICOM series under {root} ...")
+            t_discover = time.perf_counter()
             items = plan_work(root, slice_plane=settings["slice_plane"], any_plane=any_plane,
                               series_filter=series_filter, echo=echo, body_part=settings["body_part"] or None,
                               any_body_part=any_body_part)  # fmt: skip
+            if not items:
+                say(f"{tag}no files under {root}: nothing to segment")
+            else:
+                say(f"{tag}discovery took {time.perf_counter() - t_discover:.1f} s")
         items = _broadcast(items, world)
         assert items is not None
         columns = manifest_columns(settings["class_names"])
