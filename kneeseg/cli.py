@@ -70,6 +70,18 @@ def _parse_id_lists(items: Optional[Sequence[str]]) -> Optional[Dict[str, str]]:
     return out
 
 
+def _parse_hold_out(items: Optional[Sequence[str]]) -> Optional[Dict[str, int]]:
+    if not items:
+        return None
+    out: Dict[str, int] = {}
+    for item in items:
+        key, sep, n = item.partition("=")
+        if not sep or not key or not n.isdigit():
+            raise ValueError(f"--hold-out expects KEY=N (e.g. training=9), got {item!r}")
+        out[key] = int(n)
+    return out
+
+
 def _cmd_data_manifest(args: argparse.Namespace) -> int:
     from kneeseg.data.manifest import build_manifest, write_manifest
 
@@ -87,6 +99,7 @@ def _cmd_data_manifest(args: argparse.Namespace) -> int:
         reference=args.reference,
         labels=_parse_labels(args.labels),
         image_orientation=args.image_orientation,
+        hold_out=_parse_hold_out(args.hold_out),
     )
     path = write_manifest(manifest, args.out)
     parts = ", ".join(f"{k} {len(manifest[k])}" for k in manifest if isinstance(manifest[k], list))
@@ -165,6 +178,11 @@ def _add_data_commands(commands: Any) -> None:
     mf.add_argument("--description", help="dataset description (MSD 'description')")
     mf.add_argument("--reference", help="dataset source / citation (MSD 'reference')")
     mf.add_argument("--labels", nargs="+", metavar="NAME", help="class names in id order, or ID=NAME items")
+    mf.add_argument(
+        "--hold-out", action="append", metavar="KEY=N",
+        help="split part KEY once more (seeded) into KEY_fit and KEY_holdout with N patients, e.g. to choose "
+        "checkpoints on cases neither trained nor tested on; repeatable",
+    )
     mf.add_argument(
         "--image-orientation", metavar="RD",
         help="2D images: where their columns (right) and rows (down) point in the patient, as two letters "

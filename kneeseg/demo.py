@@ -49,7 +49,8 @@ def run_demo(out: Path, cases: int = 12, seed: int = 0, epochs: Optional[int] = 
             shutil.rmtree(d, ignore_errors=True)
 
     _step(f"1/4 phantom: {cases} cases -> {phantom}")
-    if not (phantom / "dataset_2d.json").is_file():
+    datalist_2d = phantom / "dataset_2d.json"
+    if not datalist_2d.is_file() or "image_orientation" not in json.loads(datalist_2d.read_text()):
         generate_phantom(phantom, cases=cases, seed=seed, progress=lambda line: print("   ", line, flush=True))
     else:
         print("    already there (delete it to regenerate)")
@@ -82,12 +83,13 @@ def run_demo(out: Path, cases: int = 12, seed: int = 0, epochs: Optional[int] = 
     first = datalist[0]
     case_dir = Path(first["dicom"]).name
     pred = np.asarray(nib.load(seg / f"{case_dir}_seg.nii.gz").dataobj)
-    image = np.asarray(nib.load(phantom / first["image"]).dataobj)
+    image_nii = nib.load(phantom / first["image"])
+    image = np.asarray(image_nii.dataobj)
     truth = np.asarray(nib.load(phantom / first["label"]).dataobj) == 4
     dice = 2 * np.logical_and(pred > 0, truth).sum() / max((pred > 0).sum() + truth.sum(), 1)
     overlay = save_overlay_png(
         image, pred, out / "overlay.png", title=f"{case_dir}: predicted ligament (fill) vs truth (contour), Dice {dice:.3f}",
-        class_names={1: "patellar ligament (predicted)"}, reference=truth,
+        class_names={1: "patellar ligament (predicted)"}, reference=truth, affine=image_nii.affine,
     )  # fmt: skip
     timings["total_s"] = time.perf_counter() - t0
     print(f"\n    DICOM-series inference Dice on {case_dir}: {dice:.3f}")

@@ -318,3 +318,56 @@ def test_bad_inputs_raise_clear_errors():
         KM.OverlapMetric(num_classes=3)(torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 4, 4))
     with pytest.raises(ValueError, match="unknown metric"):
         KM.metric_handler("accuracy")
+
+
+# ----------------------------------------------------------------------------- labels of the numbers
+def test_hd95_unit_is_pixels_for_2d_files_and_mm_for_volumes(tmp_path, shared_data):
+    """A PNG carries no spacing: its HD95 is in pixels, even though MONAI gives it an affine."""
+    import nibabel as nib
+
+    from kneeseg.transforms.loading import load_image
+
+    case = sorted((shared_data / "knee-acl" / "cases").iterdir())[0]
+    png = load_image("image")({"image": str(case / "img.png")})["image"][None]
+    assert KM.spacing_from_meta(png) is None
+    nii = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3), np.float32), np.diag([0.5, 0.5, 2.0, 1.0])), nii)
+    vol = load_image("image")({"image": str(nii)})["image"][None]
+    assert KM.spacing_from_meta(vol) == [[0.5, 0.5, 2.0]]
+    m = KM.SegmentationMetrics(num_classes=2)
+    y = MetaTensor(_mask((8, 8), (slice(2, 5), slice(2, 5))).float(), meta=dict(png.meta))
+    m(_logits_from_ids(_mask((8, 8), (slice(3, 6), slice(2, 5))), 2), y)
+    summary = m.aggregate()
+    assert summary["hd95_unit"] == "pixel"
+    assert "HD95 (px)" in KM.format_table1({"m": summary})
+
+
+def test_loss_rate_is_cross_entropy_and_the_training_loss_has_its_own_column():
+    ids = _mask((6, 6), (slice(1, 4), slice(1, 4)))
+    logits = _logits_from_ids(_mask((6, 6), (slice(2, 5), slice(1, 4))), 2) * 0.3
+    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
+    m = KM.SegmentationMetrics(num_classes=2, train_loss_fn=dice_ce)
+    m(logits, ids)
+    summary = m.aggregate()
+    ce = float(F.cross_entropy(logits, ids[:, 0]))
+    assert summary["per_image_mean"]["loss_rate"] == pytest.approx(ce, rel=1e-6)
+    assert summary["per_image_mean"]["train_loss"] == pytest.approx(float(dice_ce(logits, ids)), rel=1e-5)
+    assert m.rows()[0]["train_loss"] != pytest.approx(m.rows()[0]["loss"])
+    table = KM.format_table1({"m": summary})
+    assert "Loss rate" in table and "Train loss" in table
+
+
+def test_structure_free_images_are_reported_apart():
+    """An image without the structure and an empty prediction scores F1 = 1; the summary and the
+    table also give the means over the images that hold the structure."""
+    truth = torch.cat([_mask((6, 6), (slice(1, 4), slice(1, 4))), _mask((6, 6))])
+    pred = torch.cat([_mask((6, 6), (slice(1, 4), slice(2, 5))), _mask((6, 6))])
+    m = KM.SegmentationMetrics(num_classes=2)
+    m(_logits_from_ids(pred, 2), truth)
+    s = m.aggregate()
+    f1_first = 2 * 6 / (9 + 9)
+    assert s["per_image_mean"]["f1"] == pytest.approx((f1_first + 1.0) / 2)
+    assert s["num_cases_with_structure"] == 1
+    assert s["per_image_mean_with_structure"]["f1"] == pytest.approx(f1_first)
+    table = KM.format_table1({"m": s})
+    assert "m (all 2 images)" in table and "m (1 images with the structure)" in table

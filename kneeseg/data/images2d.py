@@ -275,6 +275,7 @@ class Image2DReader(ImageReader):
                     "spatial_shape": np.asarray(arr.shape),
                     "original_channel_dim": float("nan") if len(items) == 1 else 0,
                     "filename_or_obj": source,
+                    "has_geometry": False,  # a 2D file has no spacing: distances stay in pixels
                 }
         data = arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=0)
         return data, meta
@@ -403,6 +404,7 @@ class LabelmeReader(ImageReader):
             "spatial_shape": np.asarray(arrays[0].shape),
             "original_channel_dim": float("nan") if len(arrays) == 1 else 0,
             "filename_or_obj": names[0],
+            "has_geometry": False,
         }
         data = arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=0)
         return data, meta

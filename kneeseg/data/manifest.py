@@ -404,6 +404,7 @@ def build_manifest(
     reference: Optional[str] = None,
     labels: Optional[Mapping[int, str]] = None,
     image_orientation: Any = None,
+    hold_out: Optional[Mapping[str, int]] = None,
 ) -> Dict[str, Any]:
     """Build an MSD-style datalist for the images under ``root``.
 
@@ -423,6 +424,9 @@ def build_manifest(
         image_orientation: for 2D images (which carry no geometry), the anatomical directions of
             their columns and rows, e.g. ``{"right": "inferior", "down": "posterior"}`` (see
             :class:`kneeseg.data.orientation.SliceOrientation`); stored as ``image_orientation``.
+        hold_out: ``{key: n}``: split part ``key`` (an id list or a split part) once more, seeded,
+            into ``<key>_fit`` and ``<key>_holdout`` (``n`` patients), e.g. to pick checkpoints
+            on cases that are neither trained on nor tested on.
 
     Returns:
         The manifest dict (metadata, ``split`` record, then the parts; empty parts omitted).
@@ -502,6 +506,20 @@ def build_manifest(
         manifest["numTraining"] = len(fixed.get("training", random_parts.get("training", [])))
     manifest.update(fixed)
     manifest.update({k: v for k, v in random_parts.items() if v})
+    for key, n in (hold_out or {}).items():
+        if key not in manifest or not isinstance(manifest[key], list):
+            raise ManifestError(f"hold-out: no part {key!r} to split (parts: {[k for k in manifest if isinstance(manifest[k], list)]})")
+        part = manifest[key]
+        pids = list(dict.fromkeys(e.get("patient", e["image"]) for e in part))
+        if not 0 < int(n) < len(pids):
+            raise ManifestError(f"hold-out: {key!r} has {len(pids)} patients; cannot hold out {n}")
+        rng = np.random.default_rng(seed)
+        held = set(pids[i] for i in rng.permutation(len(pids))[: int(n)])
+        manifest[f"{key}_fit"] = [e for e in part if e.get("patient", e["image"]) not in held]
+        manifest[f"{key}_holdout"] = [e for e in part if e.get("patient", e["image"]) in held]
+        manifest["split"].setdefault("hold_out", {})[key] = {
+            "keys": [f"{key}_fit", f"{key}_holdout"], "patients": [len(pids) - int(n), int(n)], "seed": seed,
+        }  # fmt: skip
     return manifest
 
 

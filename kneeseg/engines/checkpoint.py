@@ -166,18 +166,19 @@ class ResumeFromCheckpoint:
 class BestCheckpointSaver:
     """Ignite handler on the validator: save ``model.pt`` when the key metric improves.
 
-    Unlike a plain best-metric saver it remembers the best score across a resume: the score and
-    epoch are stored in the checkpoint (``{"model": ..., "best": {"metric", "score", "epoch"}}``;
-    loaders that read ``"model"``, MONAI's ``CheckpointLoader`` included, are unaffected), so the
-    first validation after ``resume`` does not replace a better model. A fresh run (``resume``
-    false) that finds a ``model.pt`` from an earlier run keeps it aside as
-    ``model.<its time>.pt`` before writing the new one -- nothing is silently destroyed, and
-    MONAI Label's fine-tuning of ``model.pt`` works as before (it loads the old weights first).
-    Only rank 0 writes under ``torch.distributed``.
+    ``model.pt`` stays what MONAI's ``CheckpointSaver`` writes for one object (the network's
+    bare state dict, so ``ckpt_export``, MONAI Label and ``CheckpointLoader`` read it as before);
+    beside it ``model.json`` records the metric, its score, the epoch and the SHA-256 of the
+    ``model.pt`` it belongs to. Unlike a plain best-metric saver this remembers the best score
+    across a resume, so the first validation after ``resume`` does not replace a better model. A
+    ``model.pt`` it cannot vouch for -- a fresh run (``resume`` false) finding an earlier run's
+    model, or a resume without a matching ``model.json`` -- is kept aside as ``model.<its
+    time>.pt`` before the first save: nothing is silently destroyed, and MONAI Label's fine-tuning
+    of ``model.pt`` works as before (it loads the old weights first). Only rank 0 writes.
 
     Args:
         save_dir: checkpoint folder.
-        save_dict: ``{name: object with state_dict()}`` (the network as ``"model"``).
+        save_dict: ``{name: object with state_dict()}``; one object is saved bare (the network).
         filename: the best-model file (default ``model.pt``).
         key_metric: metric name in the validator's state (default: its key metric).
         resume: whether this run resumes an earlier one (the bundle's ``resume``).
@@ -192,41 +193,48 @@ class BestCheckpointSaver:
         resume: bool = False,
     ) -> None:
         self.path = Path(save_dir) / filename
+        self.record = self.path.with_suffix(".json")
         self.save_dict = dict(save_dict)
         self.key_metric = key_metric
         self.resume = bool(resume)
         self.best: float | None = None
-        self._checked_previous = False
+        self._vouched = False  # whether an existing model.pt may be replaced by a better one
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
 
         if _is_rank0():
-            _remove_stale_temporaries(self.path.parent, self.path.name)
+            for target in (self.path.name, self.record.name):
+                _remove_stale_temporaries(self.path.parent, target)
         if self.resume:
             self.best = self.stored_score(self.path)
             if self.best is not None:
+                self._vouched = True
                 logger.info("resuming: %s holds the best %s so far, %.4f", self.path, self.key_metric or "score", self.best)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     @staticmethod
     def stored_score(path: Union[str, Path]) -> float | None:
-        """The best score recorded in a checkpoint this saver wrote (None if none/unreadable)."""
+        """The best score recorded for ``path`` (None without a ``.json`` record that matches it)."""
+        import hashlib
+        import json
+
         path = Path(path)
-        if not path.is_file():
+        record = path.with_suffix(".json")
+        if not path.is_file() or not record.is_file():
             return None
         try:
-            best = torch.load(path, map_location="cpu", weights_only=True).get("best")
-            return None if best is None else float(best["score"])
-        except Exception:
+            info = json.loads(record.read_text())
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            return float(info["score"]) if info.get("sha256") == digest else None
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def _keep_previous(self) -> None:
-        """A fresh run found an earlier run's model: move it aside (never delete it)."""
-        if self._checked_previous or self.resume:
-            self._checked_previous = True
+        """A model.pt this run cannot vouch for: move it aside (never delete it)."""
+        if self._vouched:
             return
-        self._checked_previous = True
+        self._vouched = True
         if self.path.is_file():
             stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.path.stat().st_mtime))
             aside = self.path.with_name(f"{self.path.stem}.{stamp}{self.path.suffix}")
@@ -235,9 +243,16 @@ class BestCheckpointSaver:
                 aside = self.path.with_name(f"{self.path.stem}.{stamp}-{n}{self.path.suffix}")
                 n += 1
             os.replace(self.path, aside)
-            logger.warning("kept the earlier %s as %s (this is a fresh run, resume=false)", self.path.name, aside)
+            if self.record.is_file():
+                os.replace(self.record, aside.with_suffix(".json"))
+            logger.warning("kept the earlier %s as %s (this run does not build on it)", self.path.name, aside)
 
     def __call__(self, engine: Any) -> None:
+        import hashlib
+        import json
+
+        from kneeseg.io import atomic_write_text
+
         name = self.key_metric or getattr(engine.state, "key_metric_name", None)
         metrics = getattr(engine.state, "metrics", {}) or {}
         if name is None or name not in metrics:
@@ -249,11 +264,14 @@ class BestCheckpointSaver:
         if not _is_rank0():
             return
         self._keep_previous()
-        state: Dict[str, Any] = {}
+        states = {}
         for key, obj in self.save_dict.items():
             target = obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
-            state[key] = target.state_dict() if hasattr(target, "state_dict") else target
-        state["best"] = {"metric": str(name), "score": score, "epoch": int(getattr(engine.state, "epoch", 0) or 0)}
+            states[key] = target.state_dict() if hasattr(target, "state_dict") else target
+        state = next(iter(states.values())) if len(states) == 1 else states
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
+        info = {"metric": str(name), "score": score, "epoch": int(getattr(engine.state, "epoch", 0) or 0),
+                "sha256": hashlib.sha256(self.path.read_bytes()).hexdigest()}  # fmt: skip
+        atomic_write_text(self.record, json.dumps(info, indent=1) + "\n")
         logger.info("saved %s (%s %.4f)", self.path, name, score)

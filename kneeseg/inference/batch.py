@@ -161,6 +161,8 @@ def _volume_row(vol: Any, root: Path) -> Dict[str, Any]:
         source = os.path.relpath(folder, root)
     except ValueError:
         source = folder
+    if source == ".":  # the input folder is the series itself: name it
+        source = Path(root).resolve().name or str(root)
     return {
         "patient_id": vol.patient_id,
         "study_uid": vol.study_uid,

@@ -309,7 +309,9 @@ class SegmentationMetrics(CumulativeIterationMetric):
 
     Args:
         num_classes: ``C``; ``None`` takes it from ``y_pred``.
-        loss_fn: as in :class:`LossRateMetric` (default cross-entropy).
+        loss_fn: as in :class:`LossRateMetric` (default cross-entropy, the paper's loss rate).
+        train_loss_fn: optionally the training loss (e.g. Dice + CE), reported as its own
+            ``train_loss`` so that the loss rate stays the paper's cross-entropy.
         activation: ``"softmax"`` (logits) or ``None`` (probabilities).
         include_background: include class 0 in the class-wise metrics.
         compute_hd95: compute HD95 (the slowest metric).
@@ -330,6 +332,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
         spacing: Optional[Any] = None,
         use_meta_spacing: bool = True,
         class_names: Optional[Sequence[str]] = None,
+        train_loss_fn: Optional[Callable[..., torch.Tensor]] = None,
     ) -> None:
         self._case_ids: List[str] = []
         super().__init__()
@@ -342,6 +345,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
         self.use_meta_spacing = use_meta_spacing
         self.class_names = list(class_names) if class_names is not None else None
         self._loss = LossRateMetric(loss_fn)
+        self._train_loss = None if train_loss_fn is None else LossRateMetric(train_loss_fn)
         self._seen_classes: Optional[int] = None
 
     def reset(self) -> None:
@@ -383,12 +387,17 @@ class SegmentationMetrics(CumulativeIterationMetric):
         dev = counts.device
         pixels = torch.full((b,), float(np.prod(y_pred.shape[2:])), dtype=torch.float64, device=dev)
         loss = self._loss.per_sample(y_pred, y).to(dev)
+        if self._train_loss is not None:
+            train_loss = self._train_loss.per_sample(y_pred, y).to(dev)
+        else:
+            train_loss = torch.full((b,), float("nan"), dtype=torch.float64, device=dev)
         if self.compute_hd95:
             hd = KF.hausdorff_distance(pred_ids, y_oh, c, spacing=spacing, percentile=self.hd_percentile,
                                        include_background=self.include_background).double()
         else:
             hd = torch.full((b, counts.shape[1]), float("nan"), dtype=torch.float64, device=dev)
-        return counts, mae, pixels, loss, hd.to(dev), torch.full((b,), float(known), dtype=torch.float64, device=dev)
+        known_t = torch.full((b,), float(known), dtype=torch.float64, device=dev)
+        return counts, mae, pixels, loss, hd.to(dev), known_t, train_loss
 
     # ------------------------------------------------------------------ results
     def _classes(self) -> List[str]:
@@ -413,7 +422,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
         """One dict per image: ``case_id``, ``loss``, ``mae``, ``f1``, ``dice``, ``iou``, ``precision``,
         ``recall``, ``hd95`` (class means; HD95 NaN-skipping), ``hd95_unit``, then per class ``<name>``:
         ``tp_<name>``, ``fp_<name>``, ``fn_<name>``, ``tn_<name>``, the five scores, ``mae_<name>``, ``hd95_<name>``."""
-        counts, mae, _, loss, hd, known = self._results()
+        counts, mae, _, loss, hd, known, train_loss = self._results()
         tp, fp, fn, tn = counts.unbind(-1)
         scores = {k: f(tp, fp, fn) for k, f in OVERLAP_METRICS.items()}
         ids = self.case_ids()
@@ -422,6 +431,8 @@ class SegmentationMetrics(CumulativeIterationMetric):
         for i in range(counts.shape[0]):
             row: Dict[str, Any] = {"case_id": ids[i] if i < len(ids) else f"case_{i:04d}",
                                    "loss": float(loss[i]), "mae": float(mae[i].mean())}
+            if self._train_loss is not None:
+                row["train_loss"] = float(train_loss[i])
             for k in OVERLAP_METRICS:
                 row[k] = float(scores[k][i].mean())
             row["hd95"] = _float_nanmean(hd[i])
@@ -439,9 +450,11 @@ class SegmentationMetrics(CumulativeIterationMetric):
         return out
 
     def aggregate(self) -> Dict[str, Any]:  # type: ignore[override]
-        """Summary dict: ``num_cases``, ``classes``, ``per_image_mean``, ``pooled``, ``per_image_std``,
-        ``per_class``, ``hd95_unit``, ``hd95_skipped``, ``hd95_evaluated``, ``table_shows``."""
-        counts, mae, pixels, loss, hd, known = self._results()
+        """Summary dict: ``num_cases``, ``classes``, ``per_image_mean`` (all images),
+        ``num_cases_with_structure`` and ``per_image_mean_with_structure`` (the same means over the
+        images whose truth holds the class), ``pooled``, ``per_image_std``, ``per_class``,
+        ``hd95_unit``, ``hd95_skipped``, ``hd95_evaluated``, ``table_shows``."""
+        counts, mae, pixels, loss, hd, known, train_loss = self._results()
         tp, fp, fn, _ = counts.unbind(-1)
         n = counts.shape[0]
         classes = self._classes()
@@ -454,6 +467,9 @@ class SegmentationMetrics(CumulativeIterationMetric):
         image_mean: Dict[str, Optional[float]] = {"loss_rate": lr, "mae": float(mae.mean(0).mean())}
         pooled: Dict[str, Optional[float]] = {"loss_rate": lr, "mae": float(mae_pooled_cls.mean())}
         std: Dict[str, Optional[float]] = {"loss_rate": _std(loss), "mae": _std(mae.mean(1))}
+        if self._train_loss is not None:
+            image_mean["train_loss"] = pooled["train_loss"] = KF.loss_rate(train_loss)
+            std["train_loss"] = _std(train_loss)
         for k in OVERLAP_METRICS:
             image_mean[k] = float(per_img_cls[k].mean(0).mean())
             pooled[k] = float(pooled_cls[k].mean())
@@ -461,6 +477,21 @@ class SegmentationMetrics(CumulativeIterationMetric):
         image_mean["hd95"] = _float_nanmean(hd_cls) if self.compute_hd95 else None
         pooled["hd95"] = None  # a distance has no pooled (micro) form
         std["hd95"] = _std(torch.tensor([_float_nanmean(r) for r in hd], dtype=torch.float64))
+        # the same means over the images whose truth holds the class: a structure-free image with an
+        # empty prediction scores F1 = 1, which flatters datasets with many such images
+        has = (tp + fn) > 0  # (N, K)
+        with_structure: Dict[str, Optional[float]] = {}
+        if bool(has.any()):
+            def masked(x: torch.Tensor) -> float:
+                per_cls = [x[has[:, j], j].double().mean() for j in range(x.shape[1]) if bool(has[:, j].any())]
+                return float(torch.stack(per_cls).mean())
+
+            for k in OVERLAP_METRICS:
+                with_structure[k] = masked(per_img_cls[k])
+            with_structure["mae"] = masked(mae)
+            rows_with = has.any(dim=1)
+            with_structure["loss_rate"] = KF.loss_rate(loss[rows_with])
+            with_structure["hd95"] = image_mean["hd95"]  # HD95 is only defined where the truth is not empty
         per_class: Dict[str, Any] = {}
         for j, name in enumerate(classes):
             pim = {k: float(per_img_cls[k][:, j].mean()) for k in OVERLAP_METRICS}
@@ -479,6 +510,8 @@ class SegmentationMetrics(CumulativeIterationMetric):
             "classes": classes,
             "table_shows": "per_image_mean",
             "per_image_mean": image_mean,
+            "num_cases_with_structure": int(has.any(dim=1).sum()),
+            "per_image_mean_with_structure": with_structure,
             "pooled": pooled,
             "per_image_std": std,
             "per_class": per_class,

@@ -297,7 +297,8 @@ def spacing_from_meta(x: torch.Tensor, spatial_dims: Optional[int] = None) -> Op
 
     The affine is kept up to date by MONAI's spatial transforms (resize, pad), so the spacing is that
     of the evaluated array. Falls back to ``meta["pixdim"][1:]`` (NIfTI header) when there is no
-    affine; plain tensors return ``None`` (distances then stay in pixels).
+    affine; plain tensors and images whose meta says ``has_geometry: False`` (2D files, slices cut
+    from volumes) return ``None`` (distances then stay in pixels).
 
     Args:
         x: ``(B, C, *spatial)`` tensor, batched or not.
@@ -311,6 +312,9 @@ def spacing_from_meta(x: torch.Tensor, spatial_dims: Optional[int] = None) -> Op
     meta = getattr(x, "meta", None)
     if not isinstance(meta, dict):
         return None
+    flag = meta.get("has_geometry")
+    if flag is not None and not bool(torch.as_tensor(flag).bool().all()):
+        return None  # e.g. a PNG: its affine is a placeholder, distances stay in pixels
     affine = getattr(x, "affine", None)
     rows: list = []
     if affine is not None:

@@ -228,7 +228,8 @@ class MetricsReportHandler:
     Args:
         output_dir: folder for the files (created).
         num_classes: ``C``; ``None`` reads it from ``pred``.
-        loss_fn: loss for the loss rate (default cross-entropy over softmax).
+        loss_fn: loss for the loss rate (default cross-entropy over softmax: the paper's).
+        train_loss_fn: the training loss, reported as its own ``train_loss`` column (optional).
         method: the method name shown in the table and stored in the summary.
         activation: ``"softmax"`` (logits) or ``None`` (probabilities).
         include_background: include class 0 in the class-wise metrics.
@@ -262,12 +263,14 @@ class MetricsReportHandler:
         print_table: bool = True,
         table_aggregation: str = "per_image_mean",
         name: str = "kneeseg.metrics",
+        train_loss_fn: Optional[Callable[..., torch.Tensor]] = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.method = method
         self.metrics = SegmentationMetrics(
             num_classes=num_classes, loss_fn=loss_fn, activation=activation, include_background=include_background,
             compute_hd95=compute_hd95, hd_percentile=hd_percentile, spacing=spacing, class_names=class_names,
+            train_loss_fn=train_loss_fn,
         )
         self.output_transform = output_transform or from_engine(["pred", "label"])
         self.csv_name = csv_name

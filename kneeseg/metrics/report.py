@@ -23,6 +23,7 @@ TABLE1_COLUMNS = (
     ("precision", "Precision"),
     ("recall", "Recall"),
     ("hd95", "HD95"),
+    ("train_loss", "Train loss"),
 )
 
 
@@ -100,8 +101,9 @@ def format_table1(results: Mapping[str, Mapping[str, Any]], aggregation: str = "
                   digits: int = 4) -> str:
     """A plain-text table laid out like the paper's Table 1, one row per method.
 
-    Columns: Method, Loss rate, MAE, F1 (the paper's), then Dice, IoU, Precision, Recall, HD95
-    (unit from the summaries: ``mm`` or ``px``).
+    Columns: Method, Loss rate (mean cross-entropy), MAE, F1 (the paper's), then Dice, IoU,
+    Precision, Recall, HD95 (unit from the summaries: ``mm`` or ``px``) and, when the summaries
+    have it, the training loss (``train_loss``; e.g. Dice + CE).
 
     Args:
         results: ``{method: summary}`` with summaries from :meth:`SegmentationMetrics.aggregate`
@@ -116,11 +118,20 @@ def format_table1(results: Mapping[str, Mapping[str, Any]], aggregation: str = "
         raise ValueError(f"aggregation must be 'per_image_mean' or 'pooled', got {aggregation!r}.")
     units = {str(s.get("hd95_unit")) for s in results.values() if s.get("hd95_unit")}
     unit = {"mm": "mm", "pixel": "px"}.get(units.pop(), "mixed") if len(units) == 1 else ("mixed" if units else "")
-    headers = ["Method"] + [h if k != "hd95" else (f"HD95 ({unit})" if unit else "HD95") for k, h in TABLE1_COLUMNS]
+    columns = [(k, h) for k, h in TABLE1_COLUMNS
+               if k != "train_loss" or any("train_loss" in s.get(aggregation, s) for s in results.values())]  # fmt: skip
+    headers = ["Method"] + [h if k != "hd95" else (f"HD95 ({unit})" if unit else "HD95") for k, h in columns]
     body = []
     for method, summary in results.items():
         vals = summary.get(aggregation, summary)
-        body.append([str(method)] + [_fmt(vals.get(k), 2 if k == "hd95" else digits) for k, _ in TABLE1_COLUMNS])
+        body.append([str(method)] + [_fmt(vals.get(k), 2 if k == "hd95" else digits) for k, _ in columns])
+        n_with, n_all = summary.get("num_cases_with_structure"), summary.get("num_cases")
+        if aggregation == "per_image_mean" and n_with is not None and n_all is not None and 0 < n_with < n_all:
+            # images without the structure score F1 = 1 when nothing is predicted: show both means
+            body[-1][0] = f"{method} (all {n_all} images)"
+            part = summary.get("per_image_mean_with_structure", {})
+            body.append([f"{method} ({n_with} images with the structure)"]
+                        + [_fmt(part.get(k), 2 if k == "hd95" else digits) for k, _ in columns])  # fmt: skip
     widths = [max(len(r[i]) for r in [headers] + body) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:

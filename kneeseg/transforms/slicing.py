@@ -137,6 +137,7 @@ class SampleSlicesd(Randomizable, MapTransform):
             for key, (tensor, meta) in volumes.items():
                 meta2 = {n: v for n, v in meta.items() if n in ("filename_or_obj",)}
                 meta2["source_slice"] = k
+                meta2["has_geometry"] = False  # a cut slice keeps no world geometry: distances in pixels
                 plane = tensor.select(axis, k).contiguous()
                 sample[key] = MetaTensor(plane, affine=torch.eye(3, dtype=torch.float64), meta=meta2)
             out.append(sample)

@@ -109,10 +109,12 @@ def test_resume_keeps_a_better_model_and_a_fresh_run_keeps_the_earlier_one(phant
     run_dir = tmp_path / "run"
     _train(phantom, run_dir, max_epochs=1)
     model = run_dir / "models" / "model.pt"
-    state = torch.load(model, weights_only=True)
-    assert state["best"]["metric"] == "val_f1" and state["best"]["epoch"] == 1
-    state["best"]["score"] = 2.0  # unbeatable: no later validation may replace it
-    torch.save(state, model)
+    record = model.with_suffix(".json")
+    info = json.loads(record.read_text())
+    assert info["metric"] == "val_f1" and info["epoch"] == 1
+    assert isinstance(torch.load(model, weights_only=True), dict)  # a bare state dict, as MONAI writes it
+    info["score"] = 2.0  # unbeatable: no later validation may replace it
+    record.write_text(json.dumps(info))
     before = model.read_bytes()
     _train(phantom, run_dir, max_epochs=2, resume=True)
     assert model.read_bytes() == before, "a resumed run replaced a better model.pt"
@@ -120,6 +122,7 @@ def test_resume_keeps_a_better_model_and_a_fresh_run_keeps_the_earlier_one(phant
     _train(phantom, run_dir, max_epochs=1, resume=False)
     kept = [p for p in (run_dir / "models").glob("model.*.pt")]
     assert len(kept) == 1 and kept[0].read_bytes() == before
+    assert json.loads(kept[0].with_suffix(".json").read_text())["score"] == 2.0
     assert BestCheckpointSaver.stored_score(model) < 2.0
 
 
