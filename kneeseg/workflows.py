@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -131,10 +132,17 @@ def run_workflow(
     files = workflow_config_files(workflow, root, preset, data, extra_configs)
     kwargs: Dict[str, Any] = {"bundle_root": str(root)}
     kwargs.update(overrides or {})
-    run(
-        run_id=WORKFLOWS[workflow][1],
-        meta_file=str(root / "configs" / "metadata.json"),
-        config_file=files,
-        logging_file=str(root / "configs" / "logging.conf"),
-        **kwargs,
-    )
+    try:
+        shipped = root.resolve() == default_bundle_dir().resolve()
+    except FileNotFoundError:
+        shipped = False
+    with warnings.catch_warnings():
+        if shipped:  # MONAI's notice that configs may run code, on every run: this bundle is kneeseg's own
+            warnings.filterwarnings("ignore", message="parsing config_file", category=UserWarning)
+        run(
+            run_id=WORKFLOWS[workflow][1],
+            meta_file=str(root / "configs" / "metadata.json"),
+            config_file=files,
+            logging_file=str(root / "configs" / "logging.conf"),
+            **kwargs,
+        )
