@@ -84,9 +84,10 @@ def test_one_uid_for_two_series_in_two_folders_copies_and_duplicates(tmp_path, m
 def test_non_ascii_names_keep_distinct_folders(tmp_path, model):
     vol = synthetic_volume(rows=16, columns=16, slices=3, seed=4)
     for name, who in (("m1", "Müller^Jürgen"), ("m2", "Möller^Jörg")):
-        paths = write_series(tmp_path / "in" / name, vol, orientation=SAGITTAL_IOP,
-                             series_description="Knie sagittal PD – Übersicht")  # fmt: skip
-        set_attributes(paths, PatientID=who, PatientName=who, SpecificCharacterSet="ISO_IR 192")
+        paths = write_series(tmp_path / "in" / name, vol, orientation=SAGITTAL_IOP)
+        # the character set first, so the values below are stored as UTF-8
+        set_attributes(paths, SpecificCharacterSet="ISO_IR 192", PatientID=who, PatientName=who,
+                       SeriesDescription="Knie sagittal PD – Übersicht")  # fmt: skip
     res = run(tmp_path / "in", tmp_path / "out", model)
     ok = [r for r in res.rows if r["status"] == "ok"]
     assert sorted(r["patient_id"] for r in ok) == ["Möller^Jörg", "Müller^Jürgen"]
