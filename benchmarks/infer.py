@@ -7,14 +7,22 @@ same preprocessing:
   -> ``SliceInferer`` (batch of 8 slices, eager fp32) -> ``Invertd``/argmax -> ``SaveImage``,
   one series after the other (what ``inference.json`` does);
 - **kneeseg** (:func:`kneeseg.inference.predict_folder`, NIfTI output only) for each runtime:
-  ``eager`` (fp32), ``bf16`` (autocast + channels_last), ``onnx`` (ONNX Runtime), with the next
-  series read and preprocessed while the current one is inferred.
+  ``auto`` (the default, resolved on this machine), ``eager`` (fp32), ``bf16`` (autocast +
+  channels_last), ``onnx`` (ONNX Runtime), with the next series read and preprocessed while the
+  current one is inferred.
 
 The input is ``--copies`` copies of one series (default the shared knee DESS series, 80 slices
 of 512 x 512) with fresh UIDs, so the pipelines see a realistic folder of several series. The
 report gives seconds per series (wall time / copies), the speed-up over the plain pipeline,
 each runtime's Dice agreement with kneeseg eager and with the plain pipeline, and the resident
-memory after each of ``--memory-series`` consecutive series (bf16) to show it stays flat.
+memory after each of ``--memory-series`` consecutive series (default runtime) to show it stays
+flat; per runtime, the time split per series (read, preprocess, network, postprocess, write: the
+records' ``stage_seconds``); the network's FLOPs per series and its achieved GFLOP/s against
+this machine's convolution limits (fp32 and bf16, measured here on a large 3 x 3 convolution).
+
+Unless the CPU already lacks native bf16 (or ``--no-avx2``), the plain pipeline and ``auto`` are
+run again in a child process under ``ATEN_CPU_CAPABILITY=avx2``, which makes PyTorch behave as on
+a CPU without AVX-512/native bf16; that run's own ratio is reported as ``avx2_emulated``.
 
     python benchmarks/infer.py --ckpt /tmp/acl1/models/model.pt --preset cpu
 """
@@ -24,8 +32,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,6 +109,59 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
 
 
+def conv_limit_gflops(dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """This machine's throughput on a large 3 x 3 convolution (64 -> 64 channels, 8 x 128 x 128,
+    channels_last), in GFLOP/s: fp32 as is, bf16 under CPU autocast (emulated where not native)."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).eval().to(memory_format=torch.channels_last)
+    x = torch.rand(8, 64, 128, 128).contiguous(memory_format=torch.channels_last)
+    flops = 2 * 64 * 64 * 9 * 8 * 128 * 128
+
+    def run() -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            conv(x)
+
+    run()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 3:
+        run()
+        n += 1
+    return flops * n / (time.perf_counter() - t0) / 1e9
+
+
+def network_gflops(network: torch.nn.Module, size: int) -> float:
+    """Forward GFLOPs of one ``1 x 1 x size x size`` slice (``torch.utils.flop_counter``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        network.eval()(torch.zeros(1, 1, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def stage_split(out: Path) -> Dict[str, float]:
+    """Mean seconds per series of each stage, from the records' ``stage_seconds``."""
+    totals: Dict[str, float] = {}
+    records = [json.loads(p.read_text()) for p in (out / ".kneeseg" / "records").glob("*.json")]
+    records = [r for r in records if r.get("status") == "ok" and r.get("stage_seconds")]
+    for r in records:
+        for k, v in r["stage_seconds"].items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    return {k: round(v / max(1, len(records)), 3) for k, v in totals.items()}
+
+
+def avx2_child(args: argparse.Namespace) -> Dict:
+    """The plain pipeline and ``auto`` again in a child process under ``ATEN_CPU_CAPABILITY=avx2``."""
+    with tempfile.TemporaryDirectory(prefix="kneeseg-bench-avx2-") as tmp:
+        report = Path(tmp) / "avx2.json"
+        cmd = [sys.executable, __file__, "--ckpt", str(args.ckpt), "--preset", args.preset, "--series", str(args.series),
+               "--copies", str(args.copies), "--runtimes", "auto", "--memory-series", "0", "--no-avx2",
+               "--no-limits", "--json", str(report)]  # fmt: skip
+        env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2")
+        subprocess.run(cmd, env=env, check=True)
+        child = json.loads(report.read_text())
+    return {"env": "ATEN_CPU_CAPABILITY=avx2", "cpu_capability": child["cpu_capability"], "results": child["results"]}
+
+
 def kneeseg_labels(out: Path, rows: List[Dict]) -> List[np.ndarray]:
     import nibabel as nib
 
@@ -112,8 +175,10 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--preset", default="cpu", help="bundle preset the checkpoint was trained with (default: cpu)")
     p.add_argument("--series", type=Path, default=DEFAULT_SERIES, help="DICOM series folder (default: knee-dess-sag)")
     p.add_argument("--copies", type=int, default=4, help="series copies timed per pipeline (default: 4)")
-    p.add_argument("--runtimes", nargs="+", default=["eager", "bf16", "onnx"])
+    p.add_argument("--runtimes", nargs="+", default=["auto", "eager", "bf16", "onnx"])
     p.add_argument("--memory-series", type=int, default=20, help="consecutive series for the memory check (0: skip)")
+    p.add_argument("--no-avx2", action="store_true", help="skip the child run under ATEN_CPU_CAPABILITY=avx2")
+    p.add_argument("--no-limits", action="store_true", help="skip measuring the convolution limits")
     p.add_argument("--json", type=Path, default=PROJECT / "docs" / "tables" / "infer_benchmark.json")
     args = p.parse_args(argv)
 
@@ -150,21 +215,46 @@ def main(argv: List[str] | None = None) -> int:
                                  runtime=runtime, formats=["nifti"], progress=quiet)  # fmt: skip
             sec = (time.perf_counter() - t0) / len(folders)
             labels[runtime] = kneeseg_labels(tmp / f"out_{runtime}", res.rows)
-            results[f"kneeseg {runtime}"] = {"seconds_per_series": sec, "speedup_vs_plain": plain_s / sec}
-            say(f"  {sec:.2f} s per series, x{plain_s / sec:.2f} vs plain MONAI")
+            entry = {"seconds_per_series": sec, "speedup_vs_plain": plain_s / sec,
+                     "stage_seconds_per_series": stage_split(tmp / f"out_{runtime}")}  # fmt: skip
+            rec = next((json.loads(p.read_text()) for p in (tmp / f"out_{runtime}" / ".kneeseg" / "records").glob("*.json")), {})
+            entry["resolved"] = rec.get("runtime", runtime)
+            entry["reason"] = rec.get("runtime_reason", "")
+            name = f"kneeseg {runtime}" + (f" (default; resolved: {entry['resolved']})" if runtime == "auto" else "")
+            results[name] = entry
+            say(f"  {sec:.2f} s per series, x{plain_s / sec:.2f} vs plain MONAI"
+                + (f"; resolved to {entry['resolved']}: {entry['reason']}" if runtime == "auto" else ""))  # fmt: skip
+            say(f"  per series: {entry['stage_seconds_per_series']}")
         ref = labels.get("eager")
+        names = {runtime: next(k for k in results if k == f"kneeseg {runtime}" or k.startswith(f"kneeseg {runtime} ("))
+                 for runtime in labels}  # fmt: skip
         for runtime, labs in labels.items():
-            entry = results[f"kneeseg {runtime}"]
+            entry = results[names[runtime]]
             entry["dice_vs_plain"] = min(dice(a, b) for a, b in zip(labs, plain))
             if ref is not None:
                 entry["dice_vs_eager"] = min(dice(a, b) for a, b in zip(labs, ref))
         if "eager" in labels:
             results["plain MONAI"]["dice_vs_eager"] = results["kneeseg eager"]["dice_vs_plain"]
+        gflop_slice = network_gflops(load_segmenter(ckpt=args.ckpt, preset=args.preset, runtime="eager")[0].network,
+                                     settings["spatial_size"])  # fmt: skip
+        for entry in results.values():
+            net_s = entry.get("stage_seconds_per_series", {}).get("network")
+            if net_s:
+                entry["network_gflop_per_s"] = round(gflop_slice * n_slices / net_s, 1)
+        limits = {}
+        if not args.no_limits:
+            say("convolution limits of this machine ...")
+            limits = {"fp32": round(conv_limit_gflops(torch.float32), 1), "bf16": round(conv_limit_gflops(torch.bfloat16), 1)}
+            say(f"  {limits} GFLOP/s")
+        avx2 = None
+        if not args.no_avx2 and torch.backends.cpu.get_cpu_capability() != "AVX2":
+            say("again under ATEN_CPU_CAPABILITY=avx2 (a CPU without native bf16) ...")
+            avx2 = avx2_child(args)
         fg = [int((x > 0).sum()) for x in plain]
 
         memory: List[float] = []
         if args.memory_series:
-            say(f"memory over {args.memory_series} consecutive series (bf16) ...")
+            say(f"memory over {args.memory_series} consecutive series (default runtime) ...")
             mem_in = tmp / "mem"
             make_copies(args.series, mem_in, args.memory_series)
             shutil.rmtree(tmp / "in")
@@ -173,8 +263,7 @@ def main(argv: List[str] | None = None) -> int:
                 if line.lstrip().startswith("ok"):
                     memory.append(round(rss_mb(), 1))
 
-            predict_folder(mem_in, tmp / "out_mem", ckpt=args.ckpt, preset=args.preset, runtime="bf16",
-                           progress=track)  # fmt: skip
+            predict_folder(mem_in, tmp / "out_mem", ckpt=args.ckpt, preset=args.preset, progress=track)
         report = {
             "command": "python benchmarks/infer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "series": str(args.series.name),
@@ -184,9 +273,14 @@ def main(argv: List[str] | None = None) -> int:
             "spatial_size": settings["spatial_size"],
             "foreground_voxels_plain": fg,
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "network_gflop_per_series": round(gflop_slice * n_slices, 1),
+            "conv_limit_gflop_per_s": limits,
             "results": results,
-            "rss_mb_after_each_series_bf16_all_outputs": memory,
+            "rss_mb_after_each_series_default_runtime_all_outputs": memory,
         }
+        if avx2 is not None:
+            report["avx2_emulated"] = avx2
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         say("")
@@ -195,6 +289,10 @@ def main(argv: List[str] | None = None) -> int:
         for name, r in results.items():
             say(f"| {name} | {r['seconds_per_series']:.2f} | x{r.get('speedup_vs_plain', 1.0):.2f} | "
                 f"{r.get('dice_vs_eager', float('nan')):.4f} | {r.get('dice_vs_plain', 1.0):.4f} |")  # fmt: skip
+        if avx2 is not None:
+            for name, r in avx2["results"].items():
+                say(f"| {name}, ATEN_CPU_CAPABILITY=avx2 | {r['seconds_per_series']:.2f} | "
+                    f"x{r.get('speedup_vs_plain', 1.0):.2f} | | |")  # fmt: skip
         if memory:
             say(f"RSS after each series (MiB): {memory}")
             say(f"first 5 max {max(memory[:5]):.0f} MiB, last 5 max {max(memory[-5:]):.0f} MiB")

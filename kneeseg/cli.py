@@ -269,7 +269,11 @@ def _add_infer_command(commands: Any) -> None:
     p.add_argument("--ckpt", default=None, help="checkpoint (default: <bundle>/models/model.pt)")
     p.add_argument("--preset", default=None, help="bundle preset the checkpoint was trained with (cpu, paper, JSON)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle config override (repeatable)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="bf16", help="network runtime (default: %(default)s)")
+    p.add_argument(
+        "--runtime", choices=RUNTIMES, default="auto",
+        help="network runtime (default: auto: bf16 on CUDA and on CPUs with native bf16 -- there measured "
+        "against onnx --, else onnx when ONNX Runtime is installed, else eager; printed and in the manifest)",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: %(default)s)")
     p.add_argument(
         "--formats", nargs="+", choices=FORMATS, default=list(FORMATS),

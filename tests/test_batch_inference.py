@@ -46,7 +46,7 @@ def pacs(tmp_path_factory, shared_data):
 def batch_run(pacs, phantom_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("batch") / "out"
     t0 = time.perf_counter()
-    code = cli_main(["infer", str(pacs["root"]), "-o", str(out), "--ckpt", str(phantom_model), "--runtime", "bf16",
+    code = cli_main(["infer", str(pacs["root"]), "-o", str(out), "--ckpt", str(phantom_model),  # default runtime: auto
                      "--quiet", *sum((["--set", o] for o in OVERRIDES), [])])  # fmt: skip
     return {"out": out, "code": code, "seconds": time.perf_counter() - t0}
 
@@ -107,6 +107,30 @@ def test_manifest_rows_one_by_one(batch_run, pacs):
     for r in rows:
         if r["status"] != "ok":
             assert r["nifti"] == r["dicom_seg"] == r["preview"] == ""
+
+
+def test_rows_name_the_runtime_and_split_their_seconds(batch_run):
+    """``auto`` resolves once (onnx on a CPU without native bf16); every segmented row names it;
+    the record splits ``seconds`` into its stages, which add up."""
+    import json
+
+    from kneeseg.engines import cpu_supports_bf16
+
+    out = batch_run["out"]
+    ok = [r for r in read_manifest(out / "manifest.csv") if r["status"] == "ok"]
+    runtimes = {r["runtime"] for r in ok}
+    assert len(runtimes) == 1 and runtimes <= {"bf16", "onnx"}
+    if not cpu_supports_bf16():
+        assert runtimes == {"onnx"}
+    records = [json.loads(p.read_text()) for p in (out / ".kneeseg" / "records").glob("*.json")]
+    done = [r for r in records if r["status"] == "ok"]
+    assert len(done) == len(ok)
+    for rec in done:
+        stages = rec["stage_seconds"]
+        assert set(stages) == {"read", "preprocess", "network", "postprocess", "write"}
+        assert all(v >= 0 for v in stages.values()) and stages["network"] > 0
+        assert abs(sum(stages.values()) - float(rec["seconds"])) < 0.02
+        assert "capability" in rec["runtime_reason"]
 
 
 def test_nifti_geometry_matches_the_series(batch_run, pacs):

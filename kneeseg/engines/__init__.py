@@ -3,7 +3,8 @@
 from kneeseg.engines.amp import AmpPolicy, cpu_supports_bf16, resolve_amp
 from kneeseg.engines.checkpoint import BestCheckpointSaver, LastCheckpointSaver, ResumeFromCheckpoint, save_checkpoint
 from kneeseg.engines.curves import TrainingCurveHandler, plot_training_curves
-from kneeseg.engines.inferers import AutocastInferer, SliceOrSimpleInferer
+from kneeseg.engines.inferers import AutocastInferer, RuntimeInferer, SliceOrSimpleInferer
+from kneeseg.engines.runtime import RUNTIMES, NetworkRunner, RuntimeChoice, choose_runtime
 from kneeseg.engines.validation import FinalValidationHandler
 
 __all__ = [
@@ -11,6 +12,11 @@ __all__ = [
     "FinalValidationHandler",
     "AmpPolicy",
     "AutocastInferer",
+    "RuntimeInferer",
+    "RUNTIMES",
+    "NetworkRunner",
+    "RuntimeChoice",
+    "choose_runtime",
     "BestCheckpointSaver",
     "LastCheckpointSaver",
     "ResumeFromCheckpoint",

@@ -22,7 +22,16 @@ __all__ = ["AmpPolicy", "cpu_supports_bf16", "resolve_amp"]
 
 
 def cpu_supports_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast pays off."""
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX) *and* PyTorch's kernels may
+    use it, so bf16 autocast pays off.
+
+    Both are decided at run time: the instruction sets from the CPU, the kernels from
+    ``torch.backends.cpu.get_cpu_capability()`` (``ATEN_CPU_CAPABILITY=avx2`` lowers it to AVX2,
+    which makes an AVX-512 machine behave like one without native bf16).
+    """
+    capability = str(torch.backends.cpu.get_cpu_capability()).upper()
+    if not capability.startswith("AVX512"):
+        return False
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool((probe is not None and probe()) or (amx is not None and amx()))

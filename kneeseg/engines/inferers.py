@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+import logging
+from typing import Any, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -10,8 +11,11 @@ import torch.nn as nn
 from monai.inferers import Inferer, SimpleInferer, SliceInferer
 
 from kneeseg.engines.amp import AmpPolicy, resolve_amp
+from kneeseg.engines.runtime import NetworkRunner
 
-__all__ = ["AutocastInferer", "SliceOrSimpleInferer"]
+__all__ = ["AutocastInferer", "RuntimeInferer", "SliceOrSimpleInferer"]
+
+logger = logging.getLogger(__name__)
 
 
 class AutocastInferer(Inferer):
@@ -61,6 +65,59 @@ class AutocastInferer(Inferer):
         with self.policy.autocast():
             out = self.inferer(inputs, network, *args, **kwargs)
         return _to_float(out)
+
+
+class RuntimeInferer(Inferer):
+    """Wraps a MONAI inferer: the network's forward passes under an inference runtime.
+
+    The bundle's ``inference.json`` uses it so that ``python -m monai.bundle run`` and
+    ``kneeseg infer-datalist`` run the network the way ``kneeseg infer`` does: ``runtime``
+    ``auto`` (default), ``eager``, ``bf16`` or ``onnx``, resolved by
+    :func:`kneeseg.engines.runtime.choose_runtime` on the first call (when the checkpoint's
+    weights are loaded) and logged once. The ONNX export is redone only if the weights change.
+
+    Args:
+        inferer: the wrapped inferer (e.g. :class:`SliceOrSimpleInferer`); default ``SimpleInferer``.
+        runtime: ``auto``, ``eager``, ``bf16`` or ``onnx``.
+        device: the inference device (default: the inputs').
+        spatial_size: the network's input side (default: the last side of the first input).
+    """
+
+    def __init__(
+        self,
+        inferer: Optional[Inferer] = None,
+        runtime: str = "auto",
+        device: Union[str, torch.device, None] = None,
+        spatial_size: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.inferer = inferer if inferer is not None else SimpleInferer()
+        self.runtime = runtime
+        self.device = device
+        self.spatial_size = spatial_size
+        self.runner: Optional[NetworkRunner] = None
+        self._key: Optional[Tuple[Any, ...]] = None
+
+    @staticmethod
+    def _weights_key(network: nn.Module) -> Tuple[Any, ...]:
+        return (id(network),) + tuple(p._version for p in network.parameters())
+
+    def _runner_for(self, network: nn.Module, inputs: torch.Tensor) -> NetworkRunner:
+        if self.runner is None or self._key != self._weights_key(network):
+            first = self.runner is None
+            device = self.device if self.device is not None else inputs.device
+            size = int(self.spatial_size or inputs.shape[-1])
+            self.runner = NetworkRunner(network, size, self.runtime, device)
+            self._key = self._weights_key(network)
+            if first:
+                logger.info("runtime: %s", self.runner.choice.describe())
+        return self.runner
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
+        """Args: inputs ``(B, C, *spatial)``; network: the model (or a callable, run as it is)."""
+        if isinstance(network, nn.Module):
+            network = self._runner_for(network, inputs)
+        return _to_float(self.inferer(inputs, network, *args, **kwargs))
 
 
 def _to_float(out: Any) -> Any:

@@ -85,6 +85,7 @@ MANIFEST_COLUMNS = [
     "columns",
     "source",
     "seconds",
+    "runtime",
     "nifti",
     "dicom_seg",
     "preview",
@@ -510,7 +511,7 @@ def predict_folder(
     ckpt: Optional[PathLike] = None,
     preset: Optional[str] = None,
     overrides: Optional[Mapping[str, Any]] = None,
-    runtime: str = "bf16",
+    runtime: str = "auto",
     device: str = "cpu",
     formats: Sequence[str] = FORMATS,
     series_filter: Optional[str] = None,
@@ -527,7 +528,9 @@ def predict_folder(
         root: input folder (searched recursively).
         out: output folder (created).
         bundle, ckpt, preset, overrides: the model (see :func:`~kneeseg.inference.segmenter.load_segmenter`).
-        runtime: ``eager``, ``bf16`` or ``onnx``.
+        runtime: ``auto`` (default: the fastest exact runtime this machine has, see
+            :func:`kneeseg.engines.runtime.choose_runtime`), ``eager``, ``bf16`` or ``onnx``. The
+            resolved runtime is printed once and is each row's ``runtime``.
         device: ``cpu`` or ``cuda[:i]`` (under torchrun with CUDA, rank r uses ``cuda:<local rank>``).
         formats: subset of :data:`FORMATS`.
         series_filter: regex on SeriesDescription.
@@ -565,6 +568,7 @@ def predict_folder(
             bundle, ckpt, runtime=runtime, device=device, preset=preset, overrides=overrides,
             slice_batch=slice_batch, onnx_cache=out / ".kneeseg" / "cache" if rank == 0 else None,
         )  # fmt: skip
+        say(f"{tag}runtime: {segmenter.runtime_choice.describe()}")
         items: Optional[List[WorkItem]] = None
         if rank == 0:
             say(f"{tag}discovering DICOM series under {root} ...")
@@ -656,8 +660,9 @@ def _run_items(
     Every item ends as a row in ``produced`` (and, when the disk allows, as a record): an error
     anywhere -- reading, inference, writing an output or the record itself -- becomes a
     ``failed`` row naming the problem, and the run goes on. ``seconds`` is the time spent on the
-    series itself: reading + preprocessing, network + post-processing, checks + writing (the
-    stages of consecutive series overlap in wall time, these sums do not).
+    series itself, the sum of its stages (read, preprocess, network, postprocess, write; each in
+    the record's ``stage_seconds``): the stages of consecutive series overlap in wall time, these
+    sums do not.
     """
     from kneeseg.data.dicom_series import load_volume
 
@@ -670,6 +675,8 @@ def _run_items(
         produced[it.key] = row
         return row
 
+    runtime = segmenter.runtime
+    runtime_reason = segmenter.runtime_choice.reason
     pending: List[WorkItem] = []
     resumed = 0
     for it in items:
@@ -697,19 +704,23 @@ def _run_items(
                 if stop.is_set():
                     break
                 t0 = time.perf_counter()
+                stages: Dict[str, float] = {}
                 try:
                     image, meta = load_volume(it.volume)
+                    stages["read"] = time.perf_counter() - t0
                     # slices in the acquisition plane (the planner only passes other planes with --any-plane)
                     prepared = segmenter.preprocess(image, meta["affine"], space="RAS", slice_axis=2)
-                    job = (it, time.perf_counter() - t0, image, meta, prepared, None)
+                    stages["preprocess"] = time.perf_counter() - t0 - stages["read"]
+                    job = (it, stages, image, meta, prepared, None)
                 except Exception as exc:  # recorded as a failed row; the batch goes on
-                    job = (it, time.perf_counter() - t0, None, None, None, exc)
+                    stages.setdefault("read", time.perf_counter() - t0)
+                    job = (it, stages, None, None, None, exc)
                 loaded.put(job)
         finally:
             loaded.put(_STOP)  # whatever happened, the main thread stops waiting
 
     def write_one(job: Any) -> None:
-        it, busy, image, meta, prediction, error = job
+        it, stages, image, meta, prediction, error = job
         t0 = time.perf_counter()
         fields: Dict[str, Any] = {}
         if error is None:
@@ -717,12 +728,14 @@ def _run_items(
                 fields = _write_outputs(out, it, image, meta, prediction, formats, settings)
             except Exception as exc:
                 error = exc
-        seconds = round(busy + time.perf_counter() - t0, 2)
+        stages["write"] = time.perf_counter() - t0
+        seconds = round(sum(stages.values()), 2)
         if error is None:
-            row = dict(it.row, status="ok", reason="", seconds=seconds, **fields)
+            row = dict(it.row, status="ok", reason="", seconds=seconds, runtime=runtime, **fields)
         else:
-            row = dict(it.row, status="failed", reason=_describe(error, it), seconds=seconds)
-        row = record(it, row, model=settings.get("ckpt_digest"), formats=list(formats))
+            row = dict(it.row, status="failed", reason=_describe(error, it), seconds=seconds, runtime=runtime)
+        row = record(it, row, model=settings.get("ckpt_digest"), formats=list(formats), runtime_reason=runtime_reason,
+                     stage_seconds={k: round(v, 3) for k, v in stages.items()})  # fmt: skip
         say(_progress_line(tag, it, row, seconds))
 
     def writer() -> None:
@@ -745,16 +758,19 @@ def _run_items(
             job = loaded.get()
             if job is _STOP:
                 break
-            it, busy, image, meta, prepared, error = job
+            it, stages, image, meta, prepared, error = job
             prediction = None
             t0 = time.perf_counter()
             if error is None:
                 try:
                     prediction = segmenter.predict_full(prepared)
+                    stages.update(prediction.timings)
                 except Exception as exc:
                     error = exc
+            if prediction is None:
+                stages["network"] = time.perf_counter() - t0
             del prepared
-            finished.put((it, busy + time.perf_counter() - t0, image, meta, prediction, error))
+            finished.put((it, stages, image, meta, prediction, error))
             del image, meta, prediction
     finally:
         stop.set()

@@ -7,8 +7,10 @@
   ``GaussianFilter`` for the smoothing and the anti-aliasing filter, one ``interpolate`` for the
   resize) instead of 3D filters with a zero-width kernel along the slice axis; CLAHE, the only
   per-slice step, runs on a small thread pool;
-- the network sees batches of slices under one of three runtimes (:data:`RUNTIMES`):
-  ``eager`` (fp32 PyTorch), ``bf16`` (autocast + channels_last) or ``onnx`` (ONNX Runtime);
+- the network sees batches of slices under one of three runtimes
+  (:mod:`kneeseg.engines.runtime`): ``eager`` (fp32 PyTorch), ``bf16`` (autocast +
+  channels_last) or ``onnx`` (ONNX Runtime); ``auto`` (the default) picks one from what this
+  machine can do;
 - each batch's probabilities are cropped, resized back and turned into labels right away, so
   memory stays at one batch of probabilities rather than the whole volume's.
 
@@ -24,9 +26,9 @@ rounding (tested).
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +39,11 @@ import torch
 import torch.nn.functional as F
 
 from kneeseg.data.orientation import AxisMap, map_volume, plane_of
+from kneeseg.engines.runtime import RUNTIMES, NetworkRunner, RuntimeChoice
 
 __all__ = ["RUNTIMES", "Prediction", "PreparedVolume", "SliceSegmenter", "bundle_settings", "load_segmenter", "plane_of"]
 
 logger = logging.getLogger(__name__)
-
-#: Network runtimes: fp32 PyTorch, bf16 autocast with channels_last, ONNX Runtime.
-RUNTIMES = ("eager", "bf16", "onnx")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -72,12 +72,14 @@ class Prediction:
 
     ``labels``: uint8 class ids; ``confidence``: uint8, the predicted class's softmax
     probability x 255; ``raw_components``: ``{class id: 3D connected components}`` before the
-    largest-component cleanup.
+    largest-component cleanup; ``timings``: seconds per stage.
     """
 
     labels: np.ndarray
     confidence: np.ndarray
     raw_components: Dict[int, int] = field(default_factory=dict)
+    #: seconds spent: ``network`` (forward passes), ``postprocess`` (the rest)
+    timings: Dict[str, float] = field(default_factory=dict)
 
 
 class SliceSegmenter:
@@ -86,7 +88,9 @@ class SliceSegmenter:
     Args:
         network: a 2D network ``(B, 1, N, N) -> (B, K, N, N)`` logits (weights loaded).
         spatial_size: ``N`` of the bundle (longest in-plane side after resize; padded square).
-        runtime: one of :data:`RUNTIMES`.
+        runtime: one of :data:`RUNTIMES` (``auto``: see
+            :func:`kneeseg.engines.runtime.choose_runtime`); the resolved one is
+            :attr:`runtime`, with its reason in :attr:`runtime_choice`.
         device: torch device for ``eager``/``bf16`` (``onnx`` uses the CUDA provider when the
             device is CUDA and onnxruntime has it, else the CPU provider).
         class_names: ``{class id: name}`` including 0.
@@ -108,7 +112,7 @@ class SliceSegmenter:
         network: torch.nn.Module,
         spatial_size: int,
         *,
-        runtime: str = "bf16",
+        runtime: str = "auto",
         device: Union[str, torch.device] = "cpu",
         class_names: Optional[Mapping[int, str]] = None,
         slice_batch: int = 8,
@@ -121,11 +125,8 @@ class SliceSegmenter:
         from kneeseg.data.orientation import SliceOrientation
         from kneeseg.transforms.preprocessing import preprocessing_options
 
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         if slice_batch < 1:
             raise ValueError(f"slice_batch must be >= 1, got {slice_batch}")
-        self.runtime = runtime
         self.device = torch.device(device)
         self.spatial_size = int(spatial_size)
         self.slice_batch = int(slice_batch)
@@ -138,50 +139,35 @@ class SliceSegmenter:
         self.preprocessing = opts
         self.threads = max(1, int(threads or torch.get_num_threads()))
         self._pool: Optional[ThreadPoolExecutor] = None
-        self.network = network.eval().to(self.device)
-        for p in self.network.parameters():
-            p.requires_grad_(False)
-        self._session = None
-        if runtime == "bf16":
-            self.network.to(memory_format=torch.channels_last)
-        elif runtime == "onnx":
-            self._session = self._onnx_session(onnx_path)
-    # ------------------------------------------------------------------ runtimes
-    def _onnx_session(self, onnx_path: Optional[PathLike]) -> Any:
-        import onnxruntime as ort
+        cached = Path(onnx_path) if onnx_path is not None else None
 
-        data = None
-        if onnx_path is not None and Path(onnx_path).is_file():
-            data = Path(onnx_path).read_bytes()
-        if data is None:
-            data = export_onnx(self.network, self.spatial_size)
-            if onnx_path is not None:
+        def keep(model: bytes) -> None:
+            if cached is not None:
                 from kneeseg.io import atomic_write_bytes
 
-                atomic_write_bytes(onnx_path, data)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
-        if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        return ort.InferenceSession(data, options, providers=providers)
+                atomic_write_bytes(cached, model)
+
+        self.runner = NetworkRunner(
+            network, self.spatial_size, runtime, self.device, threads=self.threads, probe_batch=self.slice_batch,
+            onnx_model=cached.read_bytes() if cached is not None and cached.is_file() else None, on_export=keep,
+        )  # fmt: skip
+        self.network = self.runner.network
+        #: stage -> seconds spent by :meth:`preprocess` / :meth:`predict_full` on the last volume
+        self.timings: Dict[str, float] = {}
+
+    @property
+    def runtime(self) -> str:
+        """The resolved runtime: ``eager``, ``bf16`` or ``onnx``."""
+        return self.runner.name
+
+    @property
+    def runtime_choice(self) -> RuntimeChoice:
+        """The resolved runtime and why it was chosen."""
+        return self.runner.choice
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, K, N, N)`` float32 on the CPU for a ``(B, 1, N, N)`` batch."""
-        if self.runtime == "onnx":
-            (out,) = self._session.run(None, {"image": batch.numpy()})
-            return torch.from_numpy(out)
-        x = batch.to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            if self.runtime == "bf16":
-                x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                    out = self.network(x)
-            else:
-                out = self.network(x)
-        return out.float().cpu()
+        return self.runner(batch).float().cpu()
 
     # ------------------------------------------------------------------ preprocessing
     def _clahe_all(self, planes: np.ndarray) -> np.ndarray:
@@ -222,6 +208,7 @@ class SliceSegmenter:
         """
         from kneeseg.transforms.preprocessing import longest_side_size
 
+        started = time.perf_counter()
         arr = np.asarray(volume, dtype=np.float32)
         if arr.ndim != 3:
             raise ValueError(f"expected a 3D volume, got shape {arr.shape}")
@@ -258,29 +245,48 @@ class SliceSegmenter:
             x = F.pad(x, (pad1, n - size[1] - pad1, pad0, n - size[0] - pad0))
         return PreparedVolume(
             slices=x.contiguous(), shape=(cols, rows, depth), resized=(int(size[0]), int(size[1])),
-            pad=(pad0, pad1), axis_map=amap,
+            pad=(pad0, pad1), axis_map=amap, extra={"seconds": time.perf_counter() - started},
         )  # fmt: skip
 
     # ------------------------------------------------------------------ prediction
     def predict_full(
         self, prepared: PreparedVolume, progress: Optional[Callable[[int, int], None]] = None
     ) -> Prediction:
-        """Labels, confidence and raw component counts in the input layout (see :class:`Prediction`)."""
+        """Labels, confidence and raw component counts in the input layout (see :class:`Prediction`).
+
+        With two classes the softmax's second channel alone decides (``p1 > 0.5`` is the
+        argmax, first maximum winning ties, and bilinear resizing keeps ``p0 = 1 - p1``), so only
+        one channel is resized back to full size; with more classes all of them are.
+        """
         cols, rows, depth = prepared.shape
         (h, w), (p0, p1) = prepared.resized, prepared.pad
         labels = np.empty((depth, cols, rows), dtype=np.uint8)
         confidence = np.empty((depth, cols, rows), dtype=np.uint8)
+        network = post = 0.0
         for start in range(0, depth, self.slice_batch):
             stop = min(start + self.slice_batch, depth)
+            t0 = time.perf_counter()
             logits = self.forward(prepared.slices[start:stop])
-            probs = torch.softmax(logits, dim=1)[:, :, p0 : p0 + h, p1 : p1 + w]
-            if (h, w) != (cols, rows):
-                probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
-            lab, best = _argmax_channels(probs)
+            t1 = time.perf_counter()
+            if logits.shape[1] == 2:
+                probs = torch.softmax(logits, dim=1)[:, 1:2, p0 : p0 + h, p1 : p1 + w]
+                if (h, w) != (cols, rows):
+                    probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
+                fg = probs[:, 0]
+                lab = (fg > 0.5).to(torch.uint8)
+                best = torch.maximum(fg, 1.0 - fg)
+            else:
+                probs = torch.softmax(logits, dim=1)[:, :, p0 : p0 + h, p1 : p1 + w]
+                if (h, w) != (cols, rows):
+                    probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
+                lab, best = _argmax_channels(probs)
             labels[start:stop] = lab.numpy()
             confidence[start:stop] = (best * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+            network += t1 - t0
+            post += time.perf_counter() - t1
             if progress is not None:
                 progress(stop, depth)
+        t0 = time.perf_counter()
         labels = np.moveaxis(labels, 0, 2)
         components: Dict[int, int] = {}
         if self.largest_component:
@@ -288,11 +294,14 @@ class SliceSegmenter:
         else:
             components = count_components(labels, [c for c in self.class_names if c > 0])
         inv = prepared.axis_map
-        return Prediction(
+        prediction = Prediction(
             labels=np.ascontiguousarray(inv.invert(labels)),
             confidence=np.ascontiguousarray(inv.invert(np.moveaxis(confidence, 0, 2))),
             raw_components=components,
         )
+        post += time.perf_counter() - t0
+        prediction.timings.update(network=network, postprocess=post)
+        return prediction
 
     def predict(self, prepared: PreparedVolume, progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
         """uint8 labels in the input volume's layout."""
@@ -311,11 +320,33 @@ class SliceSegmenter:
 _FULL_3D = np.ones((3, 3, 3), dtype=bool)  # full connectivity, as MONAI's KeepLargestConnectedComponent
 
 
-def count_components(labels: np.ndarray, classes: Sequence[int]) -> Dict[int, int]:
-    """``{class: number of 3D connected components}`` (full connectivity)."""
+def _bounding_box(mask: np.ndarray) -> Optional[Tuple[slice, ...]]:
+    """The smallest box holding every ``True`` of ``mask``, or ``None`` when there is none."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
+def _label_class(labels: np.ndarray, c: int) -> Tuple[Optional[Tuple[slice, ...]], np.ndarray, int]:
+    """3D components (full connectivity) of class ``c``, computed inside its bounding box only
+    (the same components, a fraction of the work on a small structure in a large volume)."""
     from scipy import ndimage
 
-    return {int(c): int(ndimage.label(labels == c, structure=_FULL_3D)[1]) for c in classes}
+    mask = labels == c
+    box = _bounding_box(mask)
+    if box is None:
+        return None, np.zeros((0,), dtype=np.int32), 0
+    comp, n = ndimage.label(mask[box], structure=_FULL_3D)
+    return box, comp, int(n)
+
+
+def count_components(labels: np.ndarray, classes: Sequence[int]) -> Dict[int, int]:
+    """``{class: number of 3D connected components}`` (full connectivity)."""
+    return {int(c): _label_class(labels, int(c))[2] for c in classes}
 
 
 def keep_largest_components(labels: np.ndarray, classes: Sequence[int]) -> Tuple[np.ndarray, Dict[int, int]]:
@@ -325,17 +356,16 @@ def keep_largest_components(labels: np.ndarray, classes: Sequence[int]) -> Tuple
     ``KeepLargestConnectedComponentd``, independent classes, full connectivity) computes (tested
     equal), counting the components on the way. Voxels of dropped components become background.
     """
-    from scipy import ndimage
-
     out = labels.copy()
     counts: Dict[int, int] = {}
     for c in classes:
-        comp, n = ndimage.label(labels == c, structure=_FULL_3D)
-        counts[int(c)] = int(n)
+        box, comp, n = _label_class(labels, int(c))
+        counts[int(c)] = n
         if n > 1:
             sizes = np.bincount(comp.reshape(-1))
             sizes[0] = 0
-            out[(comp != int(np.argmax(sizes))) & (comp > 0)] = 0
+            region = out[box]
+            region[(comp != int(np.argmax(sizes))) & (comp > 0)] = 0
     return out, counts
 
 
@@ -380,25 +410,6 @@ def _argmax_channels(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         labels[better] = c
         best = torch.maximum(best, channel)
     return labels, best
-
-
-def export_onnx(network: torch.nn.Module, spatial_size: int, opset: int = 17) -> bytes:
-    """ONNX bytes of a 2D network with a dynamic batch axis (legacy TorchScript-based exporter)."""
-    net = network.eval()
-    params = list(net.parameters())
-    device = params[0].device if params else torch.device("cpu")
-    was_cl = bool(params) and params[0].dim() == 4 and params[0].is_contiguous(memory_format=torch.channels_last)
-    net.to(memory_format=torch.contiguous_format)
-    example = torch.zeros(2, 1, spatial_size, spatial_size, device=device)
-    buf = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(
-            net, example, buf, input_names=["image"], output_names=["logits"], opset_version=opset,
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
-        )  # fmt: skip
-    if was_cl:
-        net.to(memory_format=torch.channels_last)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------- loading from a bundle
@@ -491,7 +502,7 @@ def load_segmenter(
     bundle: Optional[PathLike] = None,
     ckpt: Optional[PathLike] = None,
     *,
-    runtime: str = "bf16",
+    runtime: str = "auto",
     device: Union[str, torch.device] = "cpu",
     preset: Optional[str] = None,
     overrides: Optional[Mapping[str, Any]] = None,
@@ -533,7 +544,7 @@ def load_segmenter(
     digest = file_digest(path)
     settings.update(ckpt_path=str(path), ckpt_digest=digest)
     onnx_path = None
-    if runtime == "onnx" and onnx_cache is not None:
+    if runtime in ("onnx", "auto") and onnx_cache is not None:
         onnx_path = Path(onnx_cache) / f"{settings['network_name']}-{digest}-{settings['spatial_size']}.onnx"
     segmenter = SliceSegmenter(
         net,
