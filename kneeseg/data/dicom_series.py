@@ -1217,7 +1217,10 @@ def load_volume(volume: SeriesVolume) -> tuple[np.ndarray, dict[str, Any]]:
     """
     if volume.issues:
         raise DicomSeriesError(f"{volume.label}: " + "; ".join(volume.issues))
-    out = np.empty((volume.columns, volume.rows, volume.num_slices), dtype=np.float32)
+    # slice-major storage (each plane contiguous, written and later read as a whole), seen as
+    # (columns, rows, slices)
+    planes = np.empty((volume.num_slices, volume.columns, volume.rows), dtype=np.float32)
+    out = np.moveaxis(planes, 0, 2)
     cache: dict[str, np.ndarray] = {}
     for k, ref in enumerate(volume.slices):
         pixels = _decode(ref.path, cache)
@@ -1232,7 +1235,7 @@ def load_volume(volume: SeriesVolume) -> tuple[np.ndarray, dict[str, Any]]:
         plane = pixels.astype(np.float32)
         if ref.slope != 1.0 or ref.intercept != 0.0:
             plane = plane * np.float32(ref.slope) + np.float32(ref.intercept)
-        out[:, :, k] = dicom_plane_to_volume(plane)
+        planes[k] = dicom_plane_to_volume(plane)
         if ref.frame is None:
             cache.pop(ref.path, None)  # single-frame files are used once
     affine = volume.affine

@@ -29,10 +29,11 @@ import hashlib
 import logging
 import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -150,7 +151,9 @@ class SliceSegmenter:
         self.runner = NetworkRunner(
             network, self.spatial_size, runtime, self.device, threads=self.threads, probe_batch=self.slice_batch,
             onnx_model=cached.read_bytes() if cached is not None and cached.is_file() else None, on_export=keep,
+            concurrent=self.threads,
         )  # fmt: skip
+        self._net_pool: Optional[ThreadPoolExecutor] = None
         self.network = self.runner.network
         #: stage -> seconds spent by :meth:`preprocess` / :meth:`predict_full` on the last volume
         self.timings: Dict[str, float] = {}
@@ -171,9 +174,12 @@ class SliceSegmenter:
 
     # ------------------------------------------------------------------ preprocessing
     def _clahe_all(self, planes: np.ndarray) -> np.ndarray:
+        from kneeseg.transforms.clahe import equalize_adapthist_planes
         from kneeseg.transforms.preprocessing import HistogramEqualize
 
         eq = HistogramEqualize(method=self.preprocessing["equalization"], clip_limit=self.preprocessing["clip_limit"])
+        if eq.method == "clahe" and eq.kernel_size is None:  # all planes at once, bit-identical
+            return equalize_adapthist_planes(planes, eq.clip_limit, eq.nbins, eq.rescale, fallback=eq.equalise_plane)
         if self.threads == 1 or len(planes) == 1:
             return np.stack([eq.equalise_plane(p) for p in planes])
         if self._pool is None:
@@ -263,10 +269,9 @@ class SliceSegmenter:
         labels = np.empty((depth, cols, rows), dtype=np.uint8)
         confidence = np.empty((depth, cols, rows), dtype=np.uint8)
         network = post = 0.0
-        for start in range(0, depth, self.slice_batch):
-            stop = min(start + self.slice_batch, depth)
-            t0 = time.perf_counter()
-            logits = self.forward(prepared.slices[start:stop])
+        t0 = time.perf_counter()
+        for start, logits in self._forward_batches(prepared.slices):
+            stop = start + logits.shape[0]
             t1 = time.perf_counter()
             if logits.shape[1] == 2:
                 probs = torch.softmax(logits, dim=1)[:, 1:2, p0 : p0 + h, p1 : p1 + w]
@@ -283,9 +288,10 @@ class SliceSegmenter:
             labels[start:stop] = lab.numpy()
             confidence[start:stop] = (best * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
             network += t1 - t0
-            post += time.perf_counter() - t1
             if progress is not None:
                 progress(stop, depth)
+            t0 = time.perf_counter()
+            post += t0 - t1
         t0 = time.perf_counter()
         labels = np.moveaxis(labels, 0, 2)
         components: Dict[int, int] = {}
@@ -303,6 +309,27 @@ class SliceSegmenter:
         prediction.timings.update(network=network, postprocess=post)
         return prediction
 
+    def _forward_batches(self, slices: torch.Tensor) -> Iterator[Tuple[int, torch.Tensor]]:
+        """``(start, logits)`` of each batch of ``slice_batch`` slices, in order; with a runner
+        that wants several batches at once, that many run in parallel (one ahead each)."""
+        starts = range(0, slices.shape[0], self.slice_batch)
+        parallel = self.runner.concurrent
+        if parallel <= 1:
+            for start in starts:
+                yield start, self.forward(slices[start : start + self.slice_batch])
+            return
+        if self._net_pool is None:
+            self._net_pool = ThreadPoolExecutor(parallel, thread_name_prefix="kneeseg-net")
+        pending: Deque[Tuple[int, Any]] = deque()
+        for start in starts:
+            pending.append((start, self._net_pool.submit(self.forward, slices[start : start + self.slice_batch])))
+            if len(pending) >= parallel:
+                first, future = pending.popleft()
+                yield first, future.result()
+        while pending:
+            first, future = pending.popleft()
+            yield first, future.result()
+
     def predict(self, prepared: PreparedVolume, progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
         """uint8 labels in the input volume's layout."""
         return self.predict_full(prepared, progress).labels
@@ -312,9 +339,11 @@ class SliceSegmenter:
         return self.predict(self.preprocess(volume, affine, **kwargs))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for name in ("_pool", "_net_pool"):
+            pool = getattr(self, name)
+            if pool is not None:
+                pool.shutdown(wait=True)
+                setattr(self, name, None)
 
 
 _FULL_3D = np.ones((3, 3, 3), dtype=bool)  # full connectivity, as MONAI's KeepLargestConnectedComponent
