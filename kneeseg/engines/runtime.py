@@ -251,7 +251,9 @@ class NetworkRunner:
             (out,) = self._sessions["onnx"].run(None, {"image": batch.detach().cpu().float().numpy()})
             return torch.from_numpy(out).to(batch.device)
         x = batch.to(self.device, non_blocking=True)
-        with torch.inference_mode():
+        # no_grad, not inference_mode: callers such as MONAI's sliding window update the
+        # outputs in place outside inference mode
+        with torch.no_grad():
             if name == "bf16":
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16):

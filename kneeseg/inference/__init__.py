@@ -4,7 +4,7 @@ Imports are lazy, so ``import kneeseg.inference`` does not load torch.
 
 - :func:`predict_folder` (``kneeseg infer ROOT -o OUT``): every knee MR series under a folder tree
   to NIfTI + DICOM SEG + PNG preview + ``manifest.csv``, resumable, sharded under torchrun;
-- :class:`SliceSegmenter` / :func:`load_segmenter`: one volume, runtimes eager / bf16 / onnx;
+- :class:`SliceSegmenter` / :func:`load_segmenter`: one volume, runtimes auto / eager / bf16 / onnx;
 - :func:`write_dicom_seg`, :func:`validate_dicom_seg`: DICOM Segmentation export and dciodvfy check;
 - :func:`quality_check`: the bundle's plausibility checks of a predicted volume (``qc`` column);
 - :func:`save_overlay_png`: PNG previews.
