@@ -100,7 +100,9 @@ def choose_runtime(
             note += f"; emulated on this CPU ({_cpu_note()}), slower than eager"
         return RuntimeChoice(requested, note)
     if dev.type == "cuda":
-        return RuntimeChoice("bf16", "CUDA device: bf16 autocast")
+        if not torch.cuda.is_available() or torch.cuda.is_bf16_supported():
+            return RuntimeChoice("bf16", "CUDA device: bf16 autocast")
+        return RuntimeChoice("eager", "CUDA device without bf16 support")
     if dev.type != "cpu":
         return RuntimeChoice("eager", f"device type {dev.type}")
     if cpu_supports_bf16():
