@@ -239,7 +239,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
     echo: Any = args.echo if args.echo == "all" else int(args.echo)
     result = predict_folder(
-        args.input, args.output, bundle=args.bundle, ckpt=args.ckpt, preset=args.preset,
+        args.input, args.output, bundle=args.bundle, ckpt=(args.ckpt[0] if args.ckpt and len(args.ckpt) == 1 else args.ckpt),
+        preset=args.preset,
         overrides=parse_overrides(args.set or []), runtime=args.runtime, device=args.device,
         formats=args.formats, series_filter=args.series_filter, any_plane=args.any_plane, echo=echo,
         any_body_part=args.any_body_part, overwrite=args.overwrite, slice_batch=args.slice_batch,
@@ -266,7 +267,11 @@ def _add_infer_command(commands: Any) -> None:
     p.add_argument("input", help="folder with DICOM files (any depth)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--bundle", default=None, help="bundle folder (default: the bundle shipped with kneeseg)")
-    p.add_argument("--ckpt", default=None, help="checkpoint (default: <bundle>/models/model.pt)")
+    p.add_argument(
+        "--ckpt", nargs="+", default=None,
+        help="checkpoint (default: <bundle>/models/model.pt); several checkpoints (e.g. the folds of a "
+        "cross-validation) make an ensemble that averages their softmax before the argmax",
+    )  # fmt: skip
     p.add_argument("--preset", default=None, help="bundle preset the checkpoint was trained with (cpu, paper, JSON)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle config override (repeatable)")
     p.add_argument(

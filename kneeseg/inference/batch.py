@@ -508,7 +508,7 @@ def predict_folder(
     out: PathLike,
     *,
     bundle: Optional[PathLike] = None,
-    ckpt: Optional[PathLike] = None,
+    ckpt: Union[PathLike, Sequence[PathLike], None] = None,
     preset: Optional[str] = None,
     overrides: Optional[Mapping[str, Any]] = None,
     runtime: str = "auto",
@@ -527,7 +527,8 @@ def predict_folder(
     Args:
         root: input folder (searched recursively).
         out: output folder (created).
-        bundle, ckpt, preset, overrides: the model (see :func:`~kneeseg.inference.segmenter.load_segmenter`).
+        bundle, ckpt, preset, overrides: the model (see :func:`~kneeseg.inference.segmenter.load_segmenter`;
+            several checkpoints make a fold ensemble).
         runtime: ``auto`` (default: the fastest exact runtime this machine has, see
             :func:`kneeseg.engines.runtime.choose_runtime`), ``eager``, ``bf16`` or ``onnx``. The
             resolved runtime is printed once and is each row's ``runtime``.

@@ -33,7 +33,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -87,7 +87,9 @@ class SliceSegmenter:
     """Segment volumes slice by slice with a 2D network, in the model's slice orientation.
 
     Args:
-        network: a 2D network ``(B, 1, N, N) -> (B, K, N, N)`` logits (weights loaded).
+        network: a 2D network ``(B, 1, N, N) -> (B, K, N, N)`` logits (weights loaded), or a
+            list of such networks: a fold ensemble, whose softmax outputs are averaged before
+            the argmax (time and ONNX exports grow with the number of members).
         spatial_size: ``N`` of the bundle (longest in-plane side after resize; padded square).
         runtime: one of :data:`RUNTIMES` (``auto``: see
             :func:`kneeseg.engines.runtime.choose_runtime`); the resolved one is
@@ -142,17 +144,27 @@ class SliceSegmenter:
         self._pool: Optional[ThreadPoolExecutor] = None
         cached = Path(onnx_path) if onnx_path is not None else None
 
-        def keep(model: bytes) -> None:
-            if cached is not None:
+        def keep(model: bytes, path: Optional[Path]) -> None:
+            if path is not None:
                 from kneeseg.io import atomic_write_bytes
 
-                atomic_write_bytes(cached, model)
+                atomic_write_bytes(path, model)
 
-        self.runner = NetworkRunner(
-            network, self.spatial_size, runtime, self.device, threads=self.threads, probe_batch=self.slice_batch,
-            onnx_model=cached.read_bytes() if cached is not None and cached.is_file() else None, on_export=keep,
-            concurrent=self.threads,
-        )  # fmt: skip
+        networks = list(network) if isinstance(network, (list, tuple)) else [network]
+        if not networks:
+            raise ValueError("no network given")
+        paths = [None] * len(networks)
+        if cached is not None:  # one cached export per member: <name>.onnx, <name>.1.onnx, ...
+            paths = [cached if i == 0 else cached.with_suffix(f".{i}.onnx") for i in range(len(networks))]
+        self.runners: List[NetworkRunner] = []
+        for i, (net, path) in enumerate(zip(networks, paths)):
+            self.runners.append(NetworkRunner(
+                net, self.spatial_size, runtime if i == 0 else self.runners[0].name, self.device, threads=self.threads,
+                probe_batch=self.slice_batch, concurrent=self.threads,
+                onnx_model=path.read_bytes() if path is not None and path.is_file() else None,
+                on_export=(lambda model, path=path: keep(model, path)),
+            ))  # fmt: skip
+        self.runner = self.runners[0]
         self._net_pool: Optional[ThreadPoolExecutor] = None
         self.network = self.runner.network
         #: stage -> seconds spent by :meth:`preprocess` / :meth:`predict_full` on the last volume
@@ -169,8 +181,18 @@ class SliceSegmenter:
         return self.runner.choice
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, K, N, N)`` float32 on the CPU for a ``(B, 1, N, N)`` batch."""
+        """Logits ``(B, K, N, N)`` float32 on the CPU for a ``(B, 1, N, N)`` batch (first network)."""
         return self.runner(batch).float().cpu()
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Softmax ``(B, K, N, N)`` for a ``(B, 1, N, N)`` batch: of the network, or the mean of
+        the ensemble members' softmax (fold ensembles average probabilities, then argmax)."""
+        probs = torch.softmax(self.forward(batch), dim=1)
+        for runner in self.runners[1:]:
+            probs += torch.softmax(runner(batch).float().cpu(), dim=1)
+        if len(self.runners) > 1:
+            probs /= len(self.runners)
+        return probs
 
     # ------------------------------------------------------------------ preprocessing
     def _clahe_all(self, planes: np.ndarray) -> np.ndarray:
@@ -270,18 +292,18 @@ class SliceSegmenter:
         confidence = np.empty((depth, cols, rows), dtype=np.uint8)
         network = post = 0.0
         t0 = time.perf_counter()
-        for start, logits in self._forward_batches(prepared.slices):
-            stop = start + logits.shape[0]
+        for start, probs in self._forward_batches(prepared.slices):
+            stop = start + probs.shape[0]
             t1 = time.perf_counter()
-            if logits.shape[1] == 2:
-                probs = torch.softmax(logits, dim=1)[:, 1:2, p0 : p0 + h, p1 : p1 + w]
+            if probs.shape[1] == 2:
+                probs = probs[:, 1:2, p0 : p0 + h, p1 : p1 + w]
                 if (h, w) != (cols, rows):
                     probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
                 fg = probs[:, 0]
                 lab = (fg > 0.5).to(torch.uint8)
                 best = torch.maximum(fg, 1.0 - fg)
             else:
-                probs = torch.softmax(logits, dim=1)[:, :, p0 : p0 + h, p1 : p1 + w]
+                probs = probs[:, :, p0 : p0 + h, p1 : p1 + w]
                 if (h, w) != (cols, rows):
                     probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
                 lab, best = _argmax_channels(probs)
@@ -310,19 +332,19 @@ class SliceSegmenter:
         return prediction
 
     def _forward_batches(self, slices: torch.Tensor) -> Iterator[Tuple[int, torch.Tensor]]:
-        """``(start, logits)`` of each batch of ``slice_batch`` slices, in order; with a runner
-        that wants several batches at once, that many run in parallel (one ahead each)."""
+        """``(start, probabilities)`` of each batch of ``slice_batch`` slices, in order; with a
+        runner that wants several batches at once, that many run in parallel (one ahead each)."""
         starts = range(0, slices.shape[0], self.slice_batch)
         parallel = self.runner.concurrent
         if parallel <= 1:
             for start in starts:
-                yield start, self.forward(slices[start : start + self.slice_batch])
+                yield start, self.probabilities(slices[start : start + self.slice_batch])
             return
         if self._net_pool is None:
             self._net_pool = ThreadPoolExecutor(parallel, thread_name_prefix="kneeseg-net")
         pending: Deque[Tuple[int, Any]] = deque()
         for start in starts:
-            pending.append((start, self._net_pool.submit(self.forward, slices[start : start + self.slice_batch])))
+            pending.append((start, self._net_pool.submit(self.probabilities, slices[start : start + self.slice_batch])))
             if len(pending) >= parallel:
                 first, future = pending.popleft()
                 yield first, future.result()
@@ -529,7 +551,7 @@ def bundle_settings(
 
 def load_segmenter(
     bundle: Optional[PathLike] = None,
-    ckpt: Optional[PathLike] = None,
+    ckpt: Union[PathLike, Sequence[PathLike], None] = None,
     *,
     runtime: str = "auto",
     device: Union[str, torch.device] = "cpu",
@@ -543,7 +565,8 @@ def load_segmenter(
     Args:
         bundle: bundle folder (default: the bundle shipped with kneeseg).
         ckpt: checkpoint (a state dict or ``{"model": state_dict}``); default the bundle's
-            ``ckpt_path`` (``models/model.pt``).
+            ``ckpt_path`` (``models/model.pt``). A list of checkpoints makes a fold ensemble
+            (softmax averaged over the members).
         runtime, device, slice_batch: see :class:`SliceSegmenter`.
         preset: a bundle preset (``cpu``, ``paper`` or a JSON file) that defines the network.
         overrides: bundle config overrides (``width``, ``spatial_size``, ``network_name``...).
@@ -557,26 +580,39 @@ def load_segmenter(
         FileNotFoundError: missing checkpoint. ValueError: checkpoint does not fit the network.
     """
     settings = bundle_settings(bundle, preset, overrides)
-    path = Path(ckpt) if ckpt is not None else Path(settings["ckpt_path"])
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (train the bundle first, or pass --ckpt)")
-    state = _state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
-    net = settings["network"]
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ValueError(
-            f"{path}: checkpoint does not match the bundle network {settings['network_name']!r} "
-            f"({first}); pass the preset/overrides it was trained with (e.g. --preset cpu)"
-        ) from exc
-    digest = file_digest(path)
-    settings.update(ckpt_path=str(path), ckpt_digest=digest)
+    import copy
+
+    if isinstance(ckpt, (list, tuple)):
+        paths = [Path(c) for c in ckpt]
+        if not paths:
+            raise ValueError("no checkpoint given")
+    else:
+        paths = [Path(ckpt) if ckpt is not None else Path(settings["ckpt_path"])]
+    nets = []
+    for i, path in enumerate(paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path} (train the bundle first, or pass --ckpt)")
+        state = _state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+        net = settings["network"] if i == 0 else copy.deepcopy(settings["network"])
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(
+                f"{path}: checkpoint does not match the bundle network {settings['network_name']!r} "
+                f"({first}); pass the preset/overrides it was trained with (e.g. --preset cpu)"
+            ) from exc
+        nets.append(net)
+    digests = [file_digest(p) for p in paths]
+    # one member: the checkpoint's digest; an ensemble: a digest of the members' digests (in order)
+    digest = digests[0] if len(paths) == 1 else hashlib.sha256("|".join(digests).encode()).hexdigest()[:16]
+    settings.update(ckpt_path=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths], ckpt_digest=digest,
+                    ensemble=len(paths))  # fmt: skip
     onnx_path = None
     if runtime in ("onnx", "auto") and onnx_cache is not None:
         onnx_path = Path(onnx_cache) / f"{settings['network_name']}-{digest}-{settings['spatial_size']}.onnx"
     segmenter = SliceSegmenter(
-        net,
+        nets if len(nets) > 1 else nets[0],
         settings["spatial_size"],
         runtime=runtime,
         device=device,

@@ -1,0 +1,79 @@
+"""Fold ensembles: several checkpoints, softmax averaged before the argmax, in every runtime."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from inference_helpers import dice, untrained_model, write_oriented_series
+from kneeseg.cli import main as cli_main
+from kneeseg.inference.batch import read_manifest
+from kneeseg.inference.segmenter import load_segmenter
+
+TINY = {"width": 4, "spatial_size": 64}
+TINY_SET = [arg for k, v in TINY.items() for arg in ("--set", f"{k}={v}")]
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folds")
+    return [untrained_model(root / f"fold{i}" / "model.pt", seed=i, foreground=0.2 + 0.2 * i) for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    img = ndimage.gaussian_filter(rng.random((72, 80)), 3)
+    img = ((img - img.min()) / np.ptp(img) * 800).astype(np.uint16)
+    root = tmp_path_factory.mktemp("ens_series")
+    write_oriented_series(root / "in" / "knee", img, "IP", "PI", slices=4)
+    return root / "in"
+
+
+@pytest.mark.parametrize("runtime", ["eager", "onnx"])
+def test_ensemble_averages_the_members_softmax(members, runtime, tmp_path):
+    single = [load_segmenter(ckpt=m, overrides=TINY, runtime="eager")[0] for m in members]
+    ensemble, settings = load_segmenter(ckpt=members, overrides=TINY, runtime=runtime, onnx_cache=tmp_path)
+    assert settings["ensemble"] == 2 and len(ensemble.runners) == 2
+    assert {r.name for r in ensemble.runners} == {runtime}
+    x = torch.rand(3, 1, 64, 64)
+    expected = (torch.softmax(single[0].forward(x), 1) + torch.softmax(single[1].forward(x), 1)) / 2
+    assert torch.allclose(ensemble.probabilities(x), expected, atol=1e-5)
+    if runtime == "onnx":
+        assert len(list(tmp_path.glob("*.onnx"))) == 2  # one cached export per member
+
+
+def test_an_ensemble_of_one_model_twice_is_the_model(members, series):
+    from kneeseg.data import discover_series, load_volume
+
+    image, meta = load_volume(discover_series(series).volumes[0])
+    one, s1 = load_segmenter(ckpt=members[0], overrides=TINY, runtime="eager")
+    two, s2 = load_segmenter(ckpt=[members[0], members[0]], overrides=TINY, runtime="eager")
+    a, b = one(image, meta["affine"]), two(image, meta["affine"])
+    assert a.any() and np.array_equal(a, b)
+    assert s1["ckpt_digest"] != s2["ckpt_digest"]  # a rerun with other members redoes the series
+
+
+def test_kneeseg_infer_takes_several_checkpoints(members, series, tmp_path):
+    out = tmp_path / "out"
+    code = cli_main(["infer", str(series), "-o", str(out), "--ckpt", *map(str, members), "--quiet", "--formats",
+                     "nifti", *TINY_SET])  # fmt: skip
+    assert code == 0
+    (row,) = read_manifest(out / "manifest.csv")
+    assert row["status"] == "ok"
+    labels = np.asarray(nib.load(out / row["nifti"]).dataobj)
+    from kneeseg.data import discover_series, load_volume
+
+    image, meta = load_volume(discover_series(series).volumes[0])
+    ensemble, _ = load_segmenter(ckpt=members, overrides=TINY, runtime="eager")
+    expected = ensemble(image, meta["affine"])
+    singles = [load_segmenter(ckpt=m, overrides=TINY, runtime="eager")[0](image, meta["affine"]) for m in members]
+    assert expected.any() and not any(np.array_equal(expected, s) for s in singles)  # the average is its own mask
+    assert dice(labels, expected) >= 0.99  # the CLI's default runtime, the same ensemble
+    record = json.loads(next((out / ".kneeseg" / "records").glob("*.json")).read_text())
+    assert record["model"] == load_segmenter(ckpt=members, overrides=TINY, runtime="eager")[1]["ckpt_digest"]
