@@ -161,13 +161,15 @@ class NetworkRunner:
     """A network under one runtime: ``runner(batch) -> fp32 logits`` on the batch's device.
 
     Args:
-        network: the 2D network with its weights (put in eval mode, gradients off).
+        network: the 2D network with its weights (put in eval mode; forward passes run under
+            ``torch.no_grad``).
         spatial_size: input side ``N`` (for the ONNX export).
         runtime: ``auto`` or a runtime name (see :func:`choose_runtime`).
         device: the device of ``eager``/``bf16`` (``onnx`` picks its provider from it).
         onnx_model: ONNX bytes to use instead of exporting (e.g. from a cache).
         on_export: called with the ONNX bytes after an export (to cache them).
         threads: intra-op threads of ONNX Runtime.
+        probe_batch: slices per batch when ``auto`` times the runtimes against each other.
         concurrent: for ``onnx``, the number of batches the caller will run at the same time
             (from several threads); each run then gets one intra-op thread (``threads`` is
             ignored). On a few cores, separate batches in parallel do more work per core than
