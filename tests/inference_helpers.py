@@ -184,3 +184,16 @@ def output_snapshot(out: Path) -> Dict[str, object]:
             files[p.relative_to(out).as_posix()] = p.read_bytes()
     rows = [{k: v for k, v in r.items() if k != "seconds"} for r in read_manifest(out / "manifest.csv")]
     return {"files": files, "rows": rows}
+
+
+def smooth_knee_series(root: Path, seed: int, slices: int = 4) -> Path:
+    """A knee-like sagittal series under ``root/in/knee`` (smooth blobs, so that masks have
+    several components), stored in the standard sagittal layout; returns ``root/in``."""
+    import numpy as np
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    img = ndimage.gaussian_filter(rng.random((72, 80)), 3)
+    img = ((img - img.min()) / np.ptp(img) * 800).astype(np.uint16)
+    write_oriented_series(root / "in" / "knee", img, "IP", "PI", slices=slices)
+    return root / "in"

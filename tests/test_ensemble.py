@@ -8,9 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
-from inference_helpers import dice, untrained_model, write_oriented_series
+from inference_helpers import dice, smooth_knee_series, untrained_model
 from kneeseg.cli import main as cli_main
 from kneeseg.inference.batch import read_manifest
 from kneeseg.inference.segmenter import load_segmenter
@@ -27,12 +26,7 @@ def members(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def series(tmp_path_factory):
-    rng = np.random.default_rng(7)
-    img = ndimage.gaussian_filter(rng.random((72, 80)), 3)
-    img = ((img - img.min()) / np.ptp(img) * 800).astype(np.uint16)
-    root = tmp_path_factory.mktemp("ens_series")
-    write_oriented_series(root / "in" / "knee", img, "IP", "PI", slices=4)
-    return root / "in"
+    return smooth_knee_series(tmp_path_factory.mktemp("ens_series"), seed=7)
 
 
 @pytest.mark.parametrize("runtime", ["eager", "onnx"])
@@ -70,10 +64,10 @@ def test_kneeseg_infer_takes_several_checkpoints(members, series, tmp_path):
     from kneeseg.data import discover_series, load_volume
 
     image, meta = load_volume(discover_series(series).volumes[0])
-    ensemble, _ = load_segmenter(ckpt=members, overrides=TINY, runtime="eager")
+    ensemble, ens_settings = load_segmenter(ckpt=members, overrides=TINY, runtime="eager")
     expected = ensemble(image, meta["affine"])
     singles = [load_segmenter(ckpt=m, overrides=TINY, runtime="eager")[0](image, meta["affine"]) for m in members]
     assert expected.any() and not any(np.array_equal(expected, s) for s in singles)  # the average is its own mask
     assert dice(labels, expected) >= 0.99  # the CLI's default runtime, the same ensemble
     record = json.loads(next((out / ".kneeseg" / "records").glob("*.json")).read_text())
-    assert record["model"] == load_segmenter(ckpt=members, overrides=TINY, runtime="eager")[1]["ckpt_digest"]
+    assert record["model"] == ens_settings["ckpt_digest"]

@@ -19,7 +19,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from inference_helpers import dice, untrained_model, write_oriented_series
+from inference_helpers import dice, smooth_knee_series, untrained_model
 from kneeseg.data import discover_series, load_volume
 from kneeseg.inference.batch import predict_folder
 from kneeseg.inference.segmenter import bundle_settings, load_segmenter
@@ -51,12 +51,7 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def series(tmp_path_factory):
     """A knee-like sagittal series (smooth blobs, so that masks have several components)."""
-    rng = np.random.default_rng(5)
-    img = ndimage.gaussian_filter(rng.random((72, 80)), 3)
-    img = ((img - img.min()) / np.ptp(img) * 800).astype(np.uint16)
-    root = tmp_path_factory.mktemp("def_series")
-    write_oriented_series(root / "in" / "knee", img, "IP", "PI", slices=4)
-    return root / "in"
+    return smooth_knee_series(tmp_path_factory.mktemp("def_series"), seed=5)
 
 
 def test_bundle_settings_read_every_inference_setting(tmp_path):
