@@ -8,14 +8,16 @@ and passes key/value overrides through to :py:func:`monai.bundle.run`.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["WORKFLOWS", "default_bundle_dir", "parse_overrides", "workflow_config_files", "run_workflow"]
+from kneeseg.files import PathLike
 
-PathLike = Union[str, os.PathLike]
+__all__ = ["WORKFLOWS", "default_bundle_dir", "parse_overrides", "parse_value", "workflow_config_files", "run_workflow"]
+
 
 # workflow -> (config files in order, run id)
 WORKFLOWS: Dict[str, tuple] = {
@@ -85,31 +87,40 @@ def workflow_config_files(
     return files
 
 
+def parse_value(raw: str) -> Any:
+    """One ``--set`` value, typed: JSON first (``8``, ``0.5``, ``true``, ``null``, ``[96, 96]``,
+    ``"text"``), then a Python literal (``True``, ``None``, ``(1, 2)``, ``'text'``), else the text."""
+    text = raw.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return raw
+
+
 def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
     """``["max_epochs=2", "train#dataset#cache_rate=0.5", "amp=false"]`` -> typed overrides.
 
-    Values are read as Python literals when they parse (numbers, booleans, lists, None),
-    ``true``/``false``/``null`` as JSON spellings, and as strings otherwise.
+    The one parser of ``KEY=VALUE`` items in kneeseg (the CLI's ``--set``, ``kneeseg bench`` and
+    the MONAI Label app's ``--set``); values as :func:`parse_value` reads them.
 
     Raises:
-        ValueError: for an item without ``=``.
+        ValueError: for an item without ``=`` or without a key.
     """
     out: Dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ValueError(f"override {item!r} is not KEY=VALUE")
-        low = raw.strip().lower()
-        if low in ("true", "false"):
-            value: Any = low == "true"
-        elif low in ("null", "none"):
-            value = None
-        else:
-            try:
-                value = ast.literal_eval(raw)
-            except (ValueError, SyntaxError):
-                value = raw
-        out[key.strip()] = value
+        out[key.strip()] = parse_value(raw)
     return out
 
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from kneeseg.io import atomic_write_bytes, atomic_write_text
+from kneeseg.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["PAPER_METHODS", "ABLATIONS", "EXTRA_PEERS", "Table1Config", "run_table1", "aggregate"]
 

@@ -46,7 +46,8 @@ _EXPORTS = {
     "generate_phantom": "kneeseg.data.phantom",
     "render_case": "kneeseg.data.phantom",
     "write_dicom_series": "kneeseg.data.phantom",
-    "write_nifti": "kneeseg.data.phantom",
+    "write_case_nifti": "kneeseg.data.phantom",
+    "write_nifti": "kneeseg.data.nifti",
     "write_png_slices": "kneeseg.data.phantom",
     # manifests
     "ManifestError": "kneeseg.data.manifest",

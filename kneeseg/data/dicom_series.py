@@ -32,7 +32,7 @@ import struct
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
 import pydicom
@@ -40,6 +40,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
 from kneeseg.data.orientation import dicom_plane_to_volume, volume_to_dicom_frames
+from kneeseg.files import PathLike
 
 __all__ = [
     "DicomSeriesError",
@@ -56,7 +57,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: diag(-1, -1, 1, 1): converts between DICOM LPS and NIfTI/MONAI RAS world coordinates.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

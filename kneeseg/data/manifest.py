@@ -35,7 +35,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from kneeseg.io import atomic_write_text
+from kneeseg.atomic import atomic_write_text
+from kneeseg.files import PathLike
 
 __all__ = [
     "DEFAULT_IMAGE_GLOB",
@@ -62,7 +63,6 @@ DEFAULT_MASK_GLOB = "labelsTr/*.nii.gz"
 
 _TWO_D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-PathLike = Union[str, os.PathLike]
 PatientKey = Union[str, Callable[[Path], str], None]
 
 

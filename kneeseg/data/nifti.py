@@ -1,4 +1,9 @@
-"""NIfTI input checks.
+"""NIfTI: the one writer kneeseg uses, and input checks.
+
+- :func:`write_nifti`: an array + affine to a ``.nii`` / ``.nii.gz`` file, atomically, with the
+  affine as qform and sform (scanner code) and a deterministic gzip stream (no time stamp), so
+  that a rerun writes the same bytes. Batch inference writes its masks and the phantom its
+  images and labels through it.
 
 Volumes are loaded with MONAI's ``LoadImaged`` + ``NibabelReader`` (spatial axes in voxel
 order i, j, k; for a sagittal knee series converted from DICOM, i/j are the in-plane column/row
@@ -21,7 +26,42 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NiftiSummary", "check_finite", "check_nifti", "count_nonfinite", "nonfinite_message"]
+from kneeseg.atomic import atomic_write_bytes
+from kneeseg.files import PathLike
+
+__all__ = ["NiftiSummary", "check_finite", "check_nifti", "count_nonfinite", "nonfinite_message", "write_nifti"]
+
+
+def write_nifti(
+    path: PathLike,
+    data: np.ndarray,
+    affine: np.ndarray,
+    *,
+    time_unit: str | None = None,
+    description: str | None = None,
+    compresslevel: int = 6,
+) -> Path:
+    """Write ``data`` (kept in its dtype) with ``affine`` (RAS, 4 x 4) to ``path`` atomically.
+
+    The affine is stored as qform and sform with code 1 (scanner), spatial units are mm, the time
+    unit is ``time_unit`` (None: unknown). A ``.gz`` path is gzip-compressed at ``compresslevel``
+    with no file name or time in the gzip header, so the bytes depend on the content only.
+    Returns the path.
+    """
+    import gzip
+
+    import nibabel as nib
+
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", time_unit)
+    if description is not None:
+        img.header["descrip"] = description.encode()
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    raw = img.to_bytes()
+    if str(path).endswith(".gz"):
+        raw = gzip.compress(raw, compresslevel=compresslevel, mtime=0)
+    return atomic_write_bytes(path, raw)
 
 
 def count_nonfinite(array: Any) -> tuple[int, int]:

@@ -39,18 +39,19 @@ in values and affine. Everything is deterministic in ``(seed, case)``.
 from __future__ import annotations
 
 import io
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 
+from kneeseg.atomic import atomic_write_bytes
 from kneeseg.data.manifest import DEFAULT_RATIOS, assign_groups, write_manifest
+from kneeseg.data.nifti import write_nifti
 from kneeseg.data.orientation import SliceOrientation, dicom_plane_to_volume
-from kneeseg.io import atomic_write_bytes
+from kneeseg.files import PathLike
 
 __all__ = [
     "DEFAULT_FOV_MM",
@@ -61,7 +62,7 @@ __all__ = [
     "generate_phantom",
     "render_case",
     "write_dicom_series",
-    "write_nifti",
+    "write_case_nifti",
     "write_png_slices",
 ]
 
@@ -555,7 +556,7 @@ def _ds(value: float) -> str:
     return text if len(text) <= 16 else f"{value:.8g}"
 
 
-def write_dicom_series(case: PhantomCase, folder: Union[str, os.PathLike]) -> List[Path]:
+def write_dicom_series(case: PhantomCase, folder: PathLike) -> List[Path]:
     """Write ``case`` as an MR Image Storage series, one file per slice (``IM0001.dcm`` ...).
 
     UIDs derive from (seed, case, slice) with :py:func:`pydicom.uid.generate_uid`, so reruns
@@ -657,31 +658,17 @@ def write_dicom_series(case: PhantomCase, folder: Union[str, os.PathLike]) -> Li
     return paths
 
 
-def write_nifti(case: PhantomCase, image_path: Union[str, os.PathLike], label_path: Union[str, os.PathLike]) -> None:
+def write_case_nifti(case: PhantomCase, image_path: PathLike, label_path: PathLike) -> None:
     """Write image (uint16) and label (uint8) NIfTI files in dcm2niix's layout
     (:py:meth:`PhantomCase.to_nifti_layout`: ``(columns, rows, slices)``, rows reversed) with the
     RAS affine of :py:meth:`PhantomCase.affine_ras` as qform and sform (scanner code)."""
-    import nibabel as nib
-
     affine = case.affine_ras()
     for data, path in ((case.image, image_path), (case.label, label_path)):
-        vol = case.to_nifti_layout(data)
-        img = nib.Nifti1Image(vol, affine)
-        img.set_qform(affine, code=1)
-        img.set_sform(affine, code=1)
-        img.header.set_xyzt_units("mm")
-        img.header["descrip"] = b"kneeseg phantom"
-        atomic_write_bytes(Path(path), img.to_bytes() if not str(path).endswith(".gz") else _gzip(img.to_bytes()))
-
-
-def _gzip(data: bytes) -> bytes:
-    import gzip
-
-    return gzip.compress(data, compresslevel=1, mtime=0)
+        write_nifti(path, case.to_nifti_layout(data), affine, description="kneeseg phantom", compresslevel=1)
 
 
 def write_png_slices(
-    case: PhantomCase, folder: Union[str, os.PathLike], negatives: int = 3
+    case: PhantomCase, folder: PathLike, negatives: int = 3
 ) -> List[Tuple[int, Path, Path]]:
     """Write 8-bit PNG slice pairs: every slice with ligament plus ``negatives`` without.
 
@@ -717,7 +704,7 @@ def write_png_slices(
 
 
 def generate_phantom(
-    out_dir: Union[str, os.PathLike],
+    out_dir: PathLike,
     cases: int = 10,
     seed: int = 0,
     shape: Sequence[int] = DEFAULT_SHAPE,
@@ -760,7 +747,7 @@ def generate_phantom(
         t0 = time.perf_counter()
         case = render_case(seed, i, shape_t, fov_t)
         write_dicom_series(case, out / "dicom" / cid)
-        write_nifti(case, out / "imagesTr" / f"{cid}.nii.gz", out / "labelsTr" / f"{cid}.nii.gz")
+        write_case_nifti(case, out / "imagesTr" / f"{cid}.nii.gz", out / "labelsTr" / f"{cid}.nii.gz")
         part = keys[parts[cid]]
         volumes[part].append(
             {

@@ -11,18 +11,17 @@ DICOM evaluation equals the PNG evaluation (``benchmarks/dicom_geometries.py``, 
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
 from kneeseg.data.orientation import SliceOrientation, map_2d
-from kneeseg.io import atomic_write_bytes
+from kneeseg.atomic import atomic_write_bytes
+from kneeseg.files import PathLike
 
 __all__ = ["write_slice_series"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 _MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 

@@ -21,13 +21,12 @@ a series): axis 2 of the loaded volume, before any reorientation.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-__all__ = ["load_weak_datalist"]
+from kneeseg.files import PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
+__all__ = ["load_weak_datalist"]
 
 
 def _volume_input(root: Path, entry: Dict[str, Any], where: str) -> Union[str, List[str]]:

@@ -1,7 +1,7 @@
 """Checkpoints that lose nothing: a resumable ``last.pt`` after every epoch, and ``model.pt`` only
 when validation improves -- also across a resume, and never silently over an earlier run's model.
 
-Every file is written atomically (:func:`kneeseg.io.atomic_path`): a kill during a save leaves
+Every file is written atomically (:func:`kneeseg.atomic.atomic_path`): a kill during a save leaves
 the previous complete file, and the next run removes the temporary file it left.
 """
 
@@ -11,11 +11,12 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping
 
 import torch
 
-from kneeseg.io import atomic_path
+from kneeseg.atomic import atomic_path
+from kneeseg.files import PathLike, file_sha256
 
 __all__ = ["BestCheckpointSaver", "LastCheckpointSaver", "ResumeFromCheckpoint", "save_checkpoint"]
 
@@ -28,7 +29,7 @@ def _is_rank0() -> bool:
 
 def _remove_stale_temporaries(folder: Path, target: str) -> None:
     """Remove the temporary files a killed save of ``target`` left in ``folder``."""
-    from kneeseg.io import is_temporary_of
+    from kneeseg.atomic import is_temporary_of
 
     if not folder.is_dir():
         return
@@ -38,7 +39,7 @@ def _remove_stale_temporaries(folder: Path, target: str) -> None:
             logger.info("removed %s, left by an interrupted save", path)
 
 
-def save_checkpoint(objects: Mapping[str, Any], path: Union[str, Path]) -> Path:
+def save_checkpoint(objects: Mapping[str, Any], path: PathLike) -> Path:
     """Save ``{name: obj.state_dict()}`` to ``path`` through a temporary file and ``os.replace``.
 
     A crash at any moment leaves either the previous checkpoint or the new one, never a
@@ -75,7 +76,7 @@ class LastCheckpointSaver:
     """
 
     def __init__(
-        self, save_dir: Union[str, Path], save_dict: Mapping[str, Any], filename: str = "last.pt", interval: int = 1
+        self, save_dir: PathLike, save_dict: Mapping[str, Any], filename: str = "last.pt", interval: int = 1
     ) -> None:
         self.path = Path(save_dir) / filename
         self.save_dict = dict(save_dict)
@@ -114,7 +115,7 @@ class ResumeFromCheckpoint:
     """
 
     def __init__(
-        self, load_path: Union[str, Path], load_dict: Mapping[str, Any], enabled: bool = True, map_location: Any = None
+        self, load_path: PathLike, load_dict: Mapping[str, Any], enabled: bool = True, map_location: Any = None
     ) -> None:
         self.load_path = Path(load_path)
         self.load_dict = dict(load_dict)
@@ -186,7 +187,7 @@ class BestCheckpointSaver:
 
     def __init__(
         self,
-        save_dir: Union[str, Path],
+        save_dir: PathLike,
         save_dict: Mapping[str, Any],
         filename: str = "model.pt",
         key_metric: str | None = None,
@@ -214,9 +215,8 @@ class BestCheckpointSaver:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     @staticmethod
-    def stored_score(path: Union[str, Path]) -> float | None:
+    def stored_score(path: PathLike) -> float | None:
         """The best score recorded for ``path`` (None without a ``.json`` record that matches it)."""
-        import hashlib
         import json
 
         path = Path(path)
@@ -225,7 +225,7 @@ class BestCheckpointSaver:
             return None
         try:
             info = json.loads(record.read_text())
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = file_sha256(path)
             return float(info["score"]) if info.get("sha256") == digest else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -248,10 +248,9 @@ class BestCheckpointSaver:
             logger.warning("kept the earlier %s as %s (this run does not build on it)", self.path.name, aside)
 
     def __call__(self, engine: Any) -> None:
-        import hashlib
         import json
 
-        from kneeseg.io import atomic_write_text
+        from kneeseg.atomic import atomic_write_text
 
         name = self.key_metric or getattr(engine.state, "key_metric_name", None)
         metrics = getattr(engine.state, "metrics", {}) or {}
@@ -272,6 +271,6 @@ class BestCheckpointSaver:
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         info = {"metric": str(name), "score": score, "epoch": int(getattr(engine.state, "epoch", 0) or 0),
-                "sha256": hashlib.sha256(self.path.read_bytes()).hexdigest()}  # fmt: skip
+                "sha256": file_sha256(self.path)}  # fmt: skip
         atomic_write_text(self.record, json.dumps(info, indent=1) + "\n")
         logger.info("saved %s (%s %.4f)", self.path, name, score)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from kneeseg.io import atomic_write_bytes
+from kneeseg.atomic import atomic_write_bytes
+from kneeseg.files import PathLike
 
 __all__ = ["TrainingCurveHandler", "plot_training_curves"]
 
 
-def plot_training_curves(history: Dict[str, Any], path: Union[str, Path], title: str = "training") -> Path:
+def plot_training_curves(history: Dict[str, Any], path: PathLike, title: str = "training") -> Path:
     """Draw loss per epoch (left) and validation metrics (right) to ``path`` (PNG, atomic write).
 
     Args:
@@ -73,7 +74,7 @@ class TrainingCurveHandler:
         title: figure title.
     """
 
-    def __init__(self, output_dir: Union[str, Path], validator: Optional[Any] = None, title: str = "training") -> None:
+    def __init__(self, output_dir: PathLike, validator: Optional[Any] = None, title: str = "training") -> None:
         self.output_dir = Path(output_dir)
         self.validator = validator
         self.title = title

@@ -45,7 +45,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from kneeseg.io import atomic_write_bytes, atomic_write_text
+from kneeseg.atomic import atomic_write_text
+from kneeseg.data.nifti import write_nifti
+from kneeseg.files import PathLike
 
 __all__ = [
     "FORMATS",
@@ -59,7 +61,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Output formats: NIfTI label map, DICOM Segmentation, PNG preview.
 FORMATS = ("nifti", "seg", "png")
@@ -319,7 +320,7 @@ def _outputs_exist(out: Path, record: Mapping[str, Any]) -> bool:
 
 def _check_writable(out: Path) -> None:
     """Create ``out`` and prove a file can be written there, or raise a clear ``OSError``."""
-    from kneeseg.io import atomic_write_bytes
+    from kneeseg.atomic import atomic_write_bytes
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -334,11 +335,11 @@ def _check_writable(out: Path) -> None:
 def _clean_stale_temporaries(out: Path) -> int:
     """Remove the temporary files a killed run of this tool left behind, and nothing else.
 
-    Only kneeseg's own temporaries (``.<name>.kneeseg-<random>.tmp``, :func:`kneeseg.io.atomic_path`)
+    Only kneeseg's own temporaries (``.<name>.kneeseg-<random>.tmp``, :func:`kneeseg.atomic.atomic_path`)
     of the files this tool writes are removed: ``manifest.csv``, the series outputs, the records
     and the ONNX cache. Other ``.tmp`` files under ``out`` are left alone.
     """
-    from kneeseg.io import is_temporary_of
+    from kneeseg.atomic import is_temporary_of
 
     removed = 0
     if not out.is_dir():
@@ -395,18 +396,6 @@ def read_manifest(path: PathLike) -> List[Dict[str, str]]:
 # ============================================================================ outputs
 
 
-def _nifti_bytes(labels: np.ndarray, affine: np.ndarray) -> bytes:
-    import gzip
-
-    import nibabel as nib
-
-    img = nib.Nifti1Image(labels.astype(np.uint8), affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
-
-
 def _write_outputs(
     out: Path,
     item: WorkItem,
@@ -432,7 +421,7 @@ def _write_outputs(
     fields: Dict[str, Any] = {"qc": qc.verdict, "nifti": "", "dicom_seg": "", "preview": ""}
     if "nifti" in formats:
         rel = folder / _FILE_NAMES["nifti"]
-        atomic_write_bytes(out / rel, _nifti_bytes(labels, affine))
+        write_nifti(out / rel, labels.astype(np.uint8), affine, time_unit="sec")
         fields["nifti"] = rel.as_posix()
     if "seg" in formats:
         from kneeseg.inference.dicom_seg import write_dicom_seg

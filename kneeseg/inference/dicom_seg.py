@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pydicom
 
+from kneeseg.files import PathLike
 import kneeseg
 from kneeseg.data.dicom_series import SeriesVolume, volume_to_dicom_frames
-from kneeseg.io import atomic_path
+from kneeseg.atomic import atomic_path
 
 __all__ = [
     "DEFAULT_ALGORITHM_NAME",
@@ -45,7 +45,6 @@ __all__ = [
     "write_dicom_seg",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 logger = logging.getLogger(__name__)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
 from kneeseg.data.orientation import display_plane
-from kneeseg.io import atomic_write_bytes
+from kneeseg.atomic import atomic_write_bytes
+from kneeseg.files import PathLike
 
 __all__ = ["pick_slices", "save_overlay_png"]
 
@@ -31,7 +32,7 @@ def pick_slices(label: Optional[np.ndarray], depth: int, count: int = 4) -> list
 def save_overlay_png(
     image: np.ndarray,
     label: Optional[np.ndarray],
-    out_path: Union[str, Path],
+    out_path: PathLike,
     slices: Optional[Sequence[int]] = None,
     count: int = 4,
     title: Optional[str] = None,

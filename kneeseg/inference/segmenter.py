@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -41,12 +40,11 @@ import torch.nn.functional as F
 
 from kneeseg.data.orientation import AxisMap, map_volume, plane_of
 from kneeseg.engines.runtime import RUNTIMES, NetworkRunner, RuntimeChoice
+from kneeseg.files import PathLike, file_sha256
 
 __all__ = ["RUNTIMES", "Prediction", "PreparedVolume", "SliceSegmenter", "bundle_settings", "load_segmenter", "plane_of"]
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass
@@ -146,7 +144,7 @@ class SliceSegmenter:
 
         def keep(model: bytes, path: Optional[Path]) -> None:
             if path is not None:
-                from kneeseg.io import atomic_write_bytes
+                from kneeseg.atomic import atomic_write_bytes
 
                 atomic_write_bytes(path, model)
 
@@ -476,11 +474,7 @@ def _state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
 
 def file_digest(path: PathLike, length: int = 16) -> str:
     """Short SHA-256 of a file's bytes (identifies a checkpoint in records and caches)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:length]
+    return file_sha256(path, length)
 
 
 def bundle_settings(

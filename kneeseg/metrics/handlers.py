@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 import torch
 from monai.handlers import IgniteMetricHandler, from_engine
 from monai.utils import min_version, optional_import
 
+from kneeseg.files import PathLike
 from kneeseg.metrics.cumulative import HD95Metric, LossRateMetric, MAEMetric, OverlapMetric, SegmentationMetrics
 from kneeseg.metrics.report import format_table1, write_case_csv, write_summary_json
 
@@ -247,7 +248,7 @@ class MetricsReportHandler:
 
     def __init__(
         self,
-        output_dir: Union[str, Path],
+        output_dir: PathLike,
         num_classes: Optional[int] = None,
         loss_fn: Optional[Callable[..., torch.Tensor]] = None,
         method: str = "model",

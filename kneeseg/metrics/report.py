@@ -7,9 +7,10 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from kneeseg.io import atomic_write_text
+from kneeseg.atomic import atomic_write_text
+from kneeseg.files import PathLike
 
 __all__ = ["write_case_csv", "write_summary_json", "read_summary_json", "format_table1", "TABLE1_COLUMNS"]
 
@@ -27,7 +28,7 @@ TABLE1_COLUMNS = (
 )
 
 
-def write_case_csv(rows: Sequence[Mapping[str, Any]], path: Union[str, Path],
+def write_case_csv(rows: Sequence[Mapping[str, Any]], path: PathLike,
                    columns: Optional[Sequence[str]] = None) -> Path:
     """Write one row per case (e.g. :meth:`SegmentationMetrics.rows`) to ``path`` atomically.
 
@@ -73,13 +74,13 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def write_summary_json(summary: Mapping[str, Any], path: Union[str, Path]) -> Path:
+def write_summary_json(summary: Mapping[str, Any], path: PathLike) -> Path:
     """Write ``summary`` as indented strict JSON (NaN/inf become ``null``) to ``path`` atomically."""
     text = json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n"
     return atomic_write_text(path, text)
 
 
-def read_summary_json(path: Union[str, Path]) -> Dict[str, Any]:
+def read_summary_json(path: PathLike) -> Dict[str, Any]:
     """Read a summary written by :func:`write_summary_json` (``null`` metrics come back as NaN)."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     for key in ("per_image_mean", "pooled"):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -34,9 +33,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from kneeseg.io import atomic_path, atomic_write_text
+from kneeseg.atomic import atomic_path, atomic_write_text
+from kneeseg.files import PathLike, file_sha256
 
 __all__ = [
     "APP_MARKER",
@@ -52,7 +52,6 @@ __all__ = [
     "start_server",
 ]
 
-PathLike = Union[str, os.PathLike]
 Progress = Optional[Callable[[str], None]]
 
 #: model name under which MONAI Label serves the bundle (``<app>/model/<name>``)
@@ -173,14 +172,6 @@ def _substitute(doc: Dict[str, Any], overrides: Mapping[str, Any]) -> List[str]:
     return hit
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_json(path: Path, doc: Any) -> None:
     atomic_write_text(path, json.dumps(doc, indent=4, ensure_ascii=False) + "\n")
     os.chmod(path, 0o644)  # atomic writes come from mkstemp (0600)
@@ -280,7 +271,7 @@ def prepare_app(
             with atomic_path(dst / "models" / "model.pt") as tmp:
                 shutil.copyfile(ckpt_path, tmp)
                 os.chmod(tmp, 0o644)
-            record["checkpoint"] = {"source": str(ckpt_path), "sha256": _sha256(dst / "models" / "model.pt")}
+            record["checkpoint"] = {"source": str(ckpt_path), "sha256": file_sha256(dst / "models" / "model.pt")}
             _say(progress, f"checkpoint: {ckpt_path} -> models/model.pt")
         else:
             _say(progress, "checkpoint: none. MONAI Label then offers training only; restart the server once "
@@ -537,17 +528,13 @@ def start_server(
 # command line
 
 
-def _parse_set(items: Sequence[str]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
+def _overrides(items: Sequence[str]) -> Dict[str, Any]:
+    from kneeseg.workflows import parse_overrides
+
+    try:
+        return parse_overrides(items)
+    except ValueError as exc:
+        raise SystemExit(f"--set: {exc}") from None
 
 
 class _Stop(Exception):
@@ -605,7 +592,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pp.add_argument("--bundle", help="bundle folder (default: the shipped bundles/knee_mri_seg)")
     pp.add_argument("--ckpt", help="checkpoint for models/model.pt (default: none, untrained)")
     pp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="substitute a top-level bundle value (JSON), e.g. --set width=8; repeatable")  # fmt: skip
+                    help="substitute a top-level bundle value (JSON or a Python literal, as kneeseg --set), e.g. --set width=8; repeatable")  # fmt: skip
     pp.add_argument("--venv", help="MONAI Label environment (default: $KNEESEG_LABEL_VENV or <repo>/.venv-label)")
     ps = sub.add_parser("serve", help="start MONAI Label on 127.0.0.1 in the foreground (Ctrl-C stops it)")
     ps.add_argument("--app", required=True, help="prepared app folder")
@@ -618,7 +605,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         if args.command == "prepare":
-            prepare_app(args.app, bundle=args.bundle, ckpt=args.ckpt, overrides=_parse_set(args.set),
+            prepare_app(args.app, bundle=args.bundle, ckpt=args.ckpt, overrides=_overrides(args.set),
                         venv=args.venv, progress=lambda line: print(line, flush=True))  # fmt: skip
             return 0
         return _serve(args)

@@ -1,7 +1,7 @@
 """Shared pieces of the fault-injection suite: a tiny model, a small DICOM tree, write faults.
 
 Faults are injected at the file-system call that commits every kneeseg write (``os.replace`` of
-the temporary file onto its target, :func:`kneeseg.io.atomic_path`), or are real (a full or
+the temporary file onto its target, :func:`kneeseg.atomic.atomic_path`), or are real (a full or
 read-only tmpfs, a SIGKILL). Each case checks what the user sees (a row or message naming the
 file and the problem), that nothing is lost or half-written, and that a rerun ends like a clean run.
 """
@@ -62,7 +62,7 @@ def failing_writes(matches: Callable[[Path], bool], code: int, times: int = 1) -
 
 
 def kneeseg_temporaries(out: Path) -> list:
-    from kneeseg.io import is_temporary_of
+    from kneeseg.atomic import is_temporary_of
 
     return [p for p in out.rglob("*") if is_temporary_of(p.name)]
 

@@ -17,7 +17,7 @@ from monai.bundle import ConfigWorkflow
 from bundle_helpers import CONFIGS, TRAIN_CONFIGS, tiny_overrides
 from kneeseg.data import generate_phantom
 from kneeseg.engines import BestCheckpointSaver, LastCheckpointSaver, ResumeFromCheckpoint
-from kneeseg.io import is_temporary_of
+from kneeseg.atomic import is_temporary_of
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kneeseg.io import atomic_path, atomic_write_bytes, atomic_write_text
+from kneeseg.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -27,7 +27,7 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 def test_atomic_write_gets_the_mode_of_a_plain_write(tmp_path):
     import stat
 
-    from kneeseg.io import _UMASK, atomic_write_text
+    from kneeseg.atomic import _UMASK, atomic_write_text
 
     atomic_write_text(tmp_path / "a.csv", "x\n")  # mkstemp alone would leave it 0600
     (tmp_path / "b.csv").write_text("x\n")

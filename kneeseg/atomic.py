@@ -11,15 +11,15 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator
+
+from kneeseg.files import PathLike
 
 __all__ = ["TEMP_MARKER", "atomic_path", "atomic_write_bytes", "atomic_write_text", "is_temporary_of"]
 
 #: Part of every temporary file name kneeseg writes (``.<name>.kneeseg-<random>.tmp``), so that a
 #: cleanup can tell its own leftovers from anybody else's ``.tmp`` files.
 TEMP_MARKER = ".kneeseg-"
-
-PathLike = Union[str, os.PathLike]
 
 
 def _read_umask() -> int:
