@@ -39,7 +39,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
-from kneeseg.data.orientation import dicom_plane_to_volume, volume_to_dicom_frames
+from kneeseg.data.orientation import dicom_plane_to_volume, plane_of, volume_to_dicom_frames
 from kneeseg.files import PathLike
 
 __all__ = [
@@ -179,6 +179,11 @@ class SeriesVolume:
     def normal(self) -> np.ndarray:
         """Slice normal ``row_dir x col_dir`` (LPS)."""
         return np.cross(self.row_direction, self.column_direction)
+
+    @property
+    def plane(self) -> str:
+        """Acquisition plane, the dominant axis of the slice normal: ``"sagittal"``, ``"coronal"`` or ``"axial"``."""
+        return plane_of(self.normal)
 
     @property
     def positions(self) -> np.ndarray:

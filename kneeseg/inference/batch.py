@@ -156,8 +156,6 @@ def _safe(text: str, fallback: str) -> str:
 
 
 def _volume_row(vol: Any, root: Path) -> Dict[str, Any]:
-    from kneeseg.data.orientation import plane_of
-
     folder = os.path.commonpath(vol.files) if len(vol.files) > 1 else vol.files[0]
     try:
         source = os.path.relpath(folder, root)
@@ -172,7 +170,7 @@ def _volume_row(vol: Any, root: Path) -> Dict[str, Any]:
         "series_number": "" if vol.series_number is None else vol.series_number,
         "series_description": vol.series_description,
         "modality": vol.modality,
-        "plane": plane_of(vol.normal),
+        "plane": vol.plane,
         "echo_index": vol.echo_index,
         "slices": vol.num_slices,
         "rows": vol.rows,

@@ -38,11 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kneeseg.data.orientation import AxisMap, map_volume, plane_of
+from kneeseg.data.orientation import AxisMap, map_volume
 from kneeseg.engines.runtime import RUNTIMES, NetworkRunner, RuntimeChoice
 from kneeseg.files import PathLike, file_sha256
 
-__all__ = ["RUNTIMES", "Prediction", "PreparedVolume", "SliceSegmenter", "bundle_settings", "load_segmenter", "plane_of"]
+__all__ = ["RUNTIMES", "Prediction", "PreparedVolume", "SliceSegmenter", "bundle_settings", "load_segmenter"]
 
 logger = logging.getLogger(__name__)
 
