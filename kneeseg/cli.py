@@ -1,8 +1,23 @@
 """The ``kneeseg`` command line. Thin: each sub-command parses its options and calls one
-library function.
+library function (the module named beside it).
 
-    kneeseg data phantom OUT [--cases N] [--seed S] [--shape C R S] ...
-    kneeseg data manifest ROOT --out FILE [--image-glob G] [--mask-glob G] [--patient-key K] ...
+    kneeseg data phantom OUT [--cases N] [--seed S] ...        kneeseg.data.phantom.generate_phantom
+        synthetic knee phantom: DICOM series, NIfTI volumes, PNG slices, datalists
+    kneeseg data manifest ROOT --out FILE [--image-glob G] ... kneeseg.data.manifest.build_manifest
+        patient-grouped, seeded split of a folder of images and masks into a datalist JSON
+    kneeseg train [--preset P] [--data D] [--set K=V] ...      kneeseg.workflows.run_workflow("train")
+        the bundle's training (python -m monai.bundle run training)
+    kneeseg evaluate [--preset P] [--data D] ...               kneeseg.workflows.run_workflow("evaluate")
+        a checkpoint on a datalist: per-case CSV, summary JSON, Table-1 style table
+    kneeseg infer-datalist [--preset P] [--data D] ...         kneeseg.workflows.run_workflow("infer")
+        the bundle's inference config over a datalist (NIfTI out)
+    kneeseg infer INPUT -o OUTPUT [--ckpt A.pt [B.pt ...]] ... kneeseg.inference.batch.predict_folder
+        every knee MR series under a DICOM folder tree -> NIfTI, DICOM SEG, PNG, manifest.csv
+    kneeseg bench table1 [--methods ...] [--seeds ...] ...     kneeseg.bench.table1.main
+        the paper's Table 1: every method x seed trained and evaluated through the bundle
+
+``kneeseg COMMAND --help`` gives each command's options. ``--set KEY=VALUE`` is read by
+:func:`kneeseg.workflows.parse_overrides` everywhere (also by the MONAI Label app).
 
 Adding a command group: write ``_add_<group>_commands(commands)`` that registers parsers on
 the top-level sub-parser action and sets ``handler=`` to a function ``(args) -> int``; call
@@ -58,28 +73,27 @@ def _parse_labels(items: Optional[Sequence[str]]) -> Optional[Dict[int, str]]:
     return labels
 
 
-def _parse_id_lists(items: Optional[Sequence[str]]) -> Optional[Dict[str, str]]:
+def _key_values(items: Optional[Sequence[str]], option: str, example: str, value: Any = str) -> Optional[Dict[str, Any]]:
+    """``["training=train.txt"]`` -> ``{"training": value("train.txt")}`` for options whose values are
+    typed by the option (files, counts), unlike ``--set``; a clear error names the option."""
     if not items:
         return None
-    out: Dict[str, str] = {}
+    out: Dict[str, Any] = {}
     for item in items:
-        key, sep, file = item.partition("=")
-        if not sep or not key or not file:
-            raise ValueError(f"--id-list expects KEY=FILE (e.g. training=train.txt), got {item!r}")
-        out[key] = file
+        key, sep, raw = item.partition("=")
+        try:
+            if not sep or not key or not raw:
+                raise ValueError
+            out[key] = value(raw)
+        except ValueError:
+            raise ValueError(f"{option} expects {example}, got {item!r}") from None
     return out
 
 
-def _parse_hold_out(items: Optional[Sequence[str]]) -> Optional[Dict[str, int]]:
-    if not items:
-        return None
-    out: Dict[str, int] = {}
-    for item in items:
-        key, sep, n = item.partition("=")
-        if not sep or not key or not n.isdigit():
-            raise ValueError(f"--hold-out expects KEY=N (e.g. training=9), got {item!r}")
-        out[key] = int(n)
-    return out
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(text)
+    return int(text)
 
 
 def _cmd_data_manifest(args: argparse.Namespace) -> int:
@@ -93,13 +107,13 @@ def _cmd_data_manifest(args: argparse.Namespace) -> int:
         ratios=tuple(args.ratios),
         seed=args.seed,
         split_keys=tuple(args.split_keys),
-        id_lists=_parse_id_lists(args.id_list),
+        id_lists=_key_values(args.id_list, "--id-list", "KEY=FILE (e.g. training=train.txt)"),
         name=args.name,
         description=args.description,
         reference=args.reference,
         labels=_parse_labels(args.labels),
         image_orientation=args.image_orientation,
-        hold_out=_parse_hold_out(args.hold_out),
+        hold_out=_key_values(args.hold_out, "--hold-out", "KEY=N (e.g. training=9)", _count),
     )
     path = write_manifest(manifest, args.out)
     parts = ", ".join(f"{k} {len(manifest[k])}" for k in manifest if isinstance(manifest[k], list))
