@@ -46,7 +46,7 @@ $(VENV24)/.installed:
 	touch $@
 
 test-pydicom24: $(VENV24)/.installed
-	PYTHONPATH=$(CURDIR) $(VENV24)/bin/python -m pytest -q -p no:cacheprovider tests/test_dicom_series.py
+	PYTHONPATH=$(CURDIR) $(VENV24)/bin/python -m pytest -q -p no:cacheprovider tests/test_dicom_series.py tests/test_dicom_problems.py
 
 bench-networks: $(STAMP)
 	$(PY) benchmarks/networks.py

@@ -168,7 +168,8 @@ def component_timings(folder: Path, network: torch.nn.Module, settings: Dict) ->
     (80 slices, batches of 8), and scikit-image's CLAHE plane by plane vs the batched CLAHE."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from kneeseg.data.dicom_series import discover_series, load_volume
+    from kneeseg.data.dicom.discovery import discover_series
+    from kneeseg.data.dicom.loading import load_volume
     from kneeseg.engines.runtime import export_onnx, onnx_session
     from kneeseg.transforms.clahe import equalize_adapthist_planes
     from kneeseg.transforms.preprocessing import HistogramEqualize
@@ -331,7 +332,7 @@ def main(argv: List[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         say("")
-        say(f"| pipeline | s / series | vs plain MONAI | Dice vs kneeseg eager | Dice vs plain |")
+        say("| pipeline | s / series | vs plain MONAI | Dice vs kneeseg eager | Dice vs plain |")
         say("|---|---:|---:|---:|---:|")
         for name, r in results.items():
             say(f"| {name} | {r['seconds_per_series']:.2f} | x{r.get('speedup_vs_plain', 1.0):.2f} | "

@@ -45,7 +45,8 @@ def main(argv: List[str] | None = None) -> int:
 
     import nibabel as nib
 
-    from kneeseg.inference.batch import predict_folder, read_manifest
+    from kneeseg.inference.batch import predict_folder
+    from kneeseg.inference.results import read_results_csv
 
     weak = json.loads(args.weak.read_text())
     ranges: Dict[tuple, List[int]] = {}
@@ -64,7 +65,7 @@ def main(argv: List[str] | None = None) -> int:
     print()
     print("| series | echo | qc | ACL mL | components raw | ACL slices | labelled possible | inside |")
     print("|---|---:|---|---:|---:|---|---|---|")
-    for row in read_manifest(res.manifest):
+    for row in read_results_csv(res.manifest):
         if row["status"] != "ok":
             print(f"| {row['source']} | | {row['status']}: {row['reason']} | | | | | |")
             continue

@@ -122,8 +122,9 @@ def _cmd_data_manifest(args: argparse.Namespace) -> int:
 
 
 def _add_data_commands(commands: Any) -> None:
-    from kneeseg.data.manifest import DEFAULT_IMAGE_GLOB, DEFAULT_MASK_GLOB, DEFAULT_RATIOS, DEFAULT_SPLIT_KEYS
+    from kneeseg.data.manifest import DEFAULT_IMAGE_GLOB, DEFAULT_MASK_GLOB, DEFAULT_SPLIT_KEYS
     from kneeseg.data.phantom import DEFAULT_FOV_MM, DEFAULT_SHAPE
+    from kneeseg.data.splits import DEFAULT_RATIOS
 
     data = commands.add_parser("data", help="generate and describe datasets", description="Generate and describe datasets.")
     sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -266,8 +267,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _add_infer_command(commands: Any) -> None:
-    from kneeseg.inference.batch import FORMATS
-    from kneeseg.inference.segmenter import RUNTIMES
+    from kneeseg.engines.runtime import RUNTIMES
+    from kneeseg.inference.outputs import FORMATS
 
     p = commands.add_parser(
         "infer",

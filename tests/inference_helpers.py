@@ -161,7 +161,7 @@ def output_snapshot(out: Path) -> Dict[str, object]:
     """
     import io
 
-    from kneeseg.inference.batch import read_manifest
+    from kneeseg.inference.results import read_results_csv
 
     files: Dict[str, object] = {}
     for p in sorted(out.rglob("*")):
@@ -182,7 +182,7 @@ def output_snapshot(out: Path) -> Dict[str, object]:
             files[p.relative_to(out).as_posix()] = buf.getvalue()
         else:
             files[p.relative_to(out).as_posix()] = p.read_bytes()
-    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in read_manifest(out / "manifest.csv")]
+    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in read_results_csv(out / "manifest.csv")]
     return {"files": files, "rows": rows}
 
 

@@ -25,9 +25,12 @@ import torch
 from inference_helpers import PHANTOM_MODEL, build_pacs_tree, dice
 
 from kneeseg.cli import main as cli_main
-from kneeseg.data.dicom_series import discover_series, load_volume
-from kneeseg.inference.batch import MANIFEST_COLUMNS, plan_work, predict_folder, read_manifest
+from kneeseg.data.dicom.discovery import discover_series
+from kneeseg.data.dicom.loading import load_volume
+from kneeseg.inference.batch import predict_folder
 from kneeseg.inference.dicom_seg import validate_dicom_seg
+from kneeseg.inference.planning import plan_work
+from kneeseg.inference.results import MANIFEST_COLUMNS, read_results_csv
 from kneeseg.inference.segmenter import SliceSegmenter, load_segmenter
 
 OVERRIDES = [f"{k}={v}" for k, v in PHANTOM_MODEL.items()]
@@ -52,7 +55,7 @@ def batch_run(pacs, phantom_model, tmp_path_factory):
 
 
 def _rows_by_source(out: Path) -> dict:
-    rows = read_manifest(out / "manifest.csv")
+    rows = read_results_csv(out / "manifest.csv")
     by: dict = {}
     for r in rows:
         top = r["source"].split("/")[0]
@@ -63,7 +66,7 @@ def _rows_by_source(out: Path) -> dict:
 def test_manifest_rows_one_by_one(batch_run, pacs):
     out = batch_run["out"]
     assert batch_run["code"] == 1, "failed series must give exit status 1"
-    rows = read_manifest(out / "manifest.csv")
+    rows = read_results_csv(out / "manifest.csv")
     header = list(rows[0].keys())
     assert header[: len(MANIFEST_COLUMNS)] == MANIFEST_COLUMNS
     assert header[len(MANIFEST_COLUMNS):] == ["volume_ml_ligament", "components_ligament", "extent_mm_ligament",
@@ -117,7 +120,7 @@ def test_rows_name_the_runtime_and_split_their_seconds(batch_run):
     from kneeseg.engines import cpu_supports_bf16
 
     out = batch_run["out"]
-    ok = [r for r in read_manifest(out / "manifest.csv") if r["status"] == "ok"]
+    ok = [r for r in read_results_csv(out / "manifest.csv") if r["status"] == "ok"]
     runtimes = {r["runtime"] for r in ok}
     assert len(runtimes) == 1 and runtimes <= {"bf16", "onnx"}
     if not cpu_supports_bf16():
@@ -136,7 +139,7 @@ def test_rows_name_the_runtime_and_split_their_seconds(batch_run):
 def test_nifti_geometry_matches_the_series(batch_run, pacs):
     out = batch_run["out"]
     volumes = {v.series_uid: v for v in discover_series(pacs["root"]).volumes if v.echo_index == 0}
-    ok = [r for r in read_manifest(out / "manifest.csv") if r["status"] == "ok"]
+    ok = [r for r in read_results_csv(out / "manifest.csv") if r["status"] == "ok"]
     assert len(ok) == 6
     for r in ok:
         vol = volumes[r["series_uid"]]
@@ -152,7 +155,7 @@ def test_nifti_geometry_matches_the_series(batch_run, pacs):
 def test_phantom_masks_reach_dice_085(batch_run, pacs):
     out = batch_run["out"]
     scores = []
-    for r in read_manifest(out / "manifest.csv"):
+    for r in read_results_csv(out / "manifest.csv"):
         if r["source"].startswith("phantom/"):
             case = r["source"].split("/")[1]
             truth = np.asarray(nib.load(pacs["phantom"][case]["label"]).dataobj) == 4
@@ -165,7 +168,7 @@ def test_phantom_masks_reach_dice_085(batch_run, pacs):
 
 def test_dicom_seg_passes_dciodvfy_and_matches_the_nifti(batch_run):
     out = batch_run["out"]
-    ok = [r for r in read_manifest(out / "manifest.csv") if r["status"] == "ok"]
+    ok = [r for r in read_results_csv(out / "manifest.csv") if r["status"] == "ok"]
     for r in ok:
         seg_path = out / r["dicom_seg"]
         assert validate_dicom_seg(seg_path) == [], r["source"]
@@ -333,7 +336,7 @@ def test_torchrun_two_processes_share_the_series(tmp_path, phantom_model):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = read_manifest(out / "manifest.csv")
+    rows = read_results_csv(out / "manifest.csv")
     assert len(rows) == 6 and sum(r["status"] == "ok" for r in rows) == 5
     assert len({r["series_uid"] for r in rows if r["status"] == "ok"}) == 5
     done = re.findall(r"\[rank (\d)/2\] ok +(\S+) \(series", proc.stderr)  # the series' folder

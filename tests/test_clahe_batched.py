@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kneeseg.data.dicom_series import discover_series, load_volume
+from kneeseg.data.dicom.discovery import discover_series
+from kneeseg.data.dicom.loading import load_volume
 from kneeseg.transforms.clahe import equalize_adapthist_planes
 from kneeseg.transforms.preprocessing import HistogramEqualize
 

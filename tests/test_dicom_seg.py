@@ -16,18 +16,20 @@ import pydicom
 import pytest
 
 import dicom_helpers as h
-from kneeseg.data.dicom_series import SeriesVolume, discover_series, select_volume
+from kneeseg.data.dicom.discovery import discover_series
+from kneeseg.data.dicom.loading import select_volume
+from kneeseg.data.dicom.volume import SeriesVolume
 
 import highdicom as hd  # noqa: E402  (the dicom-seg extra)
 
 from kneeseg.data.phantom import PHANTOM_LABELS, generate_phantom  # noqa: E402
 from kneeseg.inference.dicom_seg import (  # noqa: E402
     dciodvfy_messages,
-    knee_code_table,
     segment_descriptions,
     validate_dicom_seg,
     write_dicom_seg,
 )
+from kneeseg.inference.seg_codes import knee_code_table  # noqa: E402
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 PHANTOM_SHAPE = (64, 64, 8)  # (columns, rows, slices)

@@ -11,7 +11,7 @@ import torch
 
 from inference_helpers import dice, smooth_knee_series, untrained_model
 from kneeseg.cli import main as cli_main
-from kneeseg.inference.batch import read_manifest
+from kneeseg.inference.results import read_results_csv
 from kneeseg.inference.segmenter import load_segmenter
 
 TINY = {"width": 4, "spatial_size": 64}
@@ -58,7 +58,7 @@ def test_kneeseg_infer_takes_several_checkpoints(members, series, tmp_path):
     code = cli_main(["infer", str(series), "-o", str(out), "--ckpt", *map(str, members), "--quiet", "--formats",
                      "nifti", *TINY_SET])  # fmt: skip
     assert code == 0
-    (row,) = read_manifest(out / "manifest.csv")
+    (row,) = read_results_csv(out / "manifest.csv")
     assert row["status"] == "ok"
     labels = np.asarray(nib.load(out / row["nifti"]).dataobj)
     from kneeseg.data import discover_series, load_volume

@@ -16,13 +16,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage
 
 from inference_helpers import dice, smooth_knee_series, untrained_model
 from kneeseg.data import discover_series, load_volume
 from kneeseg.inference.batch import predict_folder
-from kneeseg.inference.segmenter import bundle_settings, load_segmenter
+from kneeseg.inference.definition import bundle_settings
+from kneeseg.inference.segmenter import load_segmenter
 from kneeseg.workflows import default_bundle_dir
 
 TINY = {"width": 4, "spatial_size": 64}

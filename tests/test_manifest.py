@@ -14,12 +14,11 @@ import pytest
 
 from kneeseg.data.manifest import (
     ManifestError,
-    assign_groups,
     build_manifest,
     find_image_mask_pairs,
-    split_counts,
     write_manifest,
 )
+from kneeseg.data.splits import assign_groups, split_counts
 
 PROJECT = Path(__file__).resolve().parents[1]
 KEYS = ("training", "validation", "test")

@@ -15,6 +15,7 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import from_engine
 from monai.losses import DiceCELoss
 
+import kneeseg.handlers as KH
 import kneeseg.metrics as KM
 
 
@@ -63,6 +64,26 @@ def test_counts_multiclass_onehot_equals_class_ids():
     m = KM.OverlapMetric("dice")
     m(_logits_from_ids(pred, 3), KM.to_onehot(y, 3))
     assert m.aggregate().item() == pytest.approx((2 / 3 + 2 / 4) / 2)  # 2TP/(2TP+FP+FN) per class
+
+
+def test_count_ratios_through_monai_equal_the_hand_formulas():
+    """Precision, recall, Dice and IoU via MONAI's compute_confusion_matrix_metric (plus kneeseg's
+    empty-mask values) equal the hand formulas bit for bit, dtype and shape included."""
+    g = torch.Generator().manual_seed(0)
+    tp, fp, fn = torch.randint(0, 4, (3, 500, 3), generator=g).double()
+    tp[0, 0], fp[0, 0], fn[0, 0] = 50_000_000, 3_000_001, 123_457  # volume-sized counts
+
+    def hand(num, den, if_zero):
+        return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), if_zero)
+
+    ones = torch.ones_like(tp)
+    for got, want in ((KM.precision_from_counts(tp, fp, fn), hand(tp, tp + fp, (fn == 0).double())),
+                      (KM.recall_from_counts(tp, fp, fn), hand(tp, tp + fn, (fp == 0).double())),
+                      (KM.dice_from_counts(tp, fp, fn), hand(2 * tp, 2 * tp + fp + fn, ones)),
+                      (KM.iou_from_counts(tp, fp, fn), hand(tp, tp + fp + fn, ones))):  # fmt: skip
+        assert got.dtype == torch.float64 and torch.equal(got, want)
+    for f in (KM.precision_from_counts, KM.recall_from_counts, KM.dice_from_counts, KM.iou_from_counts):
+        assert f(0, 0, 0).shape == () and f(0, 0, 0).item() == 1.0 and f(3, 1, 2).shape == ()
 
 
 def test_empty_label_and_prediction_conventions():
@@ -200,22 +221,22 @@ def test_handlers_in_real_supervised_evaluator(tmp_path):
     loader = DataLoader(items, batch_size=2, shuffle=False, num_workers=0)  # 2 + 2 + 1: uneven batches
     ot = from_engine(["pred", "label"])
     dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
-    report = KM.MetricsReportHandler(tmp_path / "eval", loss_fn=None, method="identity", print_table=False)
+    report = KH.MetricsReportHandler(tmp_path / "eval", loss_fn=None, method="identity", print_table=False)
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"),
         val_data_loader=loader,
         network=torch.nn.Identity(),  # the "image" already holds the logits
-        key_val_metric={"val_f1": KM.F1Handler(num_classes=2, output_transform=ot)},
+        key_val_metric={"val_f1": KH.F1Handler(num_classes=2, output_transform=ot)},
         additional_metrics={
-            "val_dice": KM.DiceHandler(output_transform=ot),
-            "val_iou": KM.metric_handler("iou", output_transform=ot),
-            "val_precision": KM.PrecisionHandler(output_transform=ot),
-            "val_recall": KM.RecallHandler(output_transform=ot),
-            "val_f1_pooled": KM.F1Handler(aggregation="pooled", output_transform=ot),
-            "val_mae": KM.MAEHandler(num_classes=2, output_transform=ot),
-            "val_loss_rate": KM.LossRateHandler(output_transform=ot),
-            "val_dicece": KM.LossRateHandler(loss_fn=dice_ce, output_transform=ot),
-            "val_hd95": KM.HD95Handler(output_transform=ot),
+            "val_dice": KH.DiceHandler(output_transform=ot),
+            "val_iou": KH.metric_handler("iou", output_transform=ot),
+            "val_precision": KH.PrecisionHandler(output_transform=ot),
+            "val_recall": KH.RecallHandler(output_transform=ot),
+            "val_f1_pooled": KH.F1Handler(aggregation="pooled", output_transform=ot),
+            "val_mae": KH.MAEHandler(num_classes=2, output_transform=ot),
+            "val_loss_rate": KH.LossRateHandler(output_transform=ot),
+            "val_dicece": KH.LossRateHandler(loss_fn=dice_ce, output_transform=ot),
+            "val_hd95": KH.HD95Handler(output_transform=ot),
         },
         val_handlers=[report],
     )
@@ -295,18 +316,18 @@ def test_bundle_config_snippets_instantiate():
     from monai.bundle import ConfigParser
 
     parser = ConfigParser({
-        "imports": ["$import monai", "$import kneeseg.metrics"],
+        "imports": ["$import monai", "$import kneeseg.handlers"],
         "loss": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True},
-        "f1": {"_target_": "kneeseg.metrics.F1Handler", "num_classes": 2,
+        "f1": {"_target_": "kneeseg.handlers.F1Handler", "num_classes": 2,
                "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"},
-        "loss_rate": {"_target_": "kneeseg.metrics.LossRateHandler", "loss_fn": "@loss",
+        "loss_rate": {"_target_": "kneeseg.handlers.LossRateHandler", "loss_fn": "@loss",
                       "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"},
-        "report": {"_target_": "kneeseg.metrics.MetricsReportHandler", "output_dir": "/tmp/unused",
+        "report": {"_target_": "kneeseg.handlers.MetricsReportHandler", "output_dir": "/tmp/unused",
                    "loss_fn": "@loss", "method": "csam_unet"},
     })
-    assert isinstance(parser.get_parsed_content("f1"), KM.F1Handler)
-    assert isinstance(parser.get_parsed_content("loss_rate"), KM.LossRateHandler)
-    assert isinstance(parser.get_parsed_content("report"), KM.MetricsReportHandler)
+    assert isinstance(parser.get_parsed_content("f1"), KH.F1Handler)
+    assert isinstance(parser.get_parsed_content("loss_rate"), KH.LossRateHandler)
+    assert isinstance(parser.get_parsed_content("report"), KH.MetricsReportHandler)
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -317,7 +338,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="num_classes=3"):
         KM.OverlapMetric(num_classes=3)(torch.zeros(1, 2, 4, 4), torch.zeros(1, 1, 4, 4))
     with pytest.raises(ValueError, match="unknown metric"):
-        KM.metric_handler("accuracy")
+        KH.metric_handler("accuracy")
 
 
 # ----------------------------------------------------------------------------- labels of the numbers

@@ -244,7 +244,6 @@ def test_kneeseg_infer_gives_one_mask_in_patient_space_for_every_layout(acl_seri
 @pytest.mark.shared_data
 def test_bundle_inference_json_agrees_across_layouts_and_with_the_png(acl_series, random_model, shared_data, tmp_path):
     """``python -m monai.bundle run`` with ``inference.json``: DICOM folders of 4 layouts and the PNG."""
-    from kneeseg.data.images2d import read_image2d  # noqa: F401  (the PNG is read by the bundle)
     from kneeseg.workflows import default_bundle_dir
 
     bundle = default_bundle_dir()

@@ -12,11 +12,14 @@ import pytest
 import torch
 from monai.transforms import KeepLargestConnectedComponent
 
-from dicom_helpers import SAGITTAL_IOP, make_mosaic, save_dataset, set_attributes, write_diffusion_series, write_head_series
+from dicom_helpers import SAGITTAL_IOP, save_dataset
+from dicom_selection_helpers import make_mosaic, set_attributes, write_diffusion_series, write_head_series
 from inference_helpers import write_oriented_series
-from kneeseg.inference.batch import plan_work, predict_folder, read_manifest
+from kneeseg.inference.batch import predict_folder
+from kneeseg.inference.planning import plan_work
+from kneeseg.inference.postprocess import count_components, keep_largest_components
 from kneeseg.inference.qc import measure_class, quality_check
-from kneeseg.inference.segmenter import count_components, keep_largest_components
+from kneeseg.inference.results import read_results_csv
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +86,7 @@ def test_batch_run_writes_skip_rows_without_masks_and_qc_for_ok_rows(mixed_folde
     out = tmp_path / "out"
     res = predict_folder(mixed_folder, out, ckpt=tiny_model, overrides={"width": 4, "spatial_size": 64},
                          runtime="eager", progress=lambda line: None)  # fmt: skip
-    rows = {r["source"].split("/")[0]: r for r in read_manifest(res.manifest)}
+    rows = {r["source"].split("/")[0]: r for r in read_results_csv(res.manifest)}
     for name in ("head", "mosaic", "dwi"):
         assert rows[name]["status"] == "skipped" and rows[name]["nifti"] == "" and rows[name]["qc"] == ""
     for name in ("knee_untagged", "knee_tagged"):

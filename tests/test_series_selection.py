@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-import dicom_helpers as h
+import dicom_selection_helpers as h
 from kneeseg.data import (
     DicomSeriesError,
     body_part_decision,

@@ -10,7 +10,9 @@ import torch
 
 import pytest
 
-from kneeseg.bench.table1 import load_paper_table, markdown, paired_comparison, quick_config, run_ablations
+from kneeseg.bench.report import load_paper_table, markdown
+from kneeseg.bench.stats import paired_comparison
+from kneeseg.bench.table1 import quick_config, run_ablations
 from kneeseg.cli import main as cli_main
 
 
@@ -70,6 +72,40 @@ def test_paired_comparison_statistics():
     assert same["mean_diff"] == 0 and same["wilcoxon_p"] == 1.0
 
 
+def test_bootstrap_ci_is_the_hand_percentile_bootstrap():
+    """scipy's resamples with ``np.percentile`` give the earlier hand bootstrap's interval bit for bit."""
+    from kneeseg.bench.stats import bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    for n, seed, n_boot in ((2, 0, 10000), (9, 1, 10000), (30, 7, 500)):
+        d = rng.normal(0.02, 0.05, n)
+        boots = d[np.random.default_rng(seed).integers(0, n, size=(n_boot, n))].mean(axis=1)
+        assert bootstrap_ci(d, seed, n_boot) == (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
+
+
+def test_per_case_tables_over_seeds(tmp_path):
+    """The runs' per-case values as written, cases averaged over seeds with np.mean (pandas' own mean
+    of 0.2, 0.7, 0.6 is 0.49999999999999994)."""
+    from kneeseg.bench.report import per_case, write_per_case
+
+    for seed, dice, hd95 in ((0, "0.2", "3.5"), (1, "0.7", ""), (2, "0.6", "4.5")):
+        path = tmp_path / "runs" / "unet" / f"seed{seed}" / "eval" / "metrics_per_case.csv"
+        path.parent.mkdir(parents=True)
+        path.write_text(f'case_id,dice,hd95\n/d/cases/7/mask.png,{dice},{hd95}\n"/d/a,b.png",0.5,nan\n')
+    means = per_case(tmp_path, "unet", [0, 1, 2])
+    assert list(means) == ["/d/cases/7/mask.png", "/d/a,b.png"]
+    assert means["/d/cases/7/mask.png"] == float(np.mean([0.2, 0.7, 0.6])) == 0.5 and means["/d/a,b.png"] == 0.5
+    hd = per_case(tmp_path, "unet", [0, 1, 2], "hd95")
+    assert hd["/d/cases/7/mask.png"] == 4.0 and np.isnan(hd["/d/a,b.png"])
+    assert per_case(tmp_path, "unet", [0, 1, 2], "iou") == {} and per_case(tmp_path, "att_unet", [0]) == {}
+    write_per_case(tmp_path, ["unet", "att_unet"], [0, 2])
+    assert (tmp_path / "per_case.csv").read_text() == (
+        "method,seed,case,loss,mae,f1,dice,iou,precision,recall,hd95\n"
+        "unet,0,7,,,,0.2,,,,3.5\n" 'unet,0,"a,b",,,,0.5,,,,nan\n'
+        "unet,2,7,,,,0.6,,,,4.5\n" 'unet,2,"a,b",,,,0.5,,,,nan\n'
+    )
+
+
 def test_paper_table_is_shown_beside_and_checked(tmp_path):
     good = tmp_path / "paper.json"
     good.write_text(json.dumps({"source": "test", "methods": {"U-Net": {"loss_rate": 0.5, "mae": 0.25, "f1": 0.125}}}))
@@ -85,7 +121,8 @@ def test_paper_table_is_shown_beside_and_checked(tmp_path):
 
 
 def test_hd95_skipping_a_missed_image_is_counted_and_cannot_win(tmp_path):
-    from kneeseg.bench.table1 import _hd95_undefined, best_per_metric
+    from kneeseg.bench.report import best_per_metric
+    from kneeseg.bench.report import hd95_undefined as _hd95_undefined
 
     for method, hd in (("unet", ["4.0", "6.0"]), ("att_unet", ["1.0", "nan"])):
         path = tmp_path / "runs" / method / "seed0" / "eval" / "metrics_summary.json"

@@ -1,7 +1,7 @@
 """Finding and describing data: DICOM series discovery and reading, 2D/NIfTI inputs,
 manifests, and the synthetic knee phantom.
 
-Attributes are imported lazily so that the pure-DICOM part (``kneeseg.data.dicom_series``)
+Attributes are imported lazily so that the pure-DICOM part (the ``kneeseg.data.dicom`` package)
 works without torch or MONAI installed (e.g. in a MONAI Label environment pinned to pydicom 2.4).
 """
 
@@ -12,15 +12,15 @@ from typing import Any
 
 _EXPORTS = {
     # DICOM series (numpy + pydicom only)
-    "DicomSeriesError": "kneeseg.data.dicom_series",
-    "DiscoveryResult": "kneeseg.data.dicom_series",
-    "Problem": "kneeseg.data.dicom_series",
-    "SeriesVolume": "kneeseg.data.dicom_series",
-    "SliceRef": "kneeseg.data.dicom_series",
-    "discover_series": "kneeseg.data.dicom_series",
-    "load_series": "kneeseg.data.dicom_series",
-    "load_volume": "kneeseg.data.dicom_series",
-    "select_volume": "kneeseg.data.dicom_series",
+    "DicomSeriesError": "kneeseg.data.dicom.volume",
+    "DiscoveryResult": "kneeseg.data.dicom.volume",
+    "Problem": "kneeseg.data.dicom.volume",
+    "SeriesVolume": "kneeseg.data.dicom.volume",
+    "SliceRef": "kneeseg.data.dicom.volume",
+    "discover_series": "kneeseg.data.dicom.discovery",
+    "load_series": "kneeseg.data.dicom.loading",
+    "load_volume": "kneeseg.data.dicom.loading",
+    "select_volume": "kneeseg.data.dicom.loading",
     "volume_to_dicom_frames": "kneeseg.data.orientation",
     # slice orientation: the geometry rule (numpy only)
     "AxisMap": "kneeseg.data.orientation",
@@ -53,8 +53,8 @@ _EXPORTS = {
     "ManifestError": "kneeseg.data.manifest",
     "build_manifest": "kneeseg.data.manifest",
     "write_manifest": "kneeseg.data.manifest",
-    "assign_groups": "kneeseg.data.manifest",
-    "split_counts": "kneeseg.data.manifest",
+    "assign_groups": "kneeseg.data.splits",
+    "split_counts": "kneeseg.data.splits",
     "find_image_mask_pairs": "kneeseg.data.manifest",
     # 2D images, labelme, NIfTI checks
     "Image2DReader": "kneeseg.data.images2d",

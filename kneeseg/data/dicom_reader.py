@@ -1,4 +1,4 @@
-"""MONAI ``ImageReader`` for DICOM series folders, built on :mod:`kneeseg.data.dicom_series`.
+"""MONAI ``ImageReader`` for DICOM series folders, built on the :mod:`kneeseg.data.dicom` package.
 
 Use it with ``monai.transforms.LoadImage(reader=KneeDicomReader())`` or ``LoadImaged``.
 MONAI's own ``PydicomReader`` stacks every file of a folder as slices of one volume; this reader
@@ -16,14 +16,10 @@ import pydicom
 from monai.data.image_reader import ImageReader, _copy_compatible_dict, _stack_images
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from .dicom_series import (
-    LPS_TO_RAS,
-    DicomSeriesError,
-    PathLike,
-    discover_series,
-    load_volume,
-    select_volume,
-)
+from kneeseg.data.dicom.discovery import discover_series
+from kneeseg.data.dicom.loading import load_volume, select_volume
+from kneeseg.data.dicom.volume import LPS_TO_RAS, DicomSeriesError
+from kneeseg.files import PathLike
 
 __all__ = ["KneeDicomReader"]
 
@@ -52,7 +48,7 @@ class KneeDicomReader(ImageReader):
             series or file and the problem.
 
     See also:
-        :func:`kneeseg.data.dicom_series.discover_series`, :func:`kneeseg.data.dicom_series.load_series`.
+        :func:`kneeseg.data.dicom.discovery.discover_series`, :func:`kneeseg.data.dicom.loading.load_series`.
 
     Input forms: a folder -> one volume; several folders -> one volume each, stacked on a new
     channel dim (affines must match); a list of files -> one volume made of those files.

@@ -1,7 +1,7 @@
 """Which discovered DICOM series a knee model should segment: body part, Siemens MOSAIC, diffusion.
 
-The rules read the header facts that :func:`kneeseg.data.dicom_series.discover_series` stores on each
-:class:`~kneeseg.data.dicom_series.SeriesVolume` (numpy + pydicom only; no torch). A batch planner
+The rules read the header facts that :func:`kneeseg.data.dicom.discovery.discover_series` stores on each
+:class:`~kneeseg.data.dicom.volume.SeriesVolume` (numpy + pydicom only; no torch). A batch planner
 calls :func:`series_skip_reason` once per SeriesInstanceUID with all its volumes (one row per series)
 and :func:`body_part_decision` per volume.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from kneeseg.data.dicom_series import SeriesVolume
+from kneeseg.data.dicom.volume import SeriesVolume
 
 __all__ = ["body_part_decision", "body_part_of", "diffusion_summary", "is_mosaic", "series_skip_reason"]
 

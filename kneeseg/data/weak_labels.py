@@ -31,7 +31,7 @@ __all__ = ["load_weak_datalist"]
 
 def _volume_input(root: Path, entry: Dict[str, Any], where: str) -> Union[str, List[str]]:
     """A folder (single-volume series) or the files of the chosen echo, for ``KneeDicomReader``."""
-    from kneeseg.data.dicom_series import discover_series
+    from kneeseg.data.dicom.discovery import discover_series
 
     path = root / str(entry["image"])
     if not path.exists():

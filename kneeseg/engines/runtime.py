@@ -23,17 +23,20 @@ import io
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
 from kneeseg.engines.amp import cpu_supports_bf16
+from kneeseg.files import PathLike
 
 __all__ = [
     "RUNTIMES",
     "RuntimeChoice",
     "NetworkRunner",
     "choose_runtime",
+    "ensemble_runners",
     "export_onnx",
     "onnx_session",
     "onnxruntime_version",
@@ -269,3 +272,55 @@ class NetworkRunner:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """fp32 logits ``(B, K, N, N)`` for a ``(B, 1, N, N)`` batch, on the batch's device."""
         return self._run(self.choice.name, batch)
+
+
+def ensemble_runners(
+    networks: Union[torch.nn.Module, Sequence[torch.nn.Module]],
+    spatial_size: int,
+    runtime: str,
+    device: torch.device,
+    *,
+    threads: int,
+    probe_batch: int,
+    onnx_path: Optional[PathLike] = None,
+) -> List[NetworkRunner]:
+    """One :class:`NetworkRunner` per network of a fold ensemble (or for the one network), all
+    under one runtime: the first member resolves ``runtime`` (``auto`` measures on it), the
+    others take its choice.
+
+    Args:
+        networks: a network or a list of them (the ensemble's members).
+        runtime: ``auto`` or a runtime name (see :func:`choose_runtime`).
+        spatial_size, device: input side ``N`` and device of every runner.
+        threads: intra-op threads, and the batches the caller runs at once (``concurrent``).
+        probe_batch: slices per batch when ``auto`` times the runtimes against each other.
+        onnx_path: where to cache the ONNX exports, one file per member: ``<name>.onnx``,
+            ``<name>.1.onnx``, ...; an existing file is used instead of exporting, a new export is
+            written there (atomically). ``None``: exports stay in memory.
+
+    Raises:
+        ValueError: no network given.
+    """
+    members = list(networks) if isinstance(networks, (list, tuple)) else [networks]
+    if not members:
+        raise ValueError("no network given")
+    cached = Path(onnx_path) if onnx_path is not None else None
+
+    def keep(model: bytes, path: Optional[Path]) -> None:
+        if path is not None:
+            from kneeseg.atomic import atomic_write_bytes
+
+            atomic_write_bytes(path, model)
+
+    paths: List[Optional[Path]] = [None] * len(members)
+    if cached is not None:  # one cached export per member: <name>.onnx, <name>.1.onnx, ...
+        paths = [cached if i == 0 else cached.with_suffix(f".{i}.onnx") for i in range(len(members))]
+    runners: List[NetworkRunner] = []
+    for i, (net, path) in enumerate(zip(members, paths)):
+        runners.append(NetworkRunner(
+            net, spatial_size, runtime if i == 0 else runners[0].name, device, threads=threads,
+            probe_batch=probe_batch, concurrent=threads,
+            onnx_model=path.read_bytes() if path is not None and path.is_file() else None,
+            on_export=(lambda model, path=path: keep(model, path)),
+        ))  # fmt: skip
+    return runners

@@ -5,6 +5,7 @@ Imports are lazy, so ``import kneeseg.inference`` does not load torch.
 - :func:`predict_folder` (``kneeseg infer ROOT -o OUT``): every knee MR series under a folder tree
   to NIfTI + DICOM SEG + PNG preview + ``manifest.csv``, resumable, sharded under torchrun;
 - :class:`SliceSegmenter` / :func:`load_segmenter`: one volume, runtimes auto / eager / bf16 / onnx;
+- :func:`bundle_settings`: the inference definition read from the bundle's ``inference.json``;
 - :func:`write_dicom_seg`, :func:`validate_dicom_seg`: DICOM Segmentation export and dciodvfy check;
 - :func:`quality_check`: the bundle's plausibility checks of a predicted volume (``qc`` column);
 - :func:`save_overlay_png`: PNG previews.
@@ -15,14 +16,14 @@ from typing import Any
 
 _EXPORTS = {
     "predict_folder": "kneeseg.inference.batch",
-    "plan_work": "kneeseg.inference.batch",
-    "read_manifest": "kneeseg.inference.batch",
     "BatchResult": "kneeseg.inference.batch",
+    "plan_work": "kneeseg.inference.planning",
+    "read_results_csv": "kneeseg.inference.results",
     "SliceSegmenter": "kneeseg.inference.segmenter",
     "load_segmenter": "kneeseg.inference.segmenter",
-    "RUNTIMES": "kneeseg.inference.segmenter",
     "Prediction": "kneeseg.inference.segmenter",
-    "bundle_settings": "kneeseg.inference.segmenter",
+    "RUNTIMES": "kneeseg.engines.runtime",
+    "bundle_settings": "kneeseg.inference.definition",
     "QCResult": "kneeseg.inference.qc",
     "quality_check": "kneeseg.inference.qc",
     "write_dicom_seg": "kneeseg.inference.dicom_seg",

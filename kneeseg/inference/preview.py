@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from kneeseg.data.orientation import display_plane
 from kneeseg.atomic import atomic_write_bytes
 from kneeseg.files import PathLike
 
-__all__ = ["pick_slices", "save_overlay_png"]
+__all__ = ["draw_overlay", "pick_slices", "save_overlay_png"]
 
 _COLOURS = [(0.0, 0.0, 0.0), (1.0, 0.25, 0.2), (0.2, 0.8, 1.0), (1.0, 0.85, 0.1), (0.4, 1.0, 0.3), (0.9, 0.3, 1.0)]
 
@@ -27,6 +27,39 @@ def pick_slices(label: Optional[np.ndarray], depth: int, count: int = 4) -> list
         return sorted(chosen)
     chosen = np.linspace(depth * 0.2, depth * 0.8, num=min(count, depth)).round().astype(int)
     return sorted(set(int(c) for c in chosen))
+
+
+def draw_overlay(
+    ax: Any,
+    image: np.ndarray,
+    label: Optional[np.ndarray] = None,
+    reference: Optional[np.ndarray] = None,
+    *,
+    image_range: Tuple[Optional[float], Optional[float]] = (None, None),
+    label_cmap: Any = "autumn",
+    label_range: Tuple[Optional[float], Optional[float]] = (None, None),
+    alpha: float = 0.5,
+    reference_colour: str = "cyan",
+) -> None:
+    """Draw one 2D overlay on the matplotlib axes ``ax``: ``image`` in grey, the non-zero pixels of
+    ``label`` filled over it and the outline of ``reference``'s non-zero pixels (when it has any).
+
+    Args:
+        image, label, reference: 2D arrays of one shape, as ``imshow`` shows them (rows down).
+        image_range: grey ``(vmin, vmax)``; None: the image's own range.
+        label_cmap: colour map of the label's values; ``label_range`` its ``(vmin, vmax)``.
+        alpha: opacity of the label fill.
+        reference_colour: colour of the reference's contour.
+    """
+    # matplotlib layers (not monai.visualize.blend_images / skimage.color.label2rgb): those blend
+    # into one RGB array at the data's resolution before matplotlib resamples it to the axes, so
+    # the PNGs would not stay the same bytes
+    ax.imshow(image, cmap="gray", vmin=image_range[0], vmax=image_range[1])
+    if label is not None:
+        ax.imshow(np.ma.masked_where(label == 0, label), cmap=label_cmap, vmin=label_range[0], vmax=label_range[1],
+                  alpha=alpha, interpolation="nearest")  # fmt: skip
+    if reference is not None and reference.any():
+        ax.contour(reference > 0, levels=[0.5], colors=[reference_colour], linewidths=0.8)
 
 
 def save_overlay_png(
@@ -75,14 +108,10 @@ def save_overlay_png(
     cmap = ListedColormap([_COLOURS[i % len(_COLOURS)] for i in range(n_classes + 1)])
     fig, axes = plt.subplots(1, len(ks), figsize=(3.2 * len(ks), 3.6), dpi=100, squeeze=False)
     for ax, k in zip(axes[0], ks):
-        ax.imshow(display_plane(img, k, affine), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
-        if lab is not None:
-            seg = display_plane(lab, k, affine).astype(float)
-            ax.imshow(np.ma.masked_where(seg == 0, seg), cmap=cmap, vmin=0, vmax=n_classes, alpha=0.45, interpolation="nearest")
-        if reference is not None:
-            ref = display_plane(np.asarray(reference), k, affine)
-            if ref.any():
-                ax.contour(ref > 0, levels=[0.5], colors=["white"], linewidths=0.8)
+        seg = None if lab is None else display_plane(lab, k, affine).astype(float)
+        ref = None if reference is None else display_plane(np.asarray(reference), k, affine)
+        draw_overlay(ax, display_plane(img, k, affine), seg, ref, image_range=(lo, hi if hi > lo else lo + 1),
+                     label_cmap=cmap, label_range=(0, n_classes), alpha=0.45, reference_colour="white")  # fmt: skip
         count_k = int((lab[..., k] > 0).sum()) if lab is not None else 0
         ax.set_title(f"slice {k}" + (f" ({count_k} px)" if lab is not None else ""), fontsize=9)
         ax.axis("off")

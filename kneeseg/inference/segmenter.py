@@ -14,7 +14,8 @@
 - each batch's probabilities are cropped, resized back and turned into labels right away, so
   memory stays at one batch of probabilities rather than the whole volume's.
 
-Every setting comes from the bundle's ``inference.json`` (:func:`bundle_settings`): the model's
+Every setting comes from the bundle's ``inference.json``
+(:func:`~kneeseg.inference.definition.bundle_settings`): the model's
 ``slice_orientation`` (each volume is reoriented from its affine with
 :func:`kneeseg.data.orientation.map_volume`, exactly as the chain's ``OrientSlicesd`` does, and
 back after), ``preprocessing_options`` (read through
@@ -25,7 +26,6 @@ rounding (tested).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import deque
@@ -39,10 +39,12 @@ import torch
 import torch.nn.functional as F
 
 from kneeseg.data.orientation import AxisMap, map_volume
-from kneeseg.engines.runtime import RUNTIMES, NetworkRunner, RuntimeChoice
-from kneeseg.files import PathLike, file_sha256
+from kneeseg.engines.runtime import NetworkRunner, RuntimeChoice, ensemble_runners
+from kneeseg.files import PathLike
+from kneeseg.inference.definition import bundle_settings, load_networks
+from kneeseg.inference.postprocess import argmax_channels, count_components, keep_largest_components
 
-__all__ = ["RUNTIMES", "Prediction", "PreparedVolume", "SliceSegmenter", "bundle_settings", "load_segmenter"]
+__all__ = ["Prediction", "PreparedVolume", "SliceSegmenter", "load_segmenter"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ class SliceSegmenter:
             list of such networks: a fold ensemble, whose softmax outputs are averaged before
             the argmax (time and ONNX exports grow with the number of members).
         spatial_size: ``N`` of the bundle (longest in-plane side after resize; padded square).
-        runtime: one of :data:`RUNTIMES` (``auto``: see
+        runtime: one of :data:`~kneeseg.engines.runtime.RUNTIMES` (``auto``: see
             :func:`kneeseg.engines.runtime.choose_runtime`); the resolved one is
             :attr:`runtime`, with its reason in :attr:`runtime_choice`.
         device: torch device for ``eager``/``bf16`` (``onnx`` uses the CUDA provider when the
@@ -140,28 +142,10 @@ class SliceSegmenter:
         self.preprocessing = opts
         self.threads = max(1, int(threads or torch.get_num_threads()))
         self._pool: Optional[ThreadPoolExecutor] = None
-        cached = Path(onnx_path) if onnx_path is not None else None
-
-        def keep(model: bytes, path: Optional[Path]) -> None:
-            if path is not None:
-                from kneeseg.atomic import atomic_write_bytes
-
-                atomic_write_bytes(path, model)
-
-        networks = list(network) if isinstance(network, (list, tuple)) else [network]
-        if not networks:
-            raise ValueError("no network given")
-        paths = [None] * len(networks)
-        if cached is not None:  # one cached export per member: <name>.onnx, <name>.1.onnx, ...
-            paths = [cached if i == 0 else cached.with_suffix(f".{i}.onnx") for i in range(len(networks))]
-        self.runners: List[NetworkRunner] = []
-        for i, (net, path) in enumerate(zip(networks, paths)):
-            self.runners.append(NetworkRunner(
-                net, self.spatial_size, runtime if i == 0 else self.runners[0].name, self.device, threads=self.threads,
-                probe_batch=self.slice_batch, concurrent=self.threads,
-                onnx_model=path.read_bytes() if path is not None and path.is_file() else None,
-                on_export=(lambda model, path=path: keep(model, path)),
-            ))  # fmt: skip
+        self.runners: List[NetworkRunner] = ensemble_runners(
+            network, self.spatial_size, runtime, self.device, threads=self.threads, probe_batch=self.slice_batch,
+            onnx_path=onnx_path,
+        )  # fmt: skip
         self.runner = self.runners[0]
         self._net_pool: Optional[ThreadPoolExecutor] = None
         self.network = self.runner.network
@@ -304,7 +288,7 @@ class SliceSegmenter:
                 probs = probs[:, :, p0 : p0 + h, p1 : p1 + w]
                 if (h, w) != (cols, rows):
                     probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
-                lab, best = _argmax_channels(probs)
+                lab, best = argmax_channels(probs)
             labels[start:stop] = lab.numpy()
             confidence[start:stop] = (best * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
             network += t1 - t0
@@ -366,58 +350,6 @@ class SliceSegmenter:
                 setattr(self, name, None)
 
 
-_FULL_3D = np.ones((3, 3, 3), dtype=bool)  # full connectivity, as MONAI's KeepLargestConnectedComponent
-
-
-def _bounding_box(mask: np.ndarray) -> Optional[Tuple[slice, ...]]:
-    """The smallest box holding every ``True`` of ``mask``, or ``None`` when there is none."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if hit.size == 0:
-            return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
-
-
-def _label_class(labels: np.ndarray, c: int) -> Tuple[Optional[Tuple[slice, ...]], np.ndarray, int]:
-    """3D components (full connectivity) of class ``c``, computed inside its bounding box only
-    (the same components, a fraction of the work on a small structure in a large volume)."""
-    from scipy import ndimage
-
-    mask = labels == c
-    box = _bounding_box(mask)
-    if box is None:
-        return None, np.zeros((0,), dtype=np.int32), 0
-    comp, n = ndimage.label(mask[box], structure=_FULL_3D)
-    return box, comp, int(n)
-
-
-def count_components(labels: np.ndarray, classes: Sequence[int]) -> Dict[int, int]:
-    """``{class: number of 3D connected components}`` (full connectivity)."""
-    return {int(c): _label_class(labels, int(c))[2] for c in classes}
-
-
-def keep_largest_components(labels: np.ndarray, classes: Sequence[int]) -> Tuple[np.ndarray, Dict[int, int]]:
-    """The bundle's ``largest_component`` post-processing on a 3D label map, and the counts before it.
-
-    Computes what ``post_transforms(largest_component=True)`` (MONAI
-    ``KeepLargestConnectedComponentd``, independent classes, full connectivity) computes (tested
-    equal), counting the components on the way. Voxels of dropped components become background.
-    """
-    out = labels.copy()
-    counts: Dict[int, int] = {}
-    for c in classes:
-        box, comp, n = _label_class(labels, int(c))
-        counts[int(c)] = n
-        if n > 1:
-            sizes = np.bincount(comp.reshape(-1))
-            sizes[0] = 0
-            region = out[box]
-            region[(comp != int(np.argmax(sizes))) & (comp > 0)] = 0
-    return out, counts
-
-
 def gaussian_blur_2d(x: torch.Tensor, sigmas: Sequence[float], truncated: float = 4.0) -> torch.Tensor:
     """MONAI's ``GaussianFilter(2, sigmas)`` on ``(B, C, H, W)``, as shifted multiply-adds.
 
@@ -445,102 +377,7 @@ def gaussian_blur_2d(x: torch.Tensor, sigmas: Sequence[float], truncated: float 
     return x
 
 
-def _argmax_channels(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``argmax`` over dim 1 as uint8 (first maximum wins, like ``torch.argmax``), and the maximum.
-
-    A running maximum over the channels: on the CPU this is two orders of magnitude faster
-    than ``torch.argmax(dim=1)``, which reduces over a strided axis.
-    """
-    best = probs[:, 0]
-    labels = torch.zeros(best.shape, dtype=torch.uint8)
-    for c in range(1, probs.shape[1]):
-        channel = probs[:, c]
-        better = channel > best
-        labels[better] = c
-        best = torch.maximum(best, channel)
-    return labels, best
-
-
 # ---------------------------------------------------------------------------- loading from a bundle
-
-
-def _state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        return obj["model"]
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
-    raise ValueError(f"{path}: not a model checkpoint (expected a state dict or {{'model': state_dict}})")
-
-
-def file_digest(path: PathLike, length: int = 16) -> str:
-    """Short SHA-256 of a file's bytes (identifies a checkpoint in records and caches)."""
-    return file_sha256(path, length)
-
-
-def bundle_settings(
-    bundle: Optional[PathLike] = None,
-    preset: Optional[str] = None,
-    overrides: Optional[Mapping[str, Any]] = None,
-) -> Dict[str, Any]:
-    """Read what inference needs from a bundle's ``inference.json`` (+ preset, + overrides).
-
-    This is the one definition the fast path reads: the same keys the bundle's MONAI chain is
-    built from. Returns a dict: ``bundle`` (folder), ``network`` (instantiated, untrained),
-    ``network_name``, ``spatial_size``, ``num_classes``, ``class_names`` (from
-    ``metadata.json``'s output ``channel_def``), ``slice_orientation``, ``slice_plane`` (its
-    plane), ``slice_batch_size``, ``preprocessing`` (all options, defaults filled in),
-    ``largest_component``, ``body_part``, ``qc`` (the quality checks), ``ckpt_path``,
-    ``version`` and ``name``.
-
-    Raises:
-        ValueError: a config value that is not valid (e.g. an unknown preprocessing option).
-    """
-    from kneeseg.data.orientation import SliceOrientation
-    from kneeseg.transforms.preprocessing import preprocessing_options
-
-    import json
-
-    from monai.bundle import ConfigParser
-
-    from kneeseg.workflows import default_bundle_dir, workflow_config_files
-
-    root = Path(bundle) if bundle is not None else default_bundle_dir()
-    files = workflow_config_files("infer", root, preset)
-    parser = ConfigParser()
-    parser.read_config(files)
-    meta = json.loads((root / "configs" / "metadata.json").read_text())
-    parser.read_meta(meta)
-    parser["bundle_root"] = str(root)
-    for key, value in (overrides or {}).items():
-        parser[key] = value
-    channel_def = meta.get("network_data_format", {}).get("outputs", {}).get("pred", {}).get("channel_def", {})
-    class_names = {int(k): str(v) for k, v in channel_def.items()}
-    num_classes = int(parser.get_parsed_content("num_classes"))
-    for c in range(num_classes):
-        class_names.setdefault(c, "background" if c == 0 else f"class_{c}")
-    orientation = SliceOrientation.parse(parser.get_parsed_content("slice_orientation"))
-
-    def opt(key: str, default: Any) -> Any:
-        return parser.get_parsed_content(key) if key in parser else default
-
-    return {
-        "bundle": root,
-        "network": parser.get_parsed_content("network_def", instantiate=True),
-        "network_name": parser.get_parsed_content("network_name"),
-        "spatial_size": int(parser.get_parsed_content("spatial_size")),
-        "num_classes": num_classes,
-        "class_names": class_names,
-        "slice_orientation": orientation,
-        "slice_plane": orientation.plane,
-        "slice_batch_size": int(parser.get_parsed_content("slice_batch_size")),
-        "preprocessing": preprocessing_options(opt("preprocessing_options", None)),
-        "largest_component": bool(opt("largest_component", False)),
-        "body_part": str(opt("body_part", "") or ""),
-        "qc": dict(opt("qc", None) or {}),
-        "ckpt_path": str(parser.get_parsed_content("ckpt_path")),
-        "version": str(meta.get("version", "")),
-        "name": str(meta.get("name", root.name)),
-    }
 
 
 def load_segmenter(
@@ -574,34 +411,8 @@ def load_segmenter(
         FileNotFoundError: missing checkpoint. ValueError: checkpoint does not fit the network.
     """
     settings = bundle_settings(bundle, preset, overrides)
-    import copy
-
-    if isinstance(ckpt, (list, tuple)):
-        paths = [Path(c) for c in ckpt]
-        if not paths:
-            raise ValueError("no checkpoint given")
-    else:
-        paths = [Path(ckpt) if ckpt is not None else Path(settings["ckpt_path"])]
-    nets = []
-    for i, path in enumerate(paths):
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path} (train the bundle first, or pass --ckpt)")
-        state = _state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
-        net = settings["network"] if i == 0 else copy.deepcopy(settings["network"])
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ValueError(
-                f"{path}: checkpoint does not match the bundle network {settings['network_name']!r} "
-                f"({first}); pass the preset/overrides it was trained with (e.g. --preset cpu)"
-            ) from exc
-        nets.append(net)
-    digests = [file_digest(p) for p in paths]
-    # one member: the checkpoint's digest; an ensemble: a digest of the members' digests (in order)
-    digest = digests[0] if len(paths) == 1 else hashlib.sha256("|".join(digests).encode()).hexdigest()[:16]
-    settings.update(ckpt_path=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths], ckpt_digest=digest,
-                    ensemble=len(paths))  # fmt: skip
+    nets = load_networks(settings, ckpt)
+    digest = settings["ckpt_digest"]
     onnx_path = None
     if runtime in ("onnx", "auto") and onnx_cache is not None:
         onnx_path = Path(onnx_cache) / f"{settings['network_name']}-{digest}-{settings['spatial_size']}.onnx"

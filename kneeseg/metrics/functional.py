@@ -9,18 +9,22 @@ Conventions (see ``docs/metrics.md``):
   (class 0, the background, is excluded unless ``include_background=True``).
 - Empty label and empty prediction: Dice/F1/IoU = 1; precision (recall) = 1 when its denominator
   is 0 and FN (FP) is 0, else 0; HD95 = 0 when both are empty and NaN when exactly one is empty.
+
+Precision, recall, Dice and IoU are MONAI's :func:`monai.metrics.compute_confusion_matrix_metric`
+of the counts, with these conventions where MONAI has no value (NaN); the paper's F1 is the
+harmonic mean of precision and recall.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.data.utils import affine_to_spacing
-from monai.metrics import compute_hausdorff_distance
+from monai.metrics import compute_confusion_matrix_metric, compute_hausdorff_distance
 from monai.networks.utils import one_hot
 
 __all__ = [
@@ -144,6 +148,8 @@ def segmentation_counts(
     Returns:
         ``(tp, fp, fn, tn)``, each ``(B, K)`` float64 with ``K = C - 1`` (or ``C``).
     """
+    # counted here, not with monai.metrics.get_confusion_matrix: that one returns float32 counts,
+    # inexact beyond 2**24 pixels per image (a 512 x 512 x 64 volume's TN)
     p = to_onehot(y_pred_labels, num_classes).bool()
     t = to_onehot(y, num_classes).bool()
     if p.shape != t.shape:
@@ -163,16 +169,23 @@ def _ratio(num: torch.Tensor, den: torch.Tensor, if_zero: torch.Tensor) -> torch
     return torch.where(den > 0, num / safe, if_zero.to(num.dtype))
 
 
+def _confusion_ratio(metric_name: str, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, if_undefined: Callable) -> torch.Tensor:
+    """MONAI's confusion-matrix metric ``metric_name`` of the counts (float64, their broadcast shape),
+    and ``if_undefined(tp, fp, fn)`` where MONAI has no value (NaN: a zero denominator)."""
+    tp, fp, fn = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float64) for v in (tp, fp, fn)))
+    matrix = torch.stack([tp, fp, torch.zeros_like(tp), fn], dim=-1)  # MONAI's (tp, fp, tn, fn); tn unused here
+    value = compute_confusion_matrix_metric(metric_name, matrix).reshape(tp.shape)
+    return torch.where(torch.isnan(value), if_undefined(tp, fp, fn).to(value.dtype), value)
+
+
 def precision_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
     """``TP / (TP + FP)``; when nothing is predicted: 1 if ``FN == 0`` (label empty too) else 0."""
-    tp, fp, fn = (torch.as_tensor(v, dtype=torch.float64) for v in (tp, fp, fn))
-    return _ratio(tp, tp + fp, (fn == 0).double())
+    return _confusion_ratio("precision", tp, fp, fn, lambda tp, fp, fn: fn == 0)
 
 
 def recall_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
     """``TP / (TP + FN)``; when the label is empty: 1 if ``FP == 0`` (prediction empty too) else 0."""
-    tp, fp, fn = (torch.as_tensor(v, dtype=torch.float64) for v in (tp, fp, fn))
-    return _ratio(tp, tp + fn, (fp == 0).double())
+    return _confusion_ratio("recall", tp, fp, fn, lambda tp, fp, fn: fp == 0)
 
 
 def f1_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
@@ -187,15 +200,13 @@ def f1_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torc
 
 
 def dice_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-    """``2 TP / (2 TP + FP + FN)``; 1 when label and prediction are both empty."""
-    tp, fp, fn = (torch.as_tensor(v, dtype=torch.float64) for v in (tp, fp, fn))
-    return _ratio(2 * tp, 2 * tp + fp + fn, torch.ones_like(tp))
+    """``2 TP / (2 TP + FP + FN)`` (MONAI's "f1 score"); 1 when label and prediction are both empty."""
+    return _confusion_ratio("f1 score", tp, fp, fn, lambda tp, fp, fn: torch.ones_like(tp))
 
 
 def iou_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-    """Jaccard ``TP / (TP + FP + FN)``; 1 when label and prediction are both empty."""
-    tp, fp, fn = (torch.as_tensor(v, dtype=torch.float64) for v in (tp, fp, fn))
-    return _ratio(tp, tp + fp + fn, torch.ones_like(tp))
+    """Jaccard ``TP / (TP + FP + FN)`` (MONAI's "threat score"); 1 when label and prediction are both empty."""
+    return _confusion_ratio("threat score", tp, fp, fn, lambda tp, fp, fn: torch.ones_like(tp))
 
 
 def mae_per_class(probs: torch.Tensor, y_onehot: torch.Tensor, include_background: bool = False) -> torch.Tensor:

@@ -2,6 +2,6 @@
 
 import sys
 
-from kneeseg.monailabel import main
+from kneeseg.monailabel.cli import main
 
 sys.exit(main())

@@ -16,7 +16,7 @@ from monai.bundle import ConfigWorkflow
 
 from bundle_helpers import CONFIGS, TRAIN_CONFIGS, tiny_overrides
 from kneeseg.data import generate_phantom
-from kneeseg.engines import BestCheckpointSaver, LastCheckpointSaver, ResumeFromCheckpoint
+from kneeseg.handlers import BestCheckpointSaver, LastCheckpointSaver, ResumeFromCheckpoint
 from kneeseg.atomic import is_temporary_of
 
 

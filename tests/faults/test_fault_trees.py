@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_helpers import SAGITTAL_IOP, set_attributes, synthetic_volume, write_diffusion_series, write_series
+from dicom_helpers import SAGITTAL_IOP, synthetic_volume, write_series
+from dicom_selection_helpers import set_attributes, write_diffusion_series
 from fault_helpers import run
 from inference_helpers import untrained_model
 from kneeseg.inference import batch

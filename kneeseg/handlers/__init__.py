@@ -1,0 +1,49 @@
+"""Ignite event handlers for kneeseg's MONAI engines (bundle ``_target_`` names ``kneeseg.handlers.*``).
+
+- :mod:`~kneeseg.handlers.metrics`: metric handlers (F1, Dice, IoU, precision, recall, MAE, HD95,
+  loss rate) around :mod:`kneeseg.metrics`' metrics, for ``key_val_metric`` / ``additional_metrics``.
+- :mod:`~kneeseg.handlers.report`: :class:`MetricsReportHandler`, the evaluation's per-case CSV,
+  summary JSON and Table 1 row.
+- :mod:`~kneeseg.handlers.checkpoint`: a resumable ``last.pt`` after every epoch, ``model.pt`` when
+  validation improves, and resuming from ``last.pt``.
+- :mod:`~kneeseg.handlers.validation`: periodic validation that also validates after the last epoch.
+- :mod:`~kneeseg.handlers.curves`: training curves (PNG and JSON) after every epoch.
+"""
+
+from kneeseg.handlers.checkpoint import BestCheckpointSaver, LastCheckpointSaver, ResumeFromCheckpoint, save_checkpoint
+from kneeseg.handlers.curves import TrainingCurveHandler, plot_training_curves
+from kneeseg.handlers.metrics import (
+    DiceHandler,
+    F1Handler,
+    HD95Handler,
+    IoUHandler,
+    LossRateHandler,
+    MAEHandler,
+    OverlapHandler,
+    PrecisionHandler,
+    RecallHandler,
+    metric_handler,
+)
+from kneeseg.handlers.report import MetricsReportHandler
+from kneeseg.handlers.validation import FinalValidationHandler
+
+__all__ = [
+    "BestCheckpointSaver",
+    "DiceHandler",
+    "F1Handler",
+    "FinalValidationHandler",
+    "HD95Handler",
+    "IoUHandler",
+    "LastCheckpointSaver",
+    "LossRateHandler",
+    "MAEHandler",
+    "MetricsReportHandler",
+    "OverlapHandler",
+    "PrecisionHandler",
+    "RecallHandler",
+    "ResumeFromCheckpoint",
+    "TrainingCurveHandler",
+    "metric_handler",
+    "plot_training_curves",
+    "save_checkpoint",
+]

@@ -1,0 +1,145 @@
+"""The inference definition: what a bundle's ``inference.json`` says, and the trained weights.
+
+:func:`bundle_settings` reads every setting the fast path needs from the bundle (the same keys
+the bundle's MONAI chain is built from); :func:`load_networks` puts trained weights into the
+bundle's network, one copy per checkpoint of a fold ensemble, and identifies them
+(:func:`file_digest`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+
+from kneeseg.files import PathLike, file_sha256
+
+__all__ = ["bundle_settings", "file_digest", "load_networks"]
+
+
+def _state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        return obj["model"]
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    raise ValueError(f"{path}: not a model checkpoint (expected a state dict or {{'model': state_dict}})")
+
+
+def file_digest(path: PathLike, length: int = 16) -> str:
+    """Short SHA-256 of a file's bytes (identifies a checkpoint in records and caches)."""
+    return file_sha256(path, length)
+
+
+def bundle_settings(
+    bundle: Optional[PathLike] = None,
+    preset: Optional[str] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Read what inference needs from a bundle's ``inference.json`` (+ preset, + overrides).
+
+    This is the one definition the fast path reads: the same keys the bundle's MONAI chain is
+    built from. Returns a dict: ``bundle`` (folder), ``network`` (instantiated, untrained),
+    ``network_name``, ``spatial_size``, ``num_classes``, ``class_names`` (from
+    ``metadata.json``'s output ``channel_def``), ``slice_orientation``, ``slice_plane`` (its
+    plane), ``slice_batch_size``, ``preprocessing`` (all options, defaults filled in),
+    ``largest_component``, ``body_part``, ``qc`` (the quality checks), ``ckpt_path``,
+    ``version`` and ``name``.
+
+    Raises:
+        ValueError: a config value that is not valid (e.g. an unknown preprocessing option).
+    """
+    from kneeseg.data.orientation import SliceOrientation
+    from kneeseg.transforms.preprocessing import preprocessing_options
+
+    import json
+
+    from monai.bundle import ConfigParser
+
+    from kneeseg.workflows import default_bundle_dir, workflow_config_files
+
+    root = Path(bundle) if bundle is not None else default_bundle_dir()
+    files = workflow_config_files("infer", root, preset)
+    parser = ConfigParser()
+    parser.read_config(files)
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    parser.read_meta(meta)
+    parser["bundle_root"] = str(root)
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    channel_def = meta.get("network_data_format", {}).get("outputs", {}).get("pred", {}).get("channel_def", {})
+    class_names = {int(k): str(v) for k, v in channel_def.items()}
+    num_classes = int(parser.get_parsed_content("num_classes"))
+    for c in range(num_classes):
+        class_names.setdefault(c, "background" if c == 0 else f"class_{c}")
+    orientation = SliceOrientation.parse(parser.get_parsed_content("slice_orientation"))
+
+    def opt(key: str, default: Any) -> Any:
+        return parser.get_parsed_content(key) if key in parser else default
+
+    return {
+        "bundle": root,
+        "network": parser.get_parsed_content("network_def", instantiate=True),
+        "network_name": parser.get_parsed_content("network_name"),
+        "spatial_size": int(parser.get_parsed_content("spatial_size")),
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "slice_orientation": orientation,
+        "slice_plane": orientation.plane,
+        "slice_batch_size": int(parser.get_parsed_content("slice_batch_size")),
+        "preprocessing": preprocessing_options(opt("preprocessing_options", None)),
+        "largest_component": bool(opt("largest_component", False)),
+        "body_part": str(opt("body_part", "") or ""),
+        "qc": dict(opt("qc", None) or {}),
+        "ckpt_path": str(parser.get_parsed_content("ckpt_path")),
+        "version": str(meta.get("version", "")),
+        "name": str(meta.get("name", root.name)),
+    }
+
+
+def load_networks(
+    settings: Dict[str, Any], ckpt: Union[PathLike, Sequence[PathLike], None] = None
+) -> List[torch.nn.Module]:
+    """The network of ``settings`` (:func:`bundle_settings`) with trained weights, one per checkpoint.
+
+    Args:
+        settings: as :func:`bundle_settings` returns them; ``ckpt_path``, ``ckpt_digest`` (the
+            checkpoint's :func:`file_digest`; for a fold ensemble a digest of the members'
+            digests, in order) and ``ensemble`` (the number of members) are set in it.
+        ckpt: checkpoint (a state dict or ``{"model": state_dict}``); default the bundle's
+            ``ckpt_path`` (``models/model.pt``). A list of checkpoints makes a fold ensemble: the
+            first loads into ``settings["network"]``, the others into copies of it.
+
+    Raises:
+        FileNotFoundError: missing checkpoint. ValueError: checkpoint does not fit the network.
+    """
+    import copy
+
+    if isinstance(ckpt, (list, tuple)):
+        paths = [Path(c) for c in ckpt]
+        if not paths:
+            raise ValueError("no checkpoint given")
+    else:
+        paths = [Path(ckpt) if ckpt is not None else Path(settings["ckpt_path"])]
+    nets = []
+    for i, path in enumerate(paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path} (train the bundle first, or pass --ckpt)")
+        state = _state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+        net = settings["network"] if i == 0 else copy.deepcopy(settings["network"])
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(
+                f"{path}: checkpoint does not match the bundle network {settings['network_name']!r} "
+                f"({first}); pass the preset/overrides it was trained with (e.g. --preset cpu)"
+            ) from exc
+        nets.append(net)
+    digests = [file_digest(p) for p in paths]
+    # one member: the checkpoint's digest; an ensemble: a digest of the members' digests (in order)
+    digest = digests[0] if len(paths) == 1 else hashlib.sha256("|".join(digests).encode()).hexdigest()[:16]
+    settings.update(ckpt_path=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths], ckpt_digest=digest,
+                    ensemble=len(paths))  # fmt: skip
+    return nets
