@@ -4,7 +4,6 @@ resume whose first validation is worse, a fresh run over an earlier model, the G
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
