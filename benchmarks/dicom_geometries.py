@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 
@@ -41,13 +40,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
 
 
-def cases(split: str, root: Path) -> List[Dict[str, str]]:
+def cases(split: str, root: Path) -> list[dict[str, str]]:
     manifest = json.loads((PROJECT / "data_manifests" / "knee_acl.json").read_text())
     return [{"case": Path(e["image"]).parent.name, "image": str(root / e["image"]), "label": str(root / e["label"])}
             for e in manifest[split]]  # fmt: skip
 
 
-def write_tree(items: List[Dict[str, str]], layouts: List[str], declared: str, tree: Path) -> None:
+def write_tree(items: list[dict[str, str]], layouts: list[str], declared: str, tree: Path) -> None:
     from kneeseg.data.images2d import read_image2d
     from kneeseg.data.slice_series import write_slice_series
 
@@ -58,7 +57,7 @@ def write_tree(items: List[Dict[str, str]], layouts: List[str], declared: str, t
                                patient_id=it["case"], uid_seed=f"{it['case']}|{name}")  # fmt: skip
 
 
-def score_output(out: Path, tree: Path, items: List[Dict[str, str]], declared: str) -> Dict[str, List[float]]:
+def score_output(out: Path, tree: Path, items: list[dict[str, str]], declared: str) -> dict[str, list[float]]:
     """Dice per layout of the masks a run wrote under ``out`` (its manifest.csv), in the PNG layout."""
     import nibabel as nib
 
@@ -68,7 +67,7 @@ def score_output(out: Path, tree: Path, items: List[Dict[str, str]], declared: s
     truth = {it["case"]: read_mask2d(it["label"], allow_empty=True) for it in items}
     with open(out / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    scores: Dict[str, List[float]] = {}
+    scores: dict[str, list[float]] = {}
     for row in rows:
         if row.get("status") != "ok":
             continue
@@ -83,7 +82,7 @@ def score_output(out: Path, tree: Path, items: List[Dict[str, str]], declared: s
     return scores
 
 
-def png_scores(items: List[Dict[str, str]], ckpt: str, preset: str, runtime: str) -> List[float]:
+def png_scores(items: list[dict[str, str]], ckpt: str, preset: str, runtime: str) -> list[float]:
     """The PNGs themselves through the same inference definition (fast path, 2D)."""
     from kneeseg.data.images2d import read_image2d, read_mask2d
     from kneeseg.inference.segmenter import load_segmenter
@@ -98,7 +97,7 @@ def png_scores(items: List[Dict[str, str]], ckpt: str, preset: str, runtime: str
     return out
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", help="model trained on knee-acl (cpu preset by default)")
     p.add_argument("--preset", default="cpu")
@@ -119,7 +118,7 @@ def main(argv: List[str] | None = None) -> int:
     items = cases(args.split, args.data_root)
     work = Path(tempfile.mkdtemp(prefix="kneeseg-geometries-"))
     tree = args.tree or work / "tree"
-    report: Dict[str, object] = {"split": args.split, "cases": len(items), "declared_png_orientation": declared}
+    report: dict[str, object] = {"split": args.split, "cases": len(items), "declared_png_orientation": declared}
     if args.score_only is None:
         if not args.ckpt:
             p.error("--ckpt is required unless --score-only")

@@ -40,7 +40,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 import pydicom
@@ -58,7 +57,7 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def make_copies(series: Path, dest: Path, copies: int) -> List[Path]:
+def make_copies(series: Path, dest: Path, copies: int) -> list[Path]:
     """``copies`` copies of a series, each with new Study/Series/SOP Instance UIDs."""
     files = sorted(p for p in series.rglob("*") if p.is_file())
     datasets = [pydicom.dcmread(p) for p in files]
@@ -76,7 +75,7 @@ def make_copies(series: Path, dest: Path, copies: int) -> List[Path]:
     return out
 
 
-def plain_monai(folders: List[Path], network: torch.nn.Module, settings: Dict, out: Path) -> List[np.ndarray]:
+def plain_monai(folders: list[Path], network: torch.nn.Module, settings: dict, out: Path) -> list[np.ndarray]:
     """The plain MONAI pipeline (the bundle's chain, from the same settings), one series after the
     other; returns the label maps."""
     from monai.inferers import SliceInferer
@@ -138,9 +137,9 @@ def network_gflops(network: torch.nn.Module, size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def stage_split(out: Path) -> Dict[str, float]:
+def stage_split(out: Path) -> dict[str, float]:
     """Mean seconds per series of each stage, from the records' ``stage_seconds``."""
-    totals: Dict[str, float] = {}
+    totals: dict[str, float] = {}
     records = [json.loads(p.read_text()) for p in (out / ".kneeseg" / "records").glob("*.json")]
     records = [r for r in records if r.get("status") == "ok" and r.get("stage_seconds")]
     for r in records:
@@ -149,7 +148,7 @@ def stage_split(out: Path) -> Dict[str, float]:
     return {k: round(v / max(1, len(records)), 3) for k, v in totals.items()}
 
 
-def avx2_child(args: argparse.Namespace) -> Dict:
+def avx2_child(args: argparse.Namespace) -> dict:
     """The plain pipeline and ``auto`` again in a child process under ``ATEN_CPU_CAPABILITY=avx2``."""
     with tempfile.TemporaryDirectory(prefix="kneeseg-bench-avx2-") as tmp:
         report = Path(tmp) / "avx2.json"
@@ -162,7 +161,7 @@ def avx2_child(args: argparse.Namespace) -> Dict:
     return {"env": "ATEN_CPU_CAPABILITY=avx2", "cpu_capability": child["cpu_capability"], "results": child["results"]}
 
 
-def component_timings(folder: Path, network: torch.nn.Module, settings: Dict) -> Dict[str, float]:
+def component_timings(folder: Path, network: torch.nn.Module, settings: dict) -> dict[str, float]:
     """Seconds for one series of two choices the fast path makes, each against its alternative:
     ONNX Runtime with 2 intra-op threads on one batch at a time vs 1 thread on 2 batches at once
     (80 slices, batches of 8), and scikit-image's CLAHE plane by plane vs the batched CLAHE."""
@@ -174,7 +173,7 @@ def component_timings(folder: Path, network: torch.nn.Module, settings: Dict) ->
     from kneeseg.transforms.clahe import equalize_adapthist_planes
     from kneeseg.transforms.preprocessing import HistogramEqualize
 
-    out: Dict[str, float] = {}
+    out: dict[str, float] = {}
     size = settings["spatial_size"]
     model = export_onnx(network, size)
     batches = [np.random.default_rng(i).random((8, 1, size, size), dtype=np.float32) for i in range(10)]
@@ -203,14 +202,14 @@ def component_timings(folder: Path, network: torch.nn.Module, settings: Dict) ->
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}
 
 
-def kneeseg_labels(out: Path, rows: List[Dict]) -> List[np.ndarray]:
+def kneeseg_labels(out: Path, rows: list[dict]) -> list[np.ndarray]:
     import nibabel as nib
 
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["source"])
     return [np.asarray(nib.load(out / r["nifti"]).dataobj) for r in ok]
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="trained checkpoint (e.g. the cpu preset trained on knee-acl)")
     p.add_argument("--preset", default="cpu", help="bundle preset the checkpoint was trained with (default: cpu)")
@@ -233,7 +232,7 @@ def main(argv: List[str] | None = None) -> int:
         folders = make_copies(args.series, tmp / "in", args.copies)
         seg, settings = load_segmenter(ckpt=args.ckpt, preset=args.preset, runtime="eager")
         n_slices = len(list(folders[0].iterdir()))
-        results: Dict[str, Dict] = {}
+        results: dict[str, dict] = {}
 
         say("plain MONAI pipeline (eager fp32) ...")
         plain_monai(folders[:1], seg.network, settings, tmp / "warm")  # warm-up
@@ -245,7 +244,7 @@ def main(argv: List[str] | None = None) -> int:
         del seg
         gc.collect()
 
-        labels: Dict[str, List[np.ndarray]] = {}
+        labels: dict[str, list[np.ndarray]] = {}
         for runtime in args.runtimes:
             say(f"kneeseg {runtime} ...")
             quiet = lambda line: None  # noqa: E731
@@ -282,7 +281,7 @@ def main(argv: List[str] | None = None) -> int:
             net_s = entry.get("stage_seconds_per_series", {}).get("network")
             if net_s:
                 entry["network_gflop_per_s"] = round(gflop_slice * n_slices / net_s, 1)
-        components: Dict[str, float] = {}
+        components: dict[str, float] = {}
         if not args.no_limits:
             say("components: ONNX Runtime threading, CLAHE ...")
             components = component_timings(folders[0], load_segmenter(ckpt=args.ckpt, preset=args.preset,
@@ -299,7 +298,7 @@ def main(argv: List[str] | None = None) -> int:
             avx2 = avx2_child(args)
         fg = [int((x > 0).sum()) for x in plain]
 
-        memory: List[float] = []
+        memory: list[float] = []
         if args.memory_series:
             say(f"memory over {args.memory_series} consecutive series (default runtime) ...")
             mem_in = tmp / "mem"

@@ -22,7 +22,6 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 
@@ -30,7 +29,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared" / "data"
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True)
     p.add_argument("--preset", default="cpu")
@@ -49,7 +48,7 @@ def main(argv: List[str] | None = None) -> int:
     from kneeseg.inference.results import read_results_csv
 
     weak = json.loads(args.weak.read_text())
-    ranges: Dict[tuple, List[int]] = {}
+    ranges: dict[tuple, list[int]] = {}
     tree = Path(tempfile.mkdtemp(prefix="kneeseg-real-"))
     for v in weak["volumes"]:
         ranges[(Path(v["image"]).name, v.get("echo") or 0)] = list(v["possible"]["acl"])

@@ -21,7 +21,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import torch
 
@@ -60,11 +59,11 @@ def _run_once(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mode: str,
 
 
 def benchmark(
-    networks: List[str], sizes: List[int], modes: List[str], passes: List[str], repeats: int, warmup: int, batch: int,
+    networks: list[str], sizes: list[int], modes: list[str], passes: list[str], repeats: int, warmup: int, batch: int,
     width: int | None,
-) -> List[Dict[str, object]]:
+) -> list[dict[str, object]]:
     """Time every (size, mode, pass, network); returns one row per combination."""
-    rows: List[Dict[str, object]] = []
+    rows: list[dict[str, object]] = []
     for size in sizes:
         for mode in modes:
             for pass_ in passes:
@@ -73,7 +72,7 @@ def benchmark(
                 if mode == "bf16":
                     x = x.to(memory_format=torch.channels_last)
                 y = torch.randint(0, 2, (batch, size, size))
-                times: Dict[str, List[float]] = {n: [] for n in networks}
+                times: dict[str, list[float]] = {n: [] for n in networks}
                 nets = {n: _prepare(n, mode, train, width) for n in networks}
                 for n, net in nets.items():
                     for _ in range(warmup):
@@ -95,7 +94,7 @@ def benchmark(
     return rows
 
 
-def markdown(rows: List[Dict[str, object]]) -> str:
+def markdown(rows: list[dict[str, object]]) -> str:
     """One table: a row per network, a column pair (seconds, ratio) per (size, mode, pass)."""
     combos = sorted({(r["size"], r["mode"], r["pass"]) for r in rows}, key=lambda c: (c[0], c[2] != "forward", c[1]))
     nets = list(dict.fromkeys(r["network"] for r in rows))
@@ -112,7 +111,7 @@ def markdown(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--networks", nargs="+", default=list_networks())
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512])

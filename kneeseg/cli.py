@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kneeseg import __version__
 
@@ -57,11 +58,11 @@ def _cmd_data_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_labels(items: Optional[Sequence[str]]) -> Optional[Dict[int, str]]:
+def _parse_labels(items: Sequence[str] | None) -> dict[int, str] | None:
     """``background acl`` -> {0: background, 1: acl}; ``0=background 255=acl`` also accepted."""
     if not items:
         return None
-    labels: Dict[int, str] = {}
+    labels: dict[int, str] = {}
     for i, item in enumerate(items):
         key, sep, name = item.partition("=")
         if sep:
@@ -73,12 +74,12 @@ def _parse_labels(items: Optional[Sequence[str]]) -> Optional[Dict[int, str]]:
     return labels
 
 
-def _key_values(items: Optional[Sequence[str]], option: str, example: str, value: Any = str) -> Optional[Dict[str, Any]]:
+def _key_values(items: Sequence[str] | None, option: str, example: str, value: Any = str) -> dict[str, Any] | None:
     """``["training=train.txt"]`` -> ``{"training": value("train.txt")}`` for options whose values are
     typed by the option (files, counts), unlike ``--set``; a clear error names the option."""
     if not items:
         return None
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         try:
@@ -122,7 +123,11 @@ def _cmd_data_manifest(args: argparse.Namespace) -> int:
 
 
 def _add_data_commands(commands: Any) -> None:
-    from kneeseg.data.manifest import DEFAULT_IMAGE_GLOB, DEFAULT_MASK_GLOB, DEFAULT_SPLIT_KEYS
+    from kneeseg.data.manifest import (
+        DEFAULT_IMAGE_GLOB,
+        DEFAULT_MASK_GLOB,
+        DEFAULT_SPLIT_KEYS,
+    )
     from kneeseg.data.phantom import DEFAULT_FOV_MM, DEFAULT_SHAPE
     from kneeseg.data.splits import DEFAULT_RATIOS
 
@@ -342,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the ``kneeseg`` command; returns the exit status (0 ok, 2 usage or input error)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -19,7 +19,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
 
 __all__ = ["main", "run_demo"]
 
@@ -28,7 +27,7 @@ def _step(msg: str) -> None:
     print(f"\n==> {msg}", flush=True)
 
 
-def run_demo(out: Path, cases: int = 12, seed: int = 0, epochs: Optional[int] = None, fresh: bool = False) -> dict:
+def run_demo(out: Path, cases: int = 12, seed: int = 0, epochs: int | None = None, fresh: bool = False) -> dict:
     """Run the demo into ``out``; returns the evaluation summary and timings."""
     import nibabel as nib
     import numpy as np
@@ -100,7 +99,7 @@ def run_demo(out: Path, cases: int = 12, seed: int = 0, epochs: Optional[int] = 
     return {"summary": summary, "timings": timings, "dicom_dice": float(dice)}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kneeseg.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     parser.add_argument("--cases", type=int, default=12, help="phantom cases (default: 12)")

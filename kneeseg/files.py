@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Optional, Union
 
 __all__ = ["PathLike", "file_sha256"]
 
 #: A file system path as kneeseg's functions accept it: ``str`` or any ``os.PathLike`` (``Path``).
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike[str]
 
 
-def file_sha256(path: PathLike, length: Optional[int] = None) -> str:
+def file_sha256(path: PathLike, length: int | None = None) -> str:
     """SHA-256 of a file's bytes as hex, read in 1 MiB blocks; the first ``length`` characters when given.
 
     Identifies checkpoints in records, caches and MONAI Label apps.

@@ -11,8 +11,9 @@ import ast
 import json
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 from kneeseg.files import PathLike
 
@@ -20,7 +21,7 @@ __all__ = ["WORKFLOWS", "default_bundle_dir", "parse_overrides", "parse_value", 
 
 
 # workflow -> (config files in order, run id)
-WORKFLOWS: Dict[str, tuple] = {
+WORKFLOWS: dict[str, tuple] = {
     "train": (("train.json",), "training"),
     "evaluate": (("train.json", "evaluate.json"), "evaluating"),
     "infer": (("inference.json",), "inferring"),
@@ -59,11 +60,11 @@ def _resolve_named(bundle: Path, kind: str, name: str) -> str:
 
 def workflow_config_files(
     workflow: str,
-    bundle: Optional[PathLike] = None,
-    preset: Optional[str] = None,
-    data: Optional[str] = None,
+    bundle: PathLike | None = None,
+    preset: str | None = None,
+    data: str | None = None,
     extra_configs: Sequence[PathLike] = (),
-) -> List[str]:
+) -> list[str]:
     """The ordered config files of ``workflow``: base configs, preset, data config, extras.
 
     Raises:
@@ -106,7 +107,7 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["max_epochs=2", "train#dataset#cache_rate=0.5", "amp=false"]`` -> typed overrides.
 
     The one parser of ``KEY=VALUE`` items in kneeseg (the CLI's ``--set``, ``kneeseg bench`` and
@@ -115,7 +116,7 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
     Raises:
         ValueError: for an item without ``=`` or without a key.
     """
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -126,11 +127,11 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
 
 def run_workflow(
     workflow: str,
-    bundle: Optional[PathLike] = None,
-    preset: Optional[str] = None,
-    data: Optional[str] = None,
+    bundle: PathLike | None = None,
+    preset: str | None = None,
+    data: str | None = None,
     extra_configs: Sequence[PathLike] = (),
-    overrides: Optional[Mapping[str, Any]] = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> None:
     """Run a bundle workflow through :py:func:`monai.bundle.run`, exactly as the bundle CLI would.
 
@@ -141,7 +142,7 @@ def run_workflow(
 
     root = Path(bundle) if bundle is not None else default_bundle_dir()
     files = workflow_config_files(workflow, root, preset, data, extra_configs)
-    kwargs: Dict[str, Any] = {"bundle_root": str(root)}
+    kwargs: dict[str, Any] = {"bundle_root": str(root)}
     kwargs.update(overrides or {})
     try:
         shipped = root.resolve() == default_bundle_dir().resolve()

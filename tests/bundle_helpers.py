@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = PROJECT_ROOT / "bundles" / "knee_mri_seg"
@@ -17,9 +17,9 @@ TRAIN_CONFIGS = [str(CONFIGS / "train.json"), str(CONFIGS / "presets" / "cpu.jso
 TINY = {"spatial_size": 64, "width": 4, "batch_size": 4, "val_interval": 1, "num_workers": 0}
 
 
-def tiny_overrides(dataset_dir: Path, run_dir: Path, **extra) -> Dict[str, object]:
+def tiny_overrides(dataset_dir: Path, run_dir: Path, **extra) -> dict[str, object]:
     """Overrides that point the bundle at a tiny phantom and a scratch run folder."""
-    out: Dict[str, object] = dict(TINY)
+    out: dict[str, object] = dict(TINY)
     out.update(
         {
             "bundle_root": str(BUNDLE),
@@ -32,15 +32,15 @@ def tiny_overrides(dataset_dir: Path, run_dir: Path, **extra) -> Dict[str, objec
     return out
 
 
-def cli_args(overrides: Dict[str, object]) -> List[str]:
+def cli_args(overrides: dict[str, object]) -> list[str]:
     """``--key value`` arguments for ``python -m monai.bundle``."""
-    args: List[str] = []
+    args: list[str] = []
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
     return args
 
 
-def run_bundle(command: Sequence[str], timeout: float = 600, env: Dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_bundle(command: Sequence[str], timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle <command...>`` in the bundle folder; raise with its output on failure."""
     full_env = dict(os.environ)
     full_env.update(env or {})

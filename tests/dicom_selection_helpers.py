@@ -8,7 +8,7 @@ test can use one module (``import dicom_selection_helpers as h``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pydicom

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 import pydicom
@@ -49,7 +48,7 @@ def _link_tree(src: Path, dst: Path) -> None:
             os.symlink(path.resolve(), target)
 
 
-def build_pacs_tree(root: Path, shared: Path | None, phantom_cases: int = 4, seed: int = 11) -> Dict[str, object]:
+def build_pacs_tree(root: Path, shared: Path | None, phantom_cases: int = 4, seed: int = 11) -> dict[str, object]:
     """A folder tree like a PACS export; returns what each part should produce.
 
     - ``phantom/``: ``phantom_cases`` unseen phantom cases (one patient each), sagittal MR;
@@ -68,7 +67,7 @@ def build_pacs_tree(root: Path, shared: Path | None, phantom_cases: int = 4, see
     generate_phantom(ph, cases=phantom_cases, seed=seed, shape=PHANTOM_SHAPE, png=False)
     dataset = json.loads((ph / "dataset.json").read_text())
     entries = dataset["training"] + dataset["validation"] + dataset["test"]
-    phantom: Dict[str, Dict[str, str]] = {}
+    phantom: dict[str, dict[str, str]] = {}
     for e in entries:
         case = Path(e["dicom"]).name
         shutil.copytree(ph / e["dicom"], root / "phantom" / case)
@@ -152,7 +151,7 @@ def untrained_model(path: Path, width: int = 4, seed: int = 0, foreground: float
     return path
 
 
-def output_snapshot(out: Path) -> Dict[str, object]:
+def output_snapshot(out: Path) -> dict[str, object]:
     """Everything a batch run leaves for its user, for comparing two runs byte by byte.
 
     Files are compared by bytes, DICOM SEGs by their bytes with the attributes that record when
@@ -163,7 +162,7 @@ def output_snapshot(out: Path) -> Dict[str, object]:
 
     from kneeseg.inference.results import read_results_csv
 
-    files: Dict[str, object] = {}
+    files: dict[str, object] = {}
     for p in sorted(out.rglob("*")):
         if not p.is_file() or ".kneeseg" in p.parts or p.name == "manifest.csv":
             continue

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -58,7 +58,7 @@ def _require_label_venv() -> Path:
     return venv
 
 
-def _multipart(fields: Dict[str, Tuple[Optional[str], bytes, str]]) -> Tuple[bytes, str]:
+def _multipart(fields: dict[str, tuple[str | None, bytes, str]]) -> tuple[bytes, str]:
     """Encode ``{name: (filename or None, data, content type)}`` as multipart/form-data."""
     boundary = uuid.uuid4().hex
     parts = []
@@ -70,8 +70,8 @@ def _multipart(fields: Dict[str, Tuple[Optional[str], bytes, str]]) -> Tuple[byt
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def _request(method: str, url: str, body: Optional[bytes] = None, ctype: Optional[str] = None,
-             timeout: float = 120.0) -> Tuple[int, str, bytes]:  # fmt: skip
+def _request(method: str, url: str, body: bytes | None = None, ctype: str | None = None,
+             timeout: float = 120.0) -> tuple[int, str, bytes]:  # fmt: skip
     req = urllib.request.Request(url, data=body, method=method)
     if ctype:
         req.add_header("Content-Type", ctype)
@@ -88,7 +88,7 @@ def _get_json(url: str) -> Any:
     return json.loads(data)
 
 
-def _parse_multipart(ctype: str, data: bytes) -> Dict[str, Tuple[Optional[str], bytes]]:
+def _parse_multipart(ctype: str, data: bytes) -> dict[str, tuple[str | None, bytes]]:
     """``{field name: (filename, payload)}`` of a multipart response."""
     msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {ctype}\r\n\r\n".encode() + data
@@ -123,9 +123,9 @@ def label_server(monai_label_venv: Path, phantom_model: Path, tmp_path_factory: 
     studies = root / "studies"
     final = studies / "labels" / "final"
     final.mkdir(parents=True)
-    ids: List[str] = []
-    truth: Dict[str, np.ndarray] = {}
-    ligament: Dict[str, bytes] = {}
+    ids: list[str] = []
+    truth: dict[str, np.ndarray] = {}
+    ligament: dict[str, bytes] = {}
     for image in sorted((ph / "imagesTr").glob("*.nii.gz")):
         case = image.name[: -len(".nii.gz")]
         ids.append(case)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Tuple
 
 import matplotlib
 
@@ -53,7 +52,7 @@ def box(ax, x: float, y: float, w: float, h: float, text: str, fc: str, fontsize
     ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, zorder=4, **kw)
 
 
-def arrow(ax, p0: Tuple[float, float], p1: Tuple[float, float], color: str = EDGE, lw: float = 1.4, **kw) -> None:
+def arrow(ax, p0: tuple[float, float], p1: tuple[float, float], color: str = EDGE, lw: float = 1.4, **kw) -> None:
     ax.add_patch(
         FancyArrowPatch(
             p0, p1, arrowstyle=kw.pop("arrowstyle", "-|>"), mutation_scale=11, color=color, lw=lw, zorder=2, **kw

@@ -20,7 +20,6 @@ import gc
 import sys
 import time
 from pathlib import Path
-from typing import List, Tuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -33,7 +32,7 @@ from kneeseg.networks import build_network, list_networks, network_spec  # noqa:
 DEFAULT_OUT = REPO / "docs" / "tables" / "networks_params_flops.md"
 
 
-def measure(name: str, size: int) -> Tuple[int, int]:
+def measure(name: str, size: int) -> tuple[int, int]:
     """``(parameters, forward FLOPs)`` of registry network ``name`` at ``1 x 1 x size x size``."""
     torch.manual_seed(0)
     net = build_network(name)
@@ -51,7 +50,7 @@ def measure(name: str, size: int) -> Tuple[int, int]:
     return params, flops
 
 
-def markdown_table(rows: List[Tuple[str, str, int, int]], size: int) -> str:
+def markdown_table(rows: list[tuple[str, str, int, int]], size: int) -> str:
     lines = [
         f"| network | description | parameters (M) | GFLOPs at 1x1x{size}x{size} |",
         "|---|---|---:|---:|",
@@ -61,7 +60,7 @@ def markdown_table(rows: List[Tuple[str, str, int, int]], size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="input height and width (default 512)")
     parser.add_argument(
@@ -73,7 +72,7 @@ def main(argv: List[str] | None = None) -> int:
 
     names = args.networks or list_networks()
     out = args.out if args.out is not None else (DEFAULT_OUT if args.size == 512 and args.networks is None else None)
-    rows: List[Tuple[str, str, int, int]] = []
+    rows: list[tuple[str, str, int, int]] = []
     for i, name in enumerate(names, 1):
         start = time.perf_counter()
         params, flops = measure(name, args.size)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes
-from kneeseg.bench.protocol import REFERENCE, Table1Config, bundle_parser, run_dirs, split_overrides
+from kneeseg.bench.protocol import (
+    REFERENCE,
+    Table1Config,
+    bundle_parser,
+    run_dirs,
+    split_overrides,
+)
 from kneeseg.bench.report import per_case, short_case
 
 __all__ = ["plot_bars", "plot_curves", "plot_overlays"]

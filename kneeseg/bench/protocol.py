@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 __all__ = [
     "ABLATIONS",
@@ -32,23 +32,23 @@ __all__ = [
 
 #: the protocol as data (see its ``notes``)
 PROTOCOL_FILE = Path(__file__).with_name("table1_protocol.json")
-_SPEC: Dict[str, Any] = json.loads(PROTOCOL_FILE.read_text(encoding="utf-8"))
+_SPEC: dict[str, Any] = json.loads(PROTOCOL_FILE.read_text(encoding="utf-8"))
 
 #: The paper's Table 1 methods (U-Net, U-Net++, residual U-Net, FR-UNet, the proposed model).
-PAPER_METHODS: List[str] = _SPEC["paper_methods"]
+PAPER_METHODS: list[str] = _SPEC["paper_methods"]
 #: Ablations: attention without residuals; the paper's literal 1x1 encoder.
-ABLATIONS: List[str] = _SPEC["ablations"]
+ABLATIONS: list[str] = _SPEC["ablations"]
 #: MONAI's attention U-Net as an extra peer.
-EXTRA_PEERS: List[str] = _SPEC["extra_peers"]
+EXTRA_PEERS: list[str] = _SPEC["extra_peers"]
 REFERENCE: str = _SPEC["reference"]
 #: The bundle overrides of the protocol on top of the ``cpu`` preset (why: ``notes`` in the JSON).
-PROTOCOL: Dict[str, Any] = _SPEC["overrides"]
+PROTOCOL: dict[str, Any] = _SPEC["overrides"]
 #: Memory layout only (identical arithmetic), per method.
-METHOD_LAYOUT: Dict[str, Dict[str, Any]] = _SPEC["method_layout"]
+METHOD_LAYOUT: dict[str, dict[str, Any]] = _SPEC["method_layout"]
 #: What was tried to make csam_unet as good as it can be (seed 0; the protocol plus the override).
-ABLATION_VARIANTS: Dict[str, Dict[str, Any]] = _SPEC["ablation_variants"]
+ABLATION_VARIANTS: dict[str, dict[str, Any]] = _SPEC["ablation_variants"]
 #: data name -> (train, validation, test) datalist keys used by the protocol
-SPLITS: Dict[str, List[str]] = _SPEC["splits"]
+SPLITS: dict[str, list[str]] = _SPEC["splits"]
 
 
 @dataclass
@@ -56,24 +56,24 @@ class Table1Config:
     """What to run. ``overrides`` go to every run (e.g. ``max_epochs``, ``spatial_size``)."""
 
     out: Path
-    methods: List[str] = field(default_factory=lambda: PAPER_METHODS + ABLATIONS + EXTRA_PEERS)
-    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: list[str] = field(default_factory=lambda: PAPER_METHODS + ABLATIONS + EXTRA_PEERS)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     preset: str = "cpu"
     data: str = "knee_acl"
-    dataset_dir: Optional[str] = None
-    overrides: Dict[str, Any] = field(default_factory=dict)
+    dataset_dir: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
     #: JSON with the paper's own Table 1, shown beside ours for reference:
     #: ``{"source": "...", "methods": {"U-Net": {"loss_rate": .., "mae": .., "f1": ..}, ...}}``
-    paper_table: Optional[Path] = None
+    paper_table: Path | None = None
 
 
-def run_dirs(out: Path, method: str, seed: int) -> Dict[str, Path]:
+def run_dirs(out: Path, method: str, seed: int) -> dict[str, Path]:
     """The folders of one run: ``base`` (``run.json``), ``models``, ``train`` and ``eval``."""
     base = out / "runs" / method / f"seed{seed}"
     return {"base": base, "models": base / "models", "train": base / "train", "eval": base / "eval"}
 
 
-def split_overrides(data: str) -> Dict[str, str]:
+def split_overrides(data: str) -> dict[str, str]:
     """The datalist keys of ``data``'s train, validation and test parts, as bundle overrides."""
     train, val, test = SPLITS.get(data, ("training", "validation", "test"))
     return {"train_list_key": train, "val_list_key": val, "test_list_key": test}
@@ -95,7 +95,7 @@ def bundle_parser(cfg: Table1Config) -> Any:
     return parser
 
 
-def effective_protocol(cfg: Table1Config) -> Dict[str, Any]:
+def effective_protocol(cfg: Table1Config) -> dict[str, Any]:
     """The effective bundle settings of the protocol (preset + data + overrides)."""
     parser = bundle_parser(cfg)
     keys = ["spatial_size", "width", "max_epochs", "learning_rate", "lr_drop_epoch", "batch_size", "dice_loss_weight", "val_interval"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ PER_CASE_COLUMNS = ["loss", "mae", "f1", "dice", "iou", "precision", "recall", "
 RUN_COLUMNS = ["method", "seed", *METRICS, "val_f1", "epoch", "train_s", "wall_s", "num_cases"]
 
 
-def case_table(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> "pd.DataFrame":
+def case_table(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
     """Every test case of the methods' finished runs (their ``metrics_per_case.csv``) in one table.
 
     Columns ``method``, ``seed``, then the files' columns as text (``""`` where a file lacks
@@ -69,7 +70,7 @@ def case_table(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> "pd.D
     return table[["method", "seed", *(c for c in table.columns if c not in ("method", "seed"))]]
 
 
-def per_case(out: Path, method: str, seeds: Sequence[int], column: str = "dice") -> Dict[str, float]:
+def per_case(out: Path, method: str, seeds: Sequence[int], column: str = "dice") -> dict[str, float]:
     """Per-case ``column`` averaged over seeds (cases in first-seen order)."""
     table = case_table(out, [method], seeds)
     if column not in table.columns:
@@ -134,7 +135,7 @@ def _fmt(ms: tuple, digits: int = 4) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def load_paper_table(path: Path) -> Dict[str, Any]:
+def load_paper_table(path: Path) -> dict[str, Any]:
     """Read and check a paper-table JSON (see :attr:`Table1Config.paper_table`)."""
     try:
         data = json.loads(Path(path).read_text())
@@ -154,9 +155,9 @@ def load_paper_table(path: Path) -> Dict[str, Any]:
 _HIGHER_IS_BETTER = {"loss_rate": False, "mae": False, "f1": True, "dice": True, "hd95": False}
 
 
-def best_per_metric(table: Mapping[str, Any]) -> Dict[str, str]:
+def best_per_metric(table: Mapping[str, Any]) -> dict[str, str]:
     """``{metric: best method}`` by the mean over seeds (loss rate, MAE, HD95 lower; F1, Dice higher)."""
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     for metric, higher in _HIGHER_IS_BETTER.items():
         # a method whose HD95 skips images (it missed a structure there) cannot be the best on HD95
         scored = [(e[metric][0], m) for m, e in table["methods"].items()

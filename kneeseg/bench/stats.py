@@ -9,14 +9,15 @@ both have, :func:`bootstrap_ci` and :func:`wilcoxon_p` test the differences, and
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = ["bootstrap_ci", "mean_sd", "paired_comparison", "paired_differences", "wilcoxon_p"]
 
 
-def mean_sd(values: Sequence[Optional[float]]) -> Tuple[float, float]:
+def mean_sd(values: Sequence[float | None]) -> tuple[float, float]:
     """Mean and sample sd (``ddof=1``; 0 for one value) of the values that are not None or NaN; NaNs when none."""
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
@@ -24,13 +25,13 @@ def mean_sd(values: Sequence[Optional[float]]) -> Tuple[float, float]:
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
 
-def paired_differences(a: Mapping[str, float], b: Mapping[str, float]) -> Tuple[List[str], np.ndarray]:
+def paired_differences(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[list[str], np.ndarray]:
     """The cases both ``a`` and ``b`` have (sorted) and ``b - a`` on each of them."""
     cases = sorted(set(a) & set(b))
     return cases, np.asarray([b[c] - a[c] for c in cases], dtype=float)
 
 
-def bootstrap_ci(d: np.ndarray, seed: int = 0, n_boot: int = 10000) -> Tuple[float, float]:
+def bootstrap_ci(d: np.ndarray, seed: int = 0, n_boot: int = 10000) -> tuple[float, float]:
     """Percentile bootstrap 95 % CI of the mean of ``d`` (``n_boot`` resamples drawn with ``default_rng(seed)``).
 
     The resamples are scipy's (:func:`scipy.stats.bootstrap`); the interval is taken with
@@ -51,10 +52,10 @@ def wilcoxon_p(d: np.ndarray) -> float:
     return float(wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
 
 
-def paired_comparison(a: Mapping[str, float], b: Mapping[str, float], seed: int = 0, n_boot: int = 10000) -> Dict[str, Any]:
+def paired_comparison(a: Mapping[str, float], b: Mapping[str, float], seed: int = 0, n_boot: int = 10000) -> dict[str, Any]:
     """``b - a`` over the cases both have: mean, bootstrap 95 % CI, Wilcoxon signed-rank p."""
     cases, d = paired_differences(a, b)
-    out: Dict[str, Any] = {"n": len(cases), "mean_diff": float(d.mean()) if len(d) else float("nan")}
+    out: dict[str, Any] = {"n": len(cases), "mean_diff": float(d.mean()) if len(d) else float("nan")}
     if len(d) >= 2:
         out["ci_low"], out["ci_high"] = bootstrap_ci(d, seed, n_boot)
         out["wilcoxon_p"] = wilcoxon_p(d)

@@ -29,8 +29,9 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,11 +65,11 @@ from kneeseg.bench.stats import mean_sd, paired_comparison
 __all__ = ["PAPER_METHODS", "ABLATIONS", "EXTRA_PEERS", "Table1Config", "run_table1", "aggregate"]
 
 
-def _say(progress: Optional[Callable[[str], None]], line: str) -> None:
+def _say(progress: Callable[[str], None] | None, line: str) -> None:
     (progress or (lambda s: print(s, flush=True)))(line)
 
 
-def run_one(cfg: Table1Config, method: str, seed: int, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+def run_one(cfg: Table1Config, method: str, seed: int, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train + evaluate one method/seed through the bundle; returns its row (resumes if done)."""
     from kneeseg.workflows import run_workflow
 
@@ -76,7 +77,7 @@ def run_one(cfg: Table1Config, method: str, seed: int, progress: Optional[Callab
     record = dirs["base"] / "run.json"
     if record.is_file():
         return json.loads(record.read_text())
-    common: Dict[str, Any] = dict(METHOD_LAYOUT.get(method, {}))
+    common: dict[str, Any] = dict(METHOD_LAYOUT.get(method, {}))
     common.update(cfg.overrides)
     common.update(split_overrides(cfg.data))
     common.update(network_name=method, seed=seed, ckpt_dir=str(dirs["models"]))
@@ -90,7 +91,7 @@ def run_one(cfg: Table1Config, method: str, seed: int, progress: Optional[Callab
     run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(dirs["eval"])))
     summary = json.loads((dirs["eval"] / "metrics_summary.json").read_text())
     best_val, best_epoch = _best_val(dirs["train"] / "history.json")
-    row: Dict[str, Any] = {"method": method, "seed": seed, "train_s": round(train_s, 1),
+    row: dict[str, Any] = {"method": method, "seed": seed, "train_s": round(train_s, 1),
                            "wall_s": round(time.perf_counter() - t0, 1), "val_f1": best_val, "epoch": best_epoch}  # fmt: skip
     row.update({m: summary["per_image_mean"].get(m) for m in METRICS})
     row["num_cases"] = summary.get("num_cases")
@@ -99,7 +100,7 @@ def run_one(cfg: Table1Config, method: str, seed: int, progress: Optional[Callab
     return row
 
 
-def model_cost(method: str, width: Optional[int], size: int) -> Dict[str, float]:
+def model_cost(method: str, width: int | None, size: int) -> dict[str, float]:
     """Parameters (millions) and forward GFLOPs of a registry network at ``1 x 1 x size x size``."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -115,7 +116,7 @@ def model_cost(method: str, width: Optional[int], size: int) -> Dict[str, float]
     return {"params_m": sum(p.numel() for p in net.parameters()) / 1e6, "gflops": counter.get_total_flops() / 1e9}
 
 
-def environment() -> Dict[str, Any]:
+def environment() -> dict[str, Any]:
     """Where the table was measured: CPU, threads, library versions, precision policy."""
     import platform
 
@@ -135,7 +136,7 @@ def environment() -> Dict[str, Any]:
             "precision": resolve_amp("auto").describe()}  # fmt: skip
 
 
-def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write runs.csv, table1.json/md, paired.csv and the plots; returns the table as a dict."""
     out = cfg.out
     methods = [m for m in cfg.methods if any(r["method"] == m for r in rows)]
@@ -144,7 +145,7 @@ def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Op
 
     protocol = effective_protocol(cfg)
     width, size = protocol.get("width"), int(protocol.get("spatial_size") or 256)
-    table: Dict[str, Any] = {"protocol": protocol, "preset": cfg.preset, "data": cfg.data, "seeds": list(cfg.seeds),
+    table: dict[str, Any] = {"protocol": protocol, "preset": cfg.preset, "data": cfg.data, "seeds": list(cfg.seeds),
                              "environment": environment(), "methods": {}}  # fmt: skip
     walls = [float(r["wall_s"]) for r in rows if r.get("wall_s") is not None]
     table["total_run_s"] = round(sum(walls), 1) if len(walls) == len(rows) else None
@@ -152,7 +153,7 @@ def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Op
         table["paper"] = load_paper_table(cfg.paper_table)
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
-        entry: Dict[str, Any] = {k: mean_sd([r.get(k) for r in mine]) for k in [*METRICS, "train_s"]}
+        entry: dict[str, Any] = {k: mean_sd([r.get(k) for r in mine]) for k in [*METRICS, "train_s"]}
         entry["n_seeds"] = len(mine)
         entry["hd95_undefined"], entry["n_images"] = hd95_undefined(out, m, sorted({int(r["seed"]) for r in mine}))
         entry.update(model_cost(m, width, size))
@@ -177,7 +178,7 @@ def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Op
     return table
 
 
-def run_table1(cfg: Table1Config, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+def run_table1(cfg: Table1Config, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every method x seed (resuming finished runs) and aggregate; returns the table."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -210,15 +211,15 @@ def _best_val(hist_path: Path) -> tuple:
     return (float(vals[i]), int(h["val_epoch"][i]))
 
 
-def run_ablations(cfg: Table1Config, variants: Optional[Mapping[str, Mapping[str, Any]]] = None, seed: int = 0,
-                  progress: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
+def run_ablations(cfg: Table1Config, variants: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
+                  progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Train + evaluate ``csam_unet`` once per variant (protocol + the variant's overrides).
 
     Writes ``ablations.csv`` and ``ablations.md`` under ``cfg.out``; the validation F1 is what a
     choice should be made on (the test Dice is reported beside it, not tuned on).
     """
     variants = ABLATION_VARIANTS if variants is None else variants
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for i, (name, extra) in enumerate(variants.items(), 1):
         _say(progress, f"[ablation] {i}/{len(variants)}: {name}")
         # the protocol itself is the table's own run (reused when it exists)
@@ -257,7 +258,7 @@ def quick_config(out: Path) -> Table1Config:
     )  # fmt: skip
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="kneeseg bench table1", description=__doc__.splitlines()[0])

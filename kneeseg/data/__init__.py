@@ -7,8 +7,7 @@ works without torch or MONAI installed (e.g. in a MONAI Label environment pinned
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kneeseg.lazy import lazy_exports
 
 _EXPORTS = {
     # DICOM series (numpy + pydicom only)
@@ -68,13 +67,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'kneeseg.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,8 +8,9 @@ the array layout and RAS affine that nibabel reports for dcm2niix's NIfTI of the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pydicom

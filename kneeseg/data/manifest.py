@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ __all__ = [
     "write_manifest",
 ]
 
-DEFAULT_SPLIT_KEYS: Tuple[str, str, str] = ("training", "validation", "test")
+DEFAULT_SPLIT_KEYS: tuple[str, str, str] = ("training", "validation", "test")
 """MSD / MONAI datalist keys for the three parts."""
 DEFAULT_IMAGE_GLOB = "imagesTr/*.nii.gz"
 DEFAULT_MASK_GLOB = "labelsTr/*.nii.gz"
@@ -66,7 +67,7 @@ _TWO_D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # ----------------------------------------------------------------------------- finding files
 
 
-def _glob_regex(pattern: str) -> "re.Pattern[str]":
+def _glob_regex(pattern: str) -> re.Pattern[str]:
     """Translate a root-relative glob to a regex with one capture group per wildcard."""
     if not pattern or pattern.startswith("/"):
         raise ManifestError(f"glob must be relative to the dataset root and non-empty, got {pattern!r}")
@@ -99,7 +100,7 @@ def _glob_regex(pattern: str) -> "re.Pattern[str]":
     return re.compile("".join(out) + r"\Z")
 
 
-def _walk(root: Path) -> List[str]:
+def _walk(root: Path) -> list[str]:
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -108,9 +109,9 @@ def _walk(root: Path) -> List[str]:
     return sorted(files, key=natural_key)
 
 
-def _match(files: Sequence[str], pattern: str) -> Dict[Tuple[str, ...], str]:
+def _match(files: Sequence[str], pattern: str) -> dict[tuple[str, ...], str]:
     regex = _glob_regex(pattern)
-    found: Dict[Tuple[str, ...], str] = {}
+    found: dict[tuple[str, ...], str] = {}
     for f in files:
         m = regex.match(f)
         if m:
@@ -131,8 +132,8 @@ def _check_root(root: PathLike) -> Path:
 
 
 def find_image_mask_pairs(
-    root: PathLike, image_glob: str = DEFAULT_IMAGE_GLOB, mask_glob: Optional[str] = DEFAULT_MASK_GLOB
-) -> List[Dict[str, str]]:
+    root: PathLike, image_glob: str = DEFAULT_IMAGE_GLOB, mask_glob: str | None = DEFAULT_MASK_GLOB
+) -> list[dict[str, str]]:
     """Find images (and their masks) under ``root``.
 
     Args:
@@ -179,7 +180,7 @@ def find_image_mask_pairs(
     return [{"image": images[k], "label": masks[k]} for k in keys]
 
 
-def _read_id_list(root: Path, path: PathLike) -> List[str]:
+def _read_id_list(root: Path, path: PathLike) -> list[str]:
     file = Path(path)
     file = file if file.is_absolute() else root / file
     if not file.is_file():
@@ -201,19 +202,19 @@ def build_manifest(
     root: PathLike,
     *,
     image_glob: str = DEFAULT_IMAGE_GLOB,
-    mask_glob: Optional[str] = DEFAULT_MASK_GLOB,
+    mask_glob: str | None = DEFAULT_MASK_GLOB,
     patient_key: PatientKey = None,
     ratios: Sequence[float] = DEFAULT_RATIOS,
     seed: int = 0,
     split_keys: Sequence[str] = DEFAULT_SPLIT_KEYS,
-    id_lists: Optional[Mapping[str, PathLike]] = None,
-    name: Optional[str] = None,
-    description: Optional[str] = None,
-    reference: Optional[str] = None,
-    labels: Optional[Mapping[int, str]] = None,
+    id_lists: Mapping[str, PathLike] | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    reference: str | None = None,
+    labels: Mapping[int, str] | None = None,
     image_orientation: Any = None,
-    hold_out: Optional[Mapping[str, int]] = None,
-) -> Dict[str, Any]:
+    hold_out: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """Build an MSD-style datalist for the images under ``root``.
 
     Args:
@@ -253,12 +254,12 @@ def build_manifest(
     if patient_key:
         for e, pid in zip(entries, ids):
             e["patient"] = pid
-    sizes: Dict[str, int] = {}
+    sizes: dict[str, int] = {}
     for pid in ids:
         sizes[pid] = sizes.get(pid, 0) + 1
     parts = assign_groups(sizes, values, seed)
 
-    manifest: Dict[str, Any] = {}
+    manifest: dict[str, Any] = {}
     if name:
         manifest["name"] = name
     if description:
@@ -276,14 +277,14 @@ def build_manifest(
             manifest["image_orientation"] = SliceOrientation.parse(image_orientation).to_config()
         except ValueError as exc:
             raise ManifestError(f"image orientation: {exc}") from exc
-    fixed: Dict[str, List[Dict[str, str]]] = {}
+    fixed: dict[str, list[dict[str, str]]] = {}
     if id_lists:
         if not patient_key:
             raise ManifestError("id lists need a patient key to map image paths to ids")
         clash = set(id_lists) & set(keys)
         if clash:
             raise ManifestError(f"id-list keys {sorted(clash)} clash with split keys {keys}")
-        owner: Dict[str, str] = {}
+        owner: dict[str, str] = {}
         for key, file in id_lists.items():
             wanted = _read_id_list(root, file)
             missing = [i for i in wanted if i not in sizes]

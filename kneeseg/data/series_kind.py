@@ -13,7 +13,7 @@ diffusion name: it describes a finding ("diffuse lesion"), not an acquisition.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from kneeseg.data.dicom.volume import SeriesVolume
 

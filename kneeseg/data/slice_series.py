@@ -11,13 +11,14 @@ DICOM evaluation equals the PNG evaluation (``benchmarks/dicom_geometries.py``, 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
-from kneeseg.data.orientation import SliceOrientation, map_2d
 from kneeseg.atomic import atomic_write_bytes
+from kneeseg.data.orientation import SliceOrientation, map_2d
 from kneeseg.files import PathLike
 
 __all__ = ["write_slice_series"]
@@ -43,9 +44,9 @@ def write_slice_series(
     origin: Sequence[float] = (20.0, -30.0, 40.0),
     series_description: str = "SAG",
     patient_id: str = "SLICE",
-    body_part: Optional[str] = None,
-    uid_seed: Optional[str] = None,
-) -> List[Path]:
+    body_part: str | None = None,
+    uid_seed: str | None = None,
+) -> list[Path]:
     """Write ``image_hw`` (``(H, W)``, orientation ``declared``) as ``slices`` identical slices
     of a DICOM series whose stored images run as ``layout``.
 

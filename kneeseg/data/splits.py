@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 
@@ -31,17 +32,17 @@ __all__ = [
     "validate_ratios",
 ]
 
-DEFAULT_RATIOS: Tuple[float, float, float] = (8.0, 1.0, 1.0)
+DEFAULT_RATIOS: tuple[float, float, float] = (8.0, 1.0, 1.0)
 """The paper's train / validation / test ratios."""
 
-PatientKey = Union[str, Callable[[Path], str], None]
+PatientKey = str | Callable[[Path], str] | None
 
 
 class ManifestError(ValueError):
     """A manifest cannot be built from the given root, globs, ratios or id lists."""
 
 
-def natural_key(text: str) -> Tuple[Any, ...]:
+def natural_key(text: str) -> tuple[Any, ...]:
     """Sort key that orders embedded numbers numerically (``case2`` before ``case10``)."""
     return tuple((0, int(tok), "") if tok.isdigit() else (1, 0, tok) for tok in re.split(r"(\d+)", text) if tok)
 
@@ -49,7 +50,7 @@ def natural_key(text: str) -> Tuple[Any, ...]:
 # ----------------------------------------------------------------------------- ratios, splits
 
 
-def validate_ratios(ratios: Sequence[float], n_parts: Optional[int] = None) -> Tuple[float, ...]:
+def validate_ratios(ratios: Sequence[float], n_parts: int | None = None) -> tuple[float, ...]:
     """Check split ratios and return them as floats.
 
     Args:
@@ -75,7 +76,7 @@ def validate_ratios(ratios: Sequence[float], n_parts: Optional[int] = None) -> T
     return values
 
 
-def split_counts(n: int, ratios: Sequence[float]) -> List[int]:
+def split_counts(n: int, ratios: Sequence[float]) -> list[int]:
     """Split ``n`` items by ``ratios`` with the largest-remainder method.
 
     Every part with a non-zero ratio receives at least one item when ``n`` is at least the
@@ -97,7 +98,7 @@ def split_counts(n: int, ratios: Sequence[float]) -> List[int]:
     return counts
 
 
-def _ensure_nonempty(counts: List[int], ratios: Sequence[float], n_groups: int) -> None:
+def _ensure_nonempty(counts: list[int], ratios: Sequence[float], n_groups: int) -> None:
     """Give each non-zero-ratio part one item from the largest part, when there are enough."""
     wanted = [i for i, r in enumerate(ratios) if r > 0]
     if n_groups < len(wanted):
@@ -110,10 +111,10 @@ def _ensure_nonempty(counts: List[int], ratios: Sequence[float], n_groups: int) 
 
 
 def assign_groups(
-    groups: Union[Mapping[str, int], Sequence[str]],
+    groups: Mapping[str, int] | Sequence[str],
     ratios: Sequence[float] = DEFAULT_RATIOS,
     seed: int = 0,
-) -> Dict[str, int]:
+) -> dict[str, int]:
     """Assign whole groups (patients) to split parts, seeded and deterministic.
 
     Args:
@@ -143,7 +144,7 @@ def assign_groups(
     for i in sorted(range(len(values)), key=lambda i: (-(exact[i] - targets[i]), i))[: total - sum(targets)]:
         targets[i] += 1
     filled = [0] * len(values)
-    members: List[List[str]] = [[] for _ in values]
+    members: list[list[str]] = [[] for _ in values]
     for g in shuffled:
         part = max(range(len(values)), key=lambda i: (targets[i] - filled[i], -i))
         filled[part] += sizes[g]
@@ -169,7 +170,7 @@ def _check_seed(seed: int) -> int:
 # ----------------------------------------------------------------------------- patients
 
 
-def patient_ids(root: PathLike, paths: Sequence[str], patient_key: PatientKey) -> List[str]:
+def patient_ids(root: PathLike, paths: Sequence[str], patient_key: PatientKey) -> list[str]:
     """Patient (group) id of each root-relative path.
 
     Args:
@@ -214,7 +215,6 @@ def patient_ids(root: PathLike, paths: Sequence[str], patient_key: PatientKey) -
 
 def _dicom_field(path: Path, keyword: str) -> str:
     import pydicom  # local import: only needed for DICOM patient keys
-
     from pydicom.datadict import tag_for_keyword
 
     if tag_for_keyword(keyword) is None:

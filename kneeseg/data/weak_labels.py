@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 
 from kneeseg.files import PathLike
 
 __all__ = ["load_weak_datalist"]
 
 
-def _volume_input(root: Path, entry: Dict[str, Any], where: str) -> Union[str, List[str]]:
+def _volume_input(root: Path, entry: dict[str, Any], where: str) -> str | list[str]:
     """A folder (single-volume series) or the files of the chosen echo, for ``KneeDicomReader``."""
     from kneeseg.data.dicom.discovery import discover_series
 
@@ -53,10 +53,10 @@ def _volume_input(root: Path, entry: Dict[str, Any], where: str) -> Union[str, L
 
 
 def load_weak_datalist(
-    path: Optional[PathLike],
-    root: Optional[PathLike] = None,
+    path: PathLike | None,
+    root: PathLike | None = None,
     structure: str = "acl",
-) -> List[Dict[str, Any]]:
+) -> list[dict[str, Any]]:
     """Training items of a weak-label manifest for one structure.
 
     Args:
@@ -85,7 +85,7 @@ def load_weak_datalist(
         default = doc.get("root_default")
         root = (manifest_path.parent / default) if default else manifest_path.parent
     root = Path(root)
-    items: List[Dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
     for i, entry in enumerate(doc.get("volumes", [])):
         where = f"{manifest_path} volume {i} ({entry.get('image')}, echo {entry.get('echo')})"
         possible = (entry.get("possible") or {}).get(structure)

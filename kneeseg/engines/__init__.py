@@ -2,8 +2,17 @@
 inference runtimes. The engines' event handlers are :mod:`kneeseg.handlers`."""
 
 from kneeseg.engines.amp import AmpPolicy, cpu_supports_bf16, resolve_amp
-from kneeseg.engines.inferers import AutocastInferer, RuntimeInferer, SliceOrSimpleInferer
-from kneeseg.engines.runtime import RUNTIMES, NetworkRunner, RuntimeChoice, choose_runtime
+from kneeseg.engines.inferers import (
+    AutocastInferer,
+    RuntimeInferer,
+    SliceOrSimpleInferer,
+)
+from kneeseg.engines.runtime import (
+    RUNTIMES,
+    NetworkRunner,
+    RuntimeChoice,
+    choose_runtime,
+)
 
 __all__ = [
     "SliceOrSimpleInferer",

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
 
 import torch
 
@@ -48,7 +48,7 @@ class AmpPolicy:
     """
 
     device_type: str
-    dtype: Optional[torch.dtype]
+    dtype: torch.dtype | None
 
     @property
     def enabled(self) -> bool:
@@ -82,12 +82,12 @@ class AmpPolicy:
         return f"{self.device_type} {str(self.dtype).replace('torch.', '')} autocast{scaler}"
 
     @classmethod
-    def resolve(cls, amp: Union[str, bool, None] = "auto", device: Union[str, torch.device, None] = None) -> "AmpPolicy":
+    def resolve(cls, amp: str | bool | None = "auto", device: str | torch.device | None = None) -> AmpPolicy:
         """Alias of :py:func:`resolve_amp` for bundle configs (``"_target_": "kneeseg.engines.AmpPolicy.resolve"``)."""
         return resolve_amp(amp, device)
 
 
-def _parse(amp: Union[str, bool, None]) -> str:
+def _parse(amp: str | bool | None) -> str:
     if amp is None:
         return "auto"
     if isinstance(amp, bool):
@@ -100,7 +100,7 @@ def _parse(amp: Union[str, bool, None]) -> str:
     return value
 
 
-def resolve_amp(amp: Union[str, bool, None] = "auto", device: Union[str, torch.device, None] = None) -> AmpPolicy:
+def resolve_amp(amp: str | bool | None = "auto", device: str | torch.device | None = None) -> AmpPolicy:
     """Resolve the config's ``amp`` value for ``device`` into an :py:class:`AmpPolicy`.
 
     Args:

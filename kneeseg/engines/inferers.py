@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Tuple, Union
+from typing import Any
 
 import torch
 import torch.nn as nn
-
 from monai.inferers import Inferer, SimpleInferer, SliceInferer
 
 from kneeseg.engines.amp import AmpPolicy, resolve_amp
@@ -38,10 +37,10 @@ class AutocastInferer(Inferer):
 
     def __init__(
         self,
-        inferer: Optional[Inferer] = None,
-        policy: Optional[AmpPolicy] = None,
-        amp: Union[str, bool, None] = "auto",
-        device: Union[str, torch.device, None] = None,
+        inferer: Inferer | None = None,
+        policy: AmpPolicy | None = None,
+        amp: str | bool | None = "auto",
+        device: str | torch.device | None = None,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -85,21 +84,21 @@ class RuntimeInferer(Inferer):
 
     def __init__(
         self,
-        inferer: Optional[Inferer] = None,
+        inferer: Inferer | None = None,
         runtime: str = "auto",
-        device: Union[str, torch.device, None] = None,
-        spatial_size: Optional[int] = None,
+        device: str | torch.device | None = None,
+        spatial_size: int | None = None,
     ) -> None:
         super().__init__()
         self.inferer = inferer if inferer is not None else SimpleInferer()
         self.runtime = runtime
         self.device = device
         self.spatial_size = spatial_size
-        self.runner: Optional[NetworkRunner] = None
-        self._key: Optional[Tuple[Any, ...]] = None
+        self.runner: NetworkRunner | None = None
+        self._key: tuple[Any, ...] | None = None
 
     @staticmethod
-    def _weights_key(network: nn.Module) -> Tuple[Any, ...]:
+    def _weights_key(network: nn.Module) -> tuple[Any, ...]:
         return (id(network),) + tuple(p._version for p in network.parameters())
 
     def _runner_for(self, network: nn.Module, inputs: torch.Tensor) -> NetworkRunner:

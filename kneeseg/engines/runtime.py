@@ -22,9 +22,10 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any
 
 import torch
 
@@ -59,7 +60,7 @@ class RuntimeChoice:
         return f"{self.name} ({self.reason})"
 
 
-def onnxruntime_version() -> Optional[str]:
+def onnxruntime_version() -> str | None:
     """The installed ONNX Runtime's version, or ``None`` when it cannot be imported."""
     try:
         import onnxruntime
@@ -75,8 +76,8 @@ def _cpu_note() -> str:
 
 def choose_runtime(
     requested: str = "auto",
-    device: Union[str, torch.device] = "cpu",
-    measure: Optional[Callable[[str], float]] = None,
+    device: str | torch.device = "cpu",
+    measure: Callable[[str], float] | None = None,
 ) -> RuntimeChoice:
     """Resolve ``requested`` (one of :data:`RUNTIMES`) for ``device``.
 
@@ -140,7 +141,7 @@ def export_onnx(network: torch.nn.Module, spatial_size: int, opset: int = 17) ->
     return buf.getvalue()
 
 
-def onnx_session(model: bytes, device: Union[str, torch.device] = "cpu", threads: Optional[int] = None) -> Any:
+def onnx_session(model: bytes, device: str | torch.device = "cpu", threads: int | None = None) -> Any:
     """An ONNX Runtime session for ``model``: all graph optimisations, ``threads`` intra-op threads
     (default ``torch.get_num_threads()``), one inter-op thread, the CUDA provider first on a CUDA
     device when available."""
@@ -188,11 +189,11 @@ class NetworkRunner:
         network: torch.nn.Module,
         spatial_size: int,
         runtime: str = "auto",
-        device: Union[str, torch.device] = "cpu",
+        device: str | torch.device = "cpu",
         *,
-        onnx_model: Optional[bytes] = None,
-        on_export: Optional[Callable[[bytes], None]] = None,
-        threads: Optional[int] = None,
+        onnx_model: bytes | None = None,
+        on_export: Callable[[bytes], None] | None = None,
+        threads: int | None = None,
         probe_batch: int = 8,
         concurrent: int = 1,
     ) -> None:
@@ -202,7 +203,7 @@ class NetworkRunner:
         self._onnx_model = onnx_model
         self._on_export = on_export
         self._threads = threads
-        self._sessions: Dict[str, Any] = {}
+        self._sessions: dict[str, Any] = {}
         self._probe_batch = int(probe_batch)
         self._concurrent = max(1, int(concurrent))
         self.choice = choose_runtime(runtime, self.device, measure=self._measure)
@@ -275,15 +276,15 @@ class NetworkRunner:
 
 
 def ensemble_runners(
-    networks: Union[torch.nn.Module, Sequence[torch.nn.Module]],
+    networks: torch.nn.Module | Sequence[torch.nn.Module],
     spatial_size: int,
     runtime: str,
     device: torch.device,
     *,
     threads: int,
     probe_batch: int,
-    onnx_path: Optional[PathLike] = None,
-) -> List[NetworkRunner]:
+    onnx_path: PathLike | None = None,
+) -> list[NetworkRunner]:
     """One :class:`NetworkRunner` per network of a fold ensemble (or for the one network), all
     under one runtime: the first member resolves ``runtime`` (``auto`` measures on it), the
     others take its choice.
@@ -306,16 +307,16 @@ def ensemble_runners(
         raise ValueError("no network given")
     cached = Path(onnx_path) if onnx_path is not None else None
 
-    def keep(model: bytes, path: Optional[Path]) -> None:
+    def keep(model: bytes, path: Path | None) -> None:
         if path is not None:
             from kneeseg.atomic import atomic_write_bytes
 
             atomic_write_bytes(path, model)
 
-    paths: List[Optional[Path]] = [None] * len(members)
+    paths: list[Path | None] = [None] * len(members)
     if cached is not None:  # one cached export per member: <name>.onnx, <name>.1.onnx, ...
         paths = [cached if i == 0 else cached.with_suffix(f".{i}.onnx") for i in range(len(members))]
-    runners: List[NetworkRunner] = []
+    runners: list[NetworkRunner] = []
     for i, (net, path) in enumerate(zip(members, paths)):
         runners.append(NetworkRunner(
             net, spatial_size, runtime if i == 0 else runners[0].name, device, threads=threads,

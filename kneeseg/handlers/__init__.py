@@ -10,7 +10,12 @@
 - :mod:`~kneeseg.handlers.curves`: training curves (PNG and JSON) after every epoch.
 """
 
-from kneeseg.handlers.checkpoint import BestCheckpointSaver, LastCheckpointSaver, ResumeFromCheckpoint, save_checkpoint
+from kneeseg.handlers.checkpoint import (
+    BestCheckpointSaver,
+    LastCheckpointSaver,
+    ResumeFromCheckpoint,
+    save_checkpoint,
+)
 from kneeseg.handlers.curves import TrainingCurveHandler, plot_training_curves
 from kneeseg.handlers.metrics import (
     DiceHandler,

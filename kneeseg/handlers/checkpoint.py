@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any
 
 import torch
 
@@ -46,7 +47,7 @@ def save_checkpoint(objects: Mapping[str, Any], path: PathLike) -> Path:
     truncated file. Objects without ``state_dict`` are stored as they are.
     """
     out = Path(path)
-    state: Dict[str, Any] = {}
+    state: dict[str, Any] = {}
     for name, obj in objects.items():
         if obj is None:
             continue

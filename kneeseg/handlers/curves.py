@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from kneeseg.files import PathLike
 __all__ = ["TrainingCurveHandler", "plot_training_curves"]
 
 
-def plot_training_curves(history: Dict[str, Any], path: PathLike, title: str = "training") -> Path:
+def plot_training_curves(history: dict[str, Any], path: PathLike, title: str = "training") -> Path:
     """Draw loss per epoch (left) and validation metrics (right) to ``path`` (PNG, atomic write).
 
     Args:
@@ -74,12 +74,12 @@ class TrainingCurveHandler:
         title: figure title.
     """
 
-    def __init__(self, output_dir: PathLike, validator: Optional[Any] = None, title: str = "training") -> None:
+    def __init__(self, output_dir: PathLike, validator: Any | None = None, title: str = "training") -> None:
         self.output_dir = Path(output_dir)
         self.validator = validator
         self.title = title
-        self.history: Dict[str, Any] = {"epoch": [], "loss": [], "val_epoch": [], "val": {}}
-        self._losses: List[float] = []
+        self.history: dict[str, Any] = {"epoch": [], "loss": [], "val_epoch": [], "val": {}}
+        self._losses: list[float] = []
         self._last_val_epoch = -1
 
     def attach(self, engine: Any) -> None:

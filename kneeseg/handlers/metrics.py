@@ -18,13 +18,19 @@ in ``engine.state.metric_details[name]``; default True).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partialmethod
-from typing import Any, Callable, Dict
+from typing import Any
 
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 
-from kneeseg.metrics.cumulative import HD95Metric, LossRateMetric, MAEMetric, OverlapMetric
+from kneeseg.metrics.cumulative import (
+    HD95Metric,
+    LossRateMetric,
+    MAEMetric,
+    OverlapMetric,
+)
 
 __all__ = [
     "OverlapHandler",
@@ -147,7 +153,7 @@ class LossRateHandler(_MetricHandler):
     metric_class = LossRateMetric
 
 
-_HANDLERS: Dict[str, Callable[..., IgniteMetricHandler]] = {
+_HANDLERS: dict[str, Callable[..., IgniteMetricHandler]] = {
     "f1": F1Handler,
     "dice": DiceHandler,
     "iou": IoUHandler,

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.handlers import from_engine
 from monai.utils import min_version, optional_import
 
 from kneeseg.files import PathLike
-from kneeseg.metrics.segmentation import SegmentationMetrics
 from kneeseg.metrics.report import format_table1, write_case_csv, write_summary_json
+from kneeseg.metrics.segmentation import SegmentationMetrics
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -56,22 +57,22 @@ class MetricsReportHandler:
     def __init__(
         self,
         output_dir: PathLike,
-        num_classes: Optional[int] = None,
-        loss_fn: Optional[Callable[..., torch.Tensor]] = None,
+        num_classes: int | None = None,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
         method: str = "model",
-        activation: Optional[str] = "softmax",
+        activation: str | None = "softmax",
         include_background: bool = False,
         compute_hd95: bool = True,
-        hd_percentile: Optional[float] = 95.0,
-        spacing: Optional[Any] = None,
-        class_names: Optional[Sequence[str]] = None,
-        output_transform: Optional[Callable] = None,
+        hd_percentile: float | None = 95.0,
+        spacing: Any | None = None,
+        class_names: Sequence[str] | None = None,
+        output_transform: Callable | None = None,
         csv_name: str = "metrics_per_case.csv",
         json_name: str = "metrics_summary.json",
         print_table: bool = True,
         table_aggregation: str = "per_image_mean",
         name: str = "kneeseg.metrics",
-        train_loss_fn: Optional[Callable[..., torch.Tensor]] = None,
+        train_loss_fn: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.method = method
@@ -86,7 +87,7 @@ class MetricsReportHandler:
         self.print_table = print_table
         self.table_aggregation = table_aggregation
         self.logger = logging.getLogger(name)
-        self.summary: Optional[Dict[str, Any]] = None
+        self.summary: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
         """Register on ``EPOCH_STARTED``, ``ITERATION_COMPLETED`` and ``EPOCH_COMPLETED``."""

@@ -11,8 +11,7 @@ Imports are lazy, so ``import kneeseg.inference`` does not load torch.
 - :func:`save_overlay_png`: PNG previews.
 """
 
-from importlib import import_module
-from typing import Any
+from kneeseg.lazy import lazy_exports
 
 _EXPORTS = {
     "predict_folder": "kneeseg.inference.batch",
@@ -28,14 +27,10 @@ _EXPORTS = {
     "quality_check": "kneeseg.inference.qc",
     "write_dicom_seg": "kneeseg.inference.dicom_seg",
     "validate_dicom_seg": "kneeseg.inference.dicom_seg",
+    "draw_overlay": "kneeseg.inference.preview",
     "pick_slices": "kneeseg.inference.preview",
     "save_overlay_png": "kneeseg.inference.preview",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'kneeseg.inference' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -39,12 +39,18 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from kneeseg.files import PathLike
-from kneeseg.inference.outputs import FORMATS, check_writable, clean_stale_temporaries, write_outputs
+from kneeseg.inference.outputs import (
+    FORMATS,
+    check_writable,
+    clean_stale_temporaries,
+    write_outputs,
+)
 from kneeseg.inference.planning import WorkItem, plan_work
 from kneeseg.inference.results import (
     RESULTS_CSV,
@@ -66,8 +72,8 @@ class BatchResult:
     """What :func:`predict_folder` did: the manifest path and its rows, and counts per status."""
 
     manifest: Path
-    rows: List[Dict[str, Any]]
-    counts: Dict[str, int] = field(default_factory=dict)
+    rows: list[dict[str, Any]]
+    counts: dict[str, int] = field(default_factory=dict)
     resumed: int = 0
     manifest_error: str = ""
     seconds: float = 0.0
@@ -86,7 +92,7 @@ class BatchResult:
 # ============================================================================ distributed
 
 
-def _dist_context() -> Tuple[int, int, bool]:
+def _dist_context() -> tuple[int, int, bool]:
     """``(rank, world_size, initialised_here)``; initialises a gloo group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -126,20 +132,20 @@ def predict_folder(
     root: PathLike,
     out: PathLike,
     *,
-    bundle: Optional[PathLike] = None,
-    ckpt: Union[PathLike, Sequence[PathLike], None] = None,
-    preset: Optional[str] = None,
-    overrides: Optional[Mapping[str, Any]] = None,
+    bundle: PathLike | None = None,
+    ckpt: PathLike | Sequence[PathLike] | None = None,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
     runtime: str = "auto",
     device: str = "cpu",
     formats: Sequence[str] = FORMATS,
-    series_filter: Optional[str] = None,
+    series_filter: str | None = None,
     any_plane: bool = False,
-    echo: Union[int, str] = 0,
+    echo: int | str = 0,
     any_body_part: bool = False,
     overwrite: bool = False,
-    slice_batch: Optional[int] = None,
-    progress: Optional[Callable[[str], None]] = None,
+    slice_batch: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BatchResult:
     """Segment every applicable DICOM series under ``root`` into ``out`` (see the module doc).
 
@@ -189,7 +195,7 @@ def predict_folder(
             slice_batch=slice_batch, onnx_cache=out / ".kneeseg" / "cache" if rank == 0 else None,
         )  # fmt: skip
         say(f"{tag}runtime: {segmenter.runtime_choice.describe()}")
-        items: Optional[List[WorkItem]] = None
+        items: list[WorkItem] | None = None
         if rank == 0:
             say(f"{tag}discovering DICOM series under {root} ...")
             t_discover = time.perf_counter()
@@ -207,7 +213,7 @@ def predict_folder(
         todo = sum(1 for it in items if it.todo)
         if rank == 0:
             say(f"{tag}{len(items)} manifest row(s): {todo} series to segment, {len(items) - todo} skipped/failed at discovery")
-        produced: Dict[str, Dict[str, Any]] = {}
+        produced: dict[str, dict[str, Any]] = {}
         resumed = _run_items(out, mine, segmenter, settings, formats, overwrite, say, tag, produced)
         segmenter.close()
         _barrier(world)
@@ -221,7 +227,7 @@ def predict_folder(
                 manifest_error = f"could not write {manifest}: {exc.strerror or exc} (rerun to write it from the records)"
                 say(f"{tag}error: {manifest_error}")
         _barrier(world)
-        counts: Dict[str, int] = {}
+        counts: dict[str, int] = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         if rank == 0:
@@ -257,7 +263,7 @@ def _run_items(
     overwrite: bool,
     say: Callable[[str], None],
     tag: str,
-    produced: Dict[str, Dict[str, Any]],
+    produced: dict[str, dict[str, Any]],
 ) -> int:
     """Process this rank's items: loader thread -> inference (this thread) -> writer thread.
 
@@ -270,7 +276,7 @@ def _run_items(
     """
     from kneeseg.data.dicom.loading import load_volume
 
-    def record(it: WorkItem, row: Dict[str, Any], **extra: Any) -> Dict[str, Any]:
+    def record(it: WorkItem, row: dict[str, Any], **extra: Any) -> dict[str, Any]:
         try:
             write_record(out, it.key, row, **extra)
         except Exception as exc:  # e.g. disk full: the row is kept in memory and ends in the manifest
@@ -281,7 +287,7 @@ def _run_items(
 
     runtime = segmenter.runtime
     runtime_reason = segmenter.runtime_choice.reason
-    pending: List[WorkItem] = []
+    pending: list[WorkItem] = []
     resumed = 0
     for it in items:
         if not it.todo:
@@ -298,8 +304,8 @@ def _run_items(
     if not pending:
         return resumed
 
-    loaded: "queue.Queue[Any]" = queue.Queue(maxsize=1)
-    finished: "queue.Queue[Any]" = queue.Queue(maxsize=1)
+    loaded: queue.Queue[Any] = queue.Queue(maxsize=1)
+    finished: queue.Queue[Any] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
     def loader() -> None:
@@ -308,7 +314,7 @@ def _run_items(
                 if stop.is_set():
                     break
                 t0 = time.perf_counter()
-                stages: Dict[str, float] = {}
+                stages: dict[str, float] = {}
                 try:
                     image, meta = load_volume(it.volume)
                     stages["read"] = time.perf_counter() - t0
@@ -326,7 +332,7 @@ def _run_items(
     def write_one(job: Any) -> None:
         it, stages, image, meta, prediction, error = job
         t0 = time.perf_counter()
-        fields: Dict[str, Any] = {}
+        fields: dict[str, Any] = {}
         if error is None:
             try:
                 fields = write_outputs(out, it, image, meta, prediction, formats, settings)
@@ -395,6 +401,6 @@ def _describe(error: BaseException, item: WorkItem) -> str:
     return text.replace("\n", " ")
 
 
-def iter_rows(result: BatchResult, status: Optional[str] = None) -> Iterable[Dict[str, Any]]:
+def iter_rows(result: BatchResult, status: str | None = None) -> Iterable[dict[str, Any]]:
     """Rows of a result, optionally only one status."""
     return (r for r in result.rows if status is None or r.get("status") == status)

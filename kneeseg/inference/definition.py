@@ -9,8 +9,9 @@ bundle's network, one copy per checkpoint of a fold ensemble, and identifies the
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import torch
 
@@ -33,10 +34,10 @@ def file_digest(path: PathLike, length: int = 16) -> str:
 
 
 def bundle_settings(
-    bundle: Optional[PathLike] = None,
-    preset: Optional[str] = None,
-    overrides: Optional[Mapping[str, Any]] = None,
-) -> Dict[str, Any]:
+    bundle: PathLike | None = None,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Read what inference needs from a bundle's ``inference.json`` (+ preset, + overrides).
 
     This is the one definition the fast path reads: the same keys the bundle's MONAI chain is
@@ -50,13 +51,12 @@ def bundle_settings(
     Raises:
         ValueError: a config value that is not valid (e.g. an unknown preprocessing option).
     """
-    from kneeseg.data.orientation import SliceOrientation
-    from kneeseg.transforms.preprocessing import preprocessing_options
-
     import json
 
     from monai.bundle import ConfigParser
 
+    from kneeseg.data.orientation import SliceOrientation
+    from kneeseg.transforms.preprocessing import preprocessing_options
     from kneeseg.workflows import default_bundle_dir, workflow_config_files
 
     root = Path(bundle) if bundle is not None else default_bundle_dir()
@@ -99,8 +99,8 @@ def bundle_settings(
 
 
 def load_networks(
-    settings: Dict[str, Any], ckpt: Union[PathLike, Sequence[PathLike], None] = None
-) -> List[torch.nn.Module]:
+    settings: dict[str, Any], ckpt: PathLike | Sequence[PathLike] | None = None
+) -> list[torch.nn.Module]:
     """The network of ``settings`` (:func:`bundle_settings`) with trained weights, one per checkpoint.
 
     Args:

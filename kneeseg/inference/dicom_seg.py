@@ -24,17 +24,18 @@ import logging
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import pydicom
 
-from kneeseg.files import PathLike
 import kneeseg
+from kneeseg.atomic import atomic_path
 from kneeseg.data.dicom.volume import SeriesVolume
 from kneeseg.data.orientation import volume_to_dicom_frames
-from kneeseg.atomic import atomic_path
+from kneeseg.files import PathLike
 from kneeseg.inference.seg_codes import lookup_codes
 
 __all__ = [
@@ -57,7 +58,7 @@ _MAX_LO = 64  # DICOM LO value length (SegmentLabel, ManufacturerModelName, ...)
 # ====================================================================== segments
 
 
-def _foreground_classes(class_names: Mapping[int, str]) -> List[Tuple[int, str]]:
+def _foreground_classes(class_names: Mapping[int, str]) -> list[tuple[int, str]]:
     """Sorted ``(class_id, name)`` for ids > 0, validated."""
     out = []
     for key, name in class_names.items():
@@ -92,7 +93,7 @@ def segment_descriptions(
     *,
     algorithm_name: str,
     algorithm_version: str,
-    codes: Optional[Mapping[str, tuple]] = None,
+    codes: Mapping[str, tuple] | None = None,
 ) -> list:
     """highdicom ``SegmentDescription`` per foreground class (id > 0), ordered by class id.
 
@@ -128,7 +129,7 @@ def segment_descriptions(
 # ====================================================================== writing
 
 
-def _uid(seed: Optional[str], purpose: str) -> str:
+def _uid(seed: str | None, purpose: str) -> str:
     """Deterministic UID from ``(seed, purpose)`` when a seed is given, else a fresh random one."""
     if seed is None:
         return str(pydicom.uid.generate_uid())
@@ -209,7 +210,7 @@ def _read_header(path: str) -> Any:
     return ds
 
 
-def _source_datasets(volume: SeriesVolume) -> Tuple[list, Optional[set]]:
+def _source_datasets(volume: SeriesVolume) -> tuple[list, set | None]:
     """Source datasets (headers only) and, for a multi-frame source, the 1-based frame numbers of ``volume``.
 
     Single-frame series: one dataset per slice, in slice order (the order of the SEG pixel array).
@@ -279,10 +280,10 @@ def write_dicom_seg(
     algorithm_name: str = DEFAULT_ALGORITHM_NAME,
     algorithm_version: str = kneeseg.__version__,
     series_description: str = "kneeseg segmentation",
-    series_number: Optional[int] = None,
-    uid_seed: Optional[str] = None,
-    content_creator: Optional[str] = None,
-    codes: Optional[Mapping[str, tuple]] = None,
+    series_number: int | None = None,
+    uid_seed: str | None = None,
+    content_creator: str | None = None,
+    codes: Mapping[str, tuple] | None = None,
 ) -> Path:
     """Write ``labels`` predicted on ``volume`` as a BINARY DICOM Segmentation to ``out_path`` (atomically).
 
@@ -378,7 +379,7 @@ def _dciodvfy() -> str:
     return exe
 
 
-def dciodvfy_messages(path: PathLike) -> List[str]:
+def dciodvfy_messages(path: PathLike) -> list[str]:
     """All ``Error``/``Warning`` lines that ``dciodvfy`` prints for ``path`` (stripped)."""
     exe = _dciodvfy()
     p = Path(path)
@@ -393,7 +394,7 @@ def dciodvfy_messages(path: PathLike) -> List[str]:
     return messages
 
 
-def validate_dicom_seg(path: PathLike) -> List[str]:
+def validate_dicom_seg(path: PathLike) -> list[str]:
     """Run ``dciodvfy`` on ``path``; return its ``Error`` lines (an empty list means valid).
 
     Warnings are not returned (see :func:`dciodvfy_messages`). A readable file that is not a

@@ -9,8 +9,9 @@ before a run.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def write_outputs(
     prediction: Any,
     formats: Sequence[str],
     settings: Mapping[str, Any],
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Check and write one volume's results; returns the row's qc, path and measurement fields."""
     from kneeseg.inference.qc import quality_check
 
@@ -99,7 +100,7 @@ def write_outputs(
     folder = Path(safe_name(vol.patient_id, "anonymous")) / safe_name(
         f"{vol.series_number if vol.series_number is not None else 'x'}_{vol.volume_id}", item.key
     )
-    fields: Dict[str, Any] = {"qc": qc.verdict, "nifti": "", "dicom_seg": "", "preview": ""}
+    fields: dict[str, Any] = {"qc": qc.verdict, "nifti": "", "dicom_seg": "", "preview": ""}
     if "nifti" in formats:
         rel = folder / FILE_NAMES["nifti"]
         write_nifti(out / rel, labels.astype(np.uint8), affine, time_unit="sec")

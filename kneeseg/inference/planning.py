@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any
 
 from kneeseg.files import PathLike
 
@@ -29,7 +30,7 @@ class WorkItem:
     """
 
     key: str
-    row: Dict[str, Any]
+    row: dict[str, Any]
     volume: Any = None
     status: str = ""
     reason: str = ""
@@ -55,7 +56,7 @@ def safe_name(text: str, fallback: str) -> str:
     return f"{out[:26]}-{digest}-{out[-24:]}"
 
 
-def _volume_row(vol: Any, root: Path) -> Dict[str, Any]:
+def _volume_row(vol: Any, root: Path) -> dict[str, Any]:
     folder = os.path.commonpath(vol.files) if len(vol.files) > 1 else vol.files[0]
     try:
         source = os.path.relpath(folder, root)
@@ -79,7 +80,7 @@ def _volume_row(vol: Any, root: Path) -> Dict[str, Any]:
     }
 
 
-def _file_row(path: str, root: Path) -> Dict[str, Any]:
+def _file_row(path: str, root: Path) -> dict[str, Any]:
     try:
         source = os.path.relpath(path, root)
     except ValueError:
@@ -94,14 +95,14 @@ def _file_key(prefix: str, path: str) -> str:
 def plan_work(
     root: PathLike,
     *,
-    slice_plane: Optional[str] = "sagittal",
+    slice_plane: str | None = "sagittal",
     any_plane: bool = False,
-    series_filter: Optional[str] = None,
-    echo: Union[int, str] = 0,
+    series_filter: str | None = None,
+    echo: int | str = 0,
     modalities: Sequence[str] = ("MR",),
-    body_part: Optional[str] = "KNEE",
+    body_part: str | None = "KNEE",
     any_body_part: bool = False,
-) -> List[WorkItem]:
+) -> list[WorkItem]:
     """Discover the series under ``root`` and decide, for each, whether to segment it.
 
     Args:
@@ -132,8 +133,8 @@ def plan_work(
         raise FileNotFoundError(f"input not found: {root}")
     result = discover_series(root)
     pattern = re.compile(series_filter, re.IGNORECASE) if series_filter else None
-    items: List[WorkItem] = []
-    by_series: Dict[str, List[Any]] = {}
+    items: list[WorkItem] = []
+    by_series: dict[str, list[Any]] = {}
     for vol in result.volumes:
         by_series.setdefault(vol.series_key or vol.series_uid, []).append(vol)
     done_series: set = set()
@@ -184,7 +185,7 @@ def plan_work(
                 WorkItem(key=_file_key("file", problem.path), row=_file_row(problem.path, root),
                          status="failed", reason=problem.message)
             )  # fmt: skip
-    ignored_by_folder: Dict[str, List[str]] = {}
+    ignored_by_folder: dict[str, list[str]] = {}
     for path in result.ignored:  # one row per folder, however many such files it holds
         ignored_by_folder.setdefault(os.path.dirname(path), []).append(os.path.basename(path))
     for folder, names in ignored_by_folder.items():

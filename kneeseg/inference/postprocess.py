@@ -8,7 +8,7 @@ volume's labels.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ __all__ = ["argmax_channels", "count_components", "keep_largest_components"]
 _FULL_3D = np.ones((3, 3, 3), dtype=bool)  # full connectivity, as MONAI's KeepLargestConnectedComponent
 
 
-def _bounding_box(mask: np.ndarray) -> Optional[Tuple[slice, ...]]:
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The smallest box holding every ``True`` of ``mask``, or ``None`` when there is none."""
     box = []
     for axis in range(mask.ndim):
@@ -29,7 +29,7 @@ def _bounding_box(mask: np.ndarray) -> Optional[Tuple[slice, ...]]:
     return tuple(box)
 
 
-def _label_class(labels: np.ndarray, c: int) -> Tuple[Optional[Tuple[slice, ...]], np.ndarray, int]:
+def _label_class(labels: np.ndarray, c: int) -> tuple[tuple[slice, ...] | None, np.ndarray, int]:
     """3D components (full connectivity) of class ``c``, computed inside its bounding box only
     (the same components, a fraction of the work on a small structure in a large volume)."""
     from scipy import ndimage
@@ -42,12 +42,12 @@ def _label_class(labels: np.ndarray, c: int) -> Tuple[Optional[Tuple[slice, ...]
     return box, comp, int(n)
 
 
-def count_components(labels: np.ndarray, classes: Sequence[int]) -> Dict[int, int]:
+def count_components(labels: np.ndarray, classes: Sequence[int]) -> dict[int, int]:
     """``{class: number of 3D connected components}`` (full connectivity)."""
     return {int(c): _label_class(labels, int(c))[2] for c in classes}
 
 
-def keep_largest_components(labels: np.ndarray, classes: Sequence[int]) -> Tuple[np.ndarray, Dict[int, int]]:
+def keep_largest_components(labels: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, dict[int, int]]:
     """The bundle's ``largest_component`` post-processing on a 3D label map, and the counts before it.
 
     Computes what ``post_transforms(largest_component=True)`` (MONAI
@@ -55,7 +55,7 @@ def keep_largest_components(labels: np.ndarray, classes: Sequence[int]) -> Tuple
     equal), counting the components on the way. Voxels of dropped components become background.
     """
     out = labels.copy()
-    counts: Dict[int, int] = {}
+    counts: dict[int, int] = {}
     for c in classes:
         box, comp, n = _label_class(labels, int(c))
         counts[int(c)] = n
@@ -67,7 +67,7 @@ def keep_largest_components(labels: np.ndarray, classes: Sequence[int]) -> Tuple
     return out, counts
 
 
-def argmax_channels(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def argmax_channels(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``argmax`` over dim 1 as uint8 (first maximum wins, like ``torch.argmax``), and the maximum.
 
     A running maximum over the channels: on the CPU this is two orders of magnitude faster

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
-from kneeseg.data.orientation import display_plane
 from kneeseg.atomic import atomic_write_bytes
+from kneeseg.data.orientation import display_plane
 from kneeseg.files import PathLike
 
 __all__ = ["draw_overlay", "pick_slices", "save_overlay_png"]
@@ -17,7 +18,7 @@ __all__ = ["draw_overlay", "pick_slices", "save_overlay_png"]
 _COLOURS = [(0.0, 0.0, 0.0), (1.0, 0.25, 0.2), (0.2, 0.8, 1.0), (1.0, 0.85, 0.1), (0.4, 1.0, 0.3), (0.9, 0.3, 1.0)]
 
 
-def pick_slices(label: Optional[np.ndarray], depth: int, count: int = 4) -> list:
+def pick_slices(label: np.ndarray | None, depth: int, count: int = 4) -> list:
     """Slice indices to show: the ``count`` slices with the most foreground (in slice order), else
     slices spread over the middle of the volume."""
     if label is not None and label.ndim == 3 and label.any():
@@ -32,12 +33,12 @@ def pick_slices(label: Optional[np.ndarray], depth: int, count: int = 4) -> list
 def draw_overlay(
     ax: Any,
     image: np.ndarray,
-    label: Optional[np.ndarray] = None,
-    reference: Optional[np.ndarray] = None,
+    label: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
     *,
-    image_range: Tuple[Optional[float], Optional[float]] = (None, None),
+    image_range: tuple[float | None, float | None] = (None, None),
     label_cmap: Any = "autumn",
-    label_range: Tuple[Optional[float], Optional[float]] = (None, None),
+    label_range: tuple[float | None, float | None] = (None, None),
     alpha: float = 0.5,
     reference_colour: str = "cyan",
 ) -> None:
@@ -64,15 +65,15 @@ def draw_overlay(
 
 def save_overlay_png(
     image: np.ndarray,
-    label: Optional[np.ndarray],
+    label: np.ndarray | None,
     out_path: PathLike,
-    slices: Optional[Sequence[int]] = None,
+    slices: Sequence[int] | None = None,
     count: int = 4,
-    title: Optional[str] = None,
-    class_names: Optional[Dict[int, str]] = None,
-    reference: Optional[np.ndarray] = None,
-    affine: Optional[np.ndarray] = None,
-    subtitle: Optional[str] = None,
+    title: str | None = None,
+    class_names: dict[int, str] | None = None,
+    reference: np.ndarray | None = None,
+    affine: np.ndarray | None = None,
+    subtitle: str | None = None,
 ) -> Path:
     """Write a PNG with ``count`` slices of ``image`` and ``label`` overlaid (atomic write).
 

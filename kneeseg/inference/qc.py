@@ -15,8 +15,9 @@ class, checked or not.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
@@ -31,22 +32,22 @@ class QCResult:
     ``measurements`` (``{class id: {"volume_ml", "raw_components", "through_plane_mm", "confidence"}}``)."""
 
     verdict: str
-    reasons: List[str] = field(default_factory=list)
-    measurements: Dict[int, Dict[str, Optional[float]]] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    measurements: dict[int, dict[str, float | None]] = field(default_factory=dict)
 
 
 def measure_class(
     mask: np.ndarray,
-    confidence: Optional[np.ndarray],
+    confidence: np.ndarray | None,
     affine: np.ndarray,
     normal_ras: np.ndarray,
-) -> Dict[str, Optional[float]]:
+) -> dict[str, float | None]:
     """Volume (mL), extent along ``normal_ras`` (mm, voxel thickness included) and mean confidence
     (``confidence`` is uint8 x 255 or float in [0, 1]) of a boolean 3D ``mask``."""
     aff = np.asarray(affine, dtype=float)
     voxel_ml = abs(float(np.linalg.det(aff[:3, :3]))) / 1000.0
     n = int(mask.sum())
-    out: Dict[str, Optional[float]] = {"volume_ml": n * voxel_ml, "through_plane_mm": 0.0, "confidence": None}
+    out: dict[str, float | None] = {"volume_ml": n * voxel_ml, "through_plane_mm": 0.0, "confidence": None}
     if n == 0:
         return out
     idx = np.argwhere(mask)
@@ -62,7 +63,7 @@ def measure_class(
     return out
 
 
-def _checks_for(checks: Mapping[str, Any], cid: int, name: str) -> Dict[str, Any]:
+def _checks_for(checks: Mapping[str, Any], cid: int, name: str) -> dict[str, Any]:
     spec = checks.get(str(cid), checks.get(name, {})) or {}
     unknown = set(spec) - _KNOWN
     if unknown:
@@ -72,12 +73,12 @@ def _checks_for(checks: Mapping[str, Any], cid: int, name: str) -> Dict[str, Any
 
 def quality_check(
     labels: np.ndarray,
-    confidence: Optional[np.ndarray],
+    confidence: np.ndarray | None,
     affine: np.ndarray,
     class_names: Mapping[int, str],
     checks: Mapping[str, Any],
     normal_ras: np.ndarray,
-    raw_components: Optional[Mapping[int, int]] = None,
+    raw_components: Mapping[int, int] | None = None,
 ) -> QCResult:
     """Measure every foreground class of ``labels`` and apply the declared ``checks``.
 
@@ -92,8 +93,8 @@ def quality_check(
     Raises:
         ValueError: an unknown check name.
     """
-    reasons: List[str] = []
-    measurements: Dict[int, Dict[str, Optional[float]]] = {}
+    reasons: list[str] = []
+    measurements: dict[int, dict[str, float | None]] = {}
     for cid, name in sorted(class_names.items()):
         if cid == 0:
             continue

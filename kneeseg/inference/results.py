@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 from kneeseg.atomic import atomic_write_text
 from kneeseg.files import PathLike
@@ -71,16 +72,16 @@ _MEASURES = (("volume_ml", "volume_ml"), ("components", "raw_components"), ("ext
              ("confidence", "confidence"))  # (column prefix, quality-check measurement)
 
 
-def manifest_columns(class_names: Mapping[int, str]) -> List[str]:
+def manifest_columns(class_names: Mapping[int, str]) -> list[str]:
     """Manifest header: :data:`MANIFEST_COLUMNS` plus the per-class measurement columns."""
     names = [safe_name(n, f"class_{c}") for c, n in sorted(class_names.items()) if c > 0]
     return MANIFEST_COLUMNS + [f"{prefix}_{n}" for n in names for prefix, _ in _MEASURES]
 
 
-def measurement_fields(class_names: Mapping[int, str], measurements: Mapping[int, Mapping[str, Any]]) -> Dict[str, Any]:
+def measurement_fields(class_names: Mapping[int, str], measurements: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """A row's per-class measurement columns (see :func:`manifest_columns`) from the quality
     checks' ``measurements`` (:class:`~kneeseg.inference.qc.QCResult`); empty where not measured."""
-    fields: Dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     for c, name in class_names.items():
         if c > 0:
             measured = measurements.get(c, {})
@@ -100,7 +101,7 @@ def write_results_csv(path: PathLike, rows: Sequence[Mapping[str, Any]], columns
     return atomic_write_text(path, buf.getvalue())
 
 
-def read_results_csv(path: PathLike) -> List[Dict[str, str]]:
+def read_results_csv(path: PathLike) -> list[dict[str, str]]:
     """Rows of a manifest CSV as dicts of strings."""
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -114,7 +115,7 @@ def record_path(out: Path, key: str) -> Path:
     return out / RECORDS_DIR / f"{key}.json"
 
 
-def read_record(out: Path, key: str) -> Optional[Dict[str, Any]]:
+def read_record(out: Path, key: str) -> dict[str, Any] | None:
     """The record of work item ``key``, or ``None`` when there is none (or it cannot be read)."""
     path = record_path(out, key)
     if not path.is_file():
@@ -138,8 +139,8 @@ def write_record(out: Path, key: str, row: Mapping[str, Any], **extra: Any) -> N
 
 
 def collect_rows(
-    out: Path, items: Sequence[WorkItem], produced: Optional[Mapping[str, Dict[str, Any]]] = None
-) -> List[Dict[str, Any]]:
+    out: Path, items: Sequence[WorkItem], produced: Mapping[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """One row per item: its record, else the row this process produced (a record it could not
     write), else a ``failed`` row saying that no result was recorded. No item is ever dropped."""
     rows = []

@@ -9,7 +9,8 @@ lists the exceptions).
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["knee_code_table", "lookup_codes"]
 
@@ -36,7 +37,7 @@ def _sct(keyword: str, value: str, meaning: str) -> Any:
     return code if code.value == value else Code(value, "SCT", meaning)
 
 
-def knee_code_table() -> Dict[str, Tuple[Any, Any]]:
+def knee_code_table() -> dict[str, tuple[Any, Any]]:
     """Built-in ``name -> (SegmentedPropertyCategory, SegmentedPropertyType)`` codes (SNOMED CT).
 
     Keys are normalised names (lower case, spaces). The codes are those of pydicom's DICOM code
@@ -58,7 +59,7 @@ def knee_code_table() -> Dict[str, Tuple[Any, Any]]:
     tissue = _sct("Tissue", "85756007", "Tissue")
     patellar_ligament = _sct("PatellarTendon", "18033002", "Patellar Tendon")
     acl = Code("895007", "SCT", "Anterior cruciate ligament of knee joint")
-    table: Dict[str, Tuple[Any, Any]] = {
+    table: dict[str, tuple[Any, Any]] = {
         "femur": (anatomy, _sct("Femur", "71341001", "Femur")),
         "tibia": (anatomy, _sct("Tibia", "12611008", "Tibia")),
         "patella": (anatomy, _sct("Patella", "64234005", "Patella")),
@@ -92,7 +93,7 @@ def _as_code(value: Any, what: str) -> Any:
     )
 
 
-def lookup_codes(name: str, codes: Optional[Mapping[str, tuple]] = None) -> Tuple[Any, Any]:
+def lookup_codes(name: str, codes: Mapping[str, tuple] | None = None) -> tuple[Any, Any]:
     """``(category, type)`` codes for a class name.
 
     ``codes`` (caller overrides, keyed by the exact or the normalised class name) wins over

@@ -29,10 +29,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,11 @@ from kneeseg.data.orientation import AxisMap, map_volume
 from kneeseg.engines.runtime import NetworkRunner, RuntimeChoice, ensemble_runners
 from kneeseg.files import PathLike
 from kneeseg.inference.definition import bundle_settings, load_networks
-from kneeseg.inference.postprocess import argmax_channels, count_components, keep_largest_components
+from kneeseg.inference.postprocess import (
+    argmax_channels,
+    count_components,
+    keep_largest_components,
+)
 
 __all__ = ["Prediction", "PreparedVolume", "SliceSegmenter", "load_segmenter"]
 
@@ -60,11 +65,11 @@ class PreparedVolume:
     """
 
     slices: torch.Tensor
-    shape: Tuple[int, int, int]
-    resized: Tuple[int, int]
-    pad: Tuple[int, int]
+    shape: tuple[int, int, int]
+    resized: tuple[int, int]
+    pad: tuple[int, int]
     axis_map: AxisMap = field(default_factory=lambda: AxisMap((0, 1, 2), (False, False, False)))
-    extra: Dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,9 +83,9 @@ class Prediction:
 
     labels: np.ndarray
     confidence: np.ndarray
-    raw_components: Dict[int, int] = field(default_factory=dict)
+    raw_components: dict[int, int] = field(default_factory=dict)
     #: seconds spent: ``network`` (forward passes), ``postprocess`` (the rest)
-    timings: Dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class SliceSegmenter:
@@ -116,14 +121,14 @@ class SliceSegmenter:
         spatial_size: int,
         *,
         runtime: str = "auto",
-        device: Union[str, torch.device] = "cpu",
-        class_names: Optional[Mapping[int, str]] = None,
+        device: str | torch.device = "cpu",
+        class_names: Mapping[int, str] | None = None,
         slice_batch: int = 8,
         slice_orientation: Any = None,
-        preprocessing: Optional[Mapping[str, Any]] = None,
+        preprocessing: Mapping[str, Any] | None = None,
         largest_component: bool = False,
-        onnx_path: Optional[PathLike] = None,
-        threads: Optional[int] = None,
+        onnx_path: PathLike | None = None,
+        threads: int | None = None,
     ) -> None:
         from kneeseg.data.orientation import SliceOrientation
         from kneeseg.transforms.preprocessing import preprocessing_options
@@ -141,16 +146,16 @@ class SliceSegmenter:
             raise ValueError(f"the fast path resizes images bilinearly; image_mode {opts['image_mode']!r} is not supported")
         self.preprocessing = opts
         self.threads = max(1, int(threads or torch.get_num_threads()))
-        self._pool: Optional[ThreadPoolExecutor] = None
-        self.runners: List[NetworkRunner] = ensemble_runners(
+        self._pool: ThreadPoolExecutor | None = None
+        self.runners: list[NetworkRunner] = ensemble_runners(
             network, self.spatial_size, runtime, self.device, threads=self.threads, probe_batch=self.slice_batch,
             onnx_path=onnx_path,
         )  # fmt: skip
         self.runner = self.runners[0]
-        self._net_pool: Optional[ThreadPoolExecutor] = None
+        self._net_pool: ThreadPoolExecutor | None = None
         self.network = self.runner.network
         #: stage -> seconds spent by :meth:`preprocess` / :meth:`predict_full` on the last volume
-        self.timings: Dict[str, float] = {}
+        self.timings: dict[str, float] = {}
 
     @property
     def runtime(self) -> str:
@@ -190,7 +195,7 @@ class SliceSegmenter:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="kneeseg-clahe")
         return np.stack(list(self._pool.map(eq.equalise_plane, planes)))
 
-    def orientation_map(self, affine: Any, space: str = "RAS", slice_axis: Optional[int] = None) -> AxisMap:
+    def orientation_map(self, affine: Any, space: str = "RAS", slice_axis: int | None = None) -> AxisMap:
         """The reorientation of a volume with ``affine`` into the model's slice orientation
         (identity without an affine or a model orientation)."""
         if affine is None or self.slice_orientation is None:
@@ -198,7 +203,7 @@ class SliceSegmenter:
         return map_volume(affine, self.slice_orientation, space=space, slice_axis=slice_axis)
 
     def preprocess(
-        self, volume: np.ndarray, affine: Any = None, *, space: str = "RAS", slice_axis: Optional[int] = None
+        self, volume: np.ndarray, affine: Any = None, *, space: str = "RAS", slice_axis: int | None = None
     ) -> PreparedVolume:
         """A volume and its affine -> :class:`PreparedVolume` (network input).
 
@@ -260,7 +265,7 @@ class SliceSegmenter:
 
     # ------------------------------------------------------------------ prediction
     def predict_full(
-        self, prepared: PreparedVolume, progress: Optional[Callable[[int, int], None]] = None
+        self, prepared: PreparedVolume, progress: Callable[[int, int], None] | None = None
     ) -> Prediction:
         """Labels, confidence and raw component counts in the input layout (see :class:`Prediction`).
 
@@ -298,7 +303,7 @@ class SliceSegmenter:
             post += t0 - t1
         t0 = time.perf_counter()
         labels = np.moveaxis(labels, 0, 2)
-        components: Dict[int, int] = {}
+        components: dict[int, int] = {}
         if self.largest_component:
             labels, components = keep_largest_components(labels, [c for c in self.class_names if c > 0])
         else:
@@ -313,7 +318,7 @@ class SliceSegmenter:
         prediction.timings.update(network=network, postprocess=post)
         return prediction
 
-    def _forward_batches(self, slices: torch.Tensor) -> Iterator[Tuple[int, torch.Tensor]]:
+    def _forward_batches(self, slices: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, probabilities)`` of each batch of ``slice_batch`` slices, in order; with a
         runner that wants several batches at once, that many run in parallel (one ahead each)."""
         starts = range(0, slices.shape[0], self.slice_batch)
@@ -324,7 +329,7 @@ class SliceSegmenter:
             return
         if self._net_pool is None:
             self._net_pool = ThreadPoolExecutor(parallel, thread_name_prefix="kneeseg-net")
-        pending: Deque[Tuple[int, Any]] = deque()
+        pending: deque[tuple[int, Any]] = deque()
         for start in starts:
             pending.append((start, self._net_pool.submit(self.probabilities, slices[start : start + self.slice_batch])))
             if len(pending) >= parallel:
@@ -334,7 +339,7 @@ class SliceSegmenter:
             first, future = pending.popleft()
             yield first, future.result()
 
-    def predict(self, prepared: PreparedVolume, progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    def predict(self, prepared: PreparedVolume, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """uint8 labels in the input volume's layout."""
         return self.predict_full(prepared, progress).labels
 
@@ -381,16 +386,16 @@ def gaussian_blur_2d(x: torch.Tensor, sigmas: Sequence[float], truncated: float 
 
 
 def load_segmenter(
-    bundle: Optional[PathLike] = None,
-    ckpt: Union[PathLike, Sequence[PathLike], None] = None,
+    bundle: PathLike | None = None,
+    ckpt: PathLike | Sequence[PathLike] | None = None,
     *,
     runtime: str = "auto",
-    device: Union[str, torch.device] = "cpu",
-    preset: Optional[str] = None,
-    overrides: Optional[Mapping[str, Any]] = None,
-    slice_batch: Optional[int] = None,
-    onnx_cache: Optional[PathLike] = None,
-) -> Tuple[SliceSegmenter, Dict[str, Any]]:
+    device: str | torch.device = "cpu",
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    slice_batch: int | None = None,
+    onnx_cache: PathLike | None = None,
+) -> tuple[SliceSegmenter, dict[str, Any]]:
     """A :class:`SliceSegmenter` for a bundle's network with trained weights.
 
     Args:

@@ -33,7 +33,13 @@ from kneeseg.metrics.functional import (
     to_onehot,
     to_probabilities,
 )
-from kneeseg.metrics.report import TABLE1_COLUMNS, format_table1, read_summary_json, write_case_csv, write_summary_json
+from kneeseg.metrics.report import (
+    TABLE1_COLUMNS,
+    format_table1,
+    read_summary_json,
+    write_case_csv,
+    write_summary_json,
+)
 from kneeseg.metrics.segmentation import SegmentationMetrics
 
 __all__ = [

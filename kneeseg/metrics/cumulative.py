@@ -14,7 +14,8 @@ sample; these classes implement the paper's definitions and kneeseg's convention
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 #: name -> formula on ``(tp, fp, fn)``
-OVERLAP_METRICS: Dict[str, Callable[..., torch.Tensor]] = {
+OVERLAP_METRICS: dict[str, Callable[..., torch.Tensor]] = {
     "f1": KF.f1_from_counts,
     "dice": KF.dice_from_counts,
     "iou": KF.iou_from_counts,
@@ -48,14 +49,14 @@ def _check_aggregation(aggregation: str) -> str:
     return aggregation
 
 
-def _num_classes(num_classes: Optional[int], y_pred: torch.Tensor) -> int:
+def _num_classes(num_classes: int | None, y_pred: torch.Tensor) -> int:
     c = int(y_pred.shape[1])
     if num_classes is not None and int(num_classes) != c:
         raise ValueError(f"y_pred has {c} channels but num_classes={num_classes}.")
     return c
 
 
-def _nanmean(x: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:
+def _nanmean(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     return torch.nanmean(x.double(), dim=dim) if dim is not None else torch.nanmean(x.double())
 
 
@@ -80,7 +81,7 @@ class OverlapMetric(CumulativeIterationMetric):
     def __init__(
         self,
         metric_name: str = "f1",
-        num_classes: Optional[int] = None,
+        num_classes: int | None = None,
         include_background: bool = False,
         aggregation: str = "image",
     ) -> None:
@@ -103,7 +104,7 @@ class OverlapMetric(CumulativeIterationMetric):
         counts = _buffer(self)
         return OVERLAP_METRICS[self.metric_name](counts[..., 0], counts[..., 1], counts[..., 2])
 
-    def aggregate(self, aggregation: Optional[str] = None) -> torch.Tensor:  # type: ignore[override]
+    def aggregate(self, aggregation: str | None = None) -> torch.Tensor:  # type: ignore[override]
         """Scalar tensor; ``aggregation`` overrides the constructor's choice."""
         agg = _check_aggregation(aggregation or self.aggregation)
         counts = _buffer(self)
@@ -129,9 +130,9 @@ class MAEMetric(CumulativeIterationMetric):
 
     def __init__(
         self,
-        num_classes: Optional[int] = None,
+        num_classes: int | None = None,
         include_background: bool = False,
-        activation: Optional[str] = "softmax",
+        activation: str | None = "softmax",
         aggregation: str = "image",
     ) -> None:
         super().__init__()
@@ -148,7 +149,7 @@ class MAEMetric(CumulativeIterationMetric):
                             device=mae.device)
         return mae, pixels
 
-    def aggregate(self, aggregation: Optional[str] = None) -> torch.Tensor:  # type: ignore[override]
+    def aggregate(self, aggregation: str | None = None) -> torch.Tensor:  # type: ignore[override]
         agg = _check_aggregation(aggregation or self.aggregation)
         mae, pixels = _buffer(self)
         per_image = mae.mean(dim=1)
@@ -176,9 +177,9 @@ class HD95Metric(CumulativeIterationMetric):
 
     def __init__(
         self,
-        num_classes: Optional[int] = None,
-        percentile: Optional[float] = 95.0,
-        spacing: Optional[Any] = None,
+        num_classes: int | None = None,
+        percentile: float | None = 95.0,
+        spacing: Any | None = None,
         use_meta_spacing: bool = True,
         include_background: bool = False,
     ) -> None:
@@ -189,7 +190,7 @@ class HD95Metric(CumulativeIterationMetric):
         self.use_meta_spacing = use_meta_spacing
         self.include_background = include_background
 
-    def resolve_spacing(self, y_pred: torch.Tensor, y: torch.Tensor, call_spacing: Any = None) -> Tuple[Any, bool]:
+    def resolve_spacing(self, y_pred: torch.Tensor, y: torch.Tensor, call_spacing: Any = None) -> tuple[Any, bool]:
         """Return ``(spacing for MONAI, known: bool)``: call argument > constructor argument > metadata."""
         if call_spacing is not None:
             return call_spacing, True
@@ -265,7 +266,7 @@ class LossRateMetric(CumulativeIterationMetric):
             over softmax outputs (:func:`~kneeseg.metrics.functional.cross_entropy_per_sample`).
     """
 
-    def __init__(self, loss_fn: Optional[Callable[..., torch.Tensor]] = None) -> None:
+    def __init__(self, loss_fn: Callable[..., torch.Tensor] | None = None) -> None:
         super().__init__()
         self.loss_fn = loss_fn
 

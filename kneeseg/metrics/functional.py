@@ -18,7 +18,7 @@ harmonic mean of precision and recall.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ __all__ = [
     "spacing_from_meta",
 ]
 
-SpacingLike = Union[float, Sequence[float], Sequence[Sequence[float]], None]
+SpacingLike = float | Sequence[float] | Sequence[Sequence[float]] | None
 
 
 def as_tensor(x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ def _check_pred(y_pred: torch.Tensor) -> None:
         )
 
 
-def to_probabilities(y_pred: torch.Tensor, activation: Optional[str] = "softmax") -> torch.Tensor:
+def to_probabilities(y_pred: torch.Tensor, activation: str | None = "softmax") -> torch.Tensor:
     """Class probabilities ``(B, C, *spatial)`` (float32) from the network output.
 
     Args:
@@ -135,7 +135,7 @@ def _first_class(include_background: bool) -> int:
 
 def segmentation_counts(
     y_pred_labels: torch.Tensor, y: torch.Tensor, num_classes: int, include_background: bool = False
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """True/false positives/negatives per image and class.
 
     Args:
@@ -253,7 +253,7 @@ def cross_entropy_per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return ce.flatten(1).mean(dim=1)
 
 
-def loss_rate(losses: Union[torch.Tensor, Sequence[float]]) -> float:
+def loss_rate(losses: torch.Tensor | Sequence[float]) -> float:
     """The paper's loss rate: the mean of per-sample losses over the evaluated samples.
 
     Raises:
@@ -270,7 +270,7 @@ def hausdorff_distance(
     y: torch.Tensor,
     num_classes: int,
     spacing: SpacingLike = None,
-    percentile: Optional[float] = 95.0,
+    percentile: float | None = 95.0,
     include_background: bool = False,
 ) -> torch.Tensor:
     """Symmetric (percentile) Hausdorff distance per image and class, via MONAI's
@@ -303,7 +303,7 @@ def hausdorff_distance(
     return torch.where(p_empty ^ t_empty, torch.full_like(hd, float("nan")), hd)
 
 
-def spacing_from_meta(x: torch.Tensor, spatial_dims: Optional[int] = None) -> Optional[list]:
+def spacing_from_meta(x: torch.Tensor, spatial_dims: int | None = None) -> list | None:
     """Per-image pixel spacing read from a MONAI ``MetaTensor``'s affine, or ``None``.
 
     The affine is kept up to date by MONAI's spatial transforms (resize, pad), so the spacing is that

@@ -6,8 +6,9 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 from kneeseg.atomic import atomic_write_text
 from kneeseg.files import PathLike
@@ -29,7 +30,7 @@ TABLE1_COLUMNS = (
 
 
 def write_case_csv(rows: Sequence[Mapping[str, Any]], path: PathLike,
-                   columns: Optional[Sequence[str]] = None) -> Path:
+                   columns: Sequence[str] | None = None) -> Path:
     """Write one row per case (e.g. :meth:`SegmentationMetrics.rows`) to ``path`` atomically.
 
     Args:
@@ -41,7 +42,7 @@ def write_case_csv(rows: Sequence[Mapping[str, Any]], path: PathLike,
         ``path`` as a ``Path``. Missing values are empty cells, NaN is written as ``nan``.
     """
     if columns is None:
-        cols: List[str] = []
+        cols: list[str] = []
         for r in rows:
             cols.extend(k for k in r if k not in cols)
         columns = cols
@@ -80,7 +81,7 @@ def write_summary_json(summary: Mapping[str, Any], path: PathLike) -> Path:
     return atomic_write_text(path, text)
 
 
-def read_summary_json(path: PathLike) -> Dict[str, Any]:
+def read_summary_json(path: PathLike) -> dict[str, Any]:
     """Read a summary written by :func:`write_summary_json` (``null`` metrics come back as NaN)."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     for key in ("per_image_mean", "pooled"):

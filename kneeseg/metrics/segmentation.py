@@ -7,7 +7,8 @@ rows and the summary (``docs/metrics.md``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from monai.metrics import CumulativeIterationMetric
@@ -28,7 +29,7 @@ from kneeseg.metrics.cumulative import (
 __all__ = ["SegmentationMetrics"]
 
 
-def _case_ids_of(t: Any, n: int) -> Optional[List[str]]:
+def _case_ids_of(t: Any, n: int) -> list[str] | None:
     meta = getattr(t, "meta", None)
     if not isinstance(meta, dict) or "filename_or_obj" not in meta:
         return None
@@ -63,18 +64,18 @@ class SegmentationMetrics(CumulativeIterationMetric):
 
     def __init__(
         self,
-        num_classes: Optional[int] = None,
-        loss_fn: Optional[Callable[..., torch.Tensor]] = None,
-        activation: Optional[str] = "softmax",
+        num_classes: int | None = None,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
+        activation: str | None = "softmax",
         include_background: bool = False,
         compute_hd95: bool = True,
-        hd_percentile: Optional[float] = 95.0,
-        spacing: Optional[Any] = None,
+        hd_percentile: float | None = 95.0,
+        spacing: Any | None = None,
         use_meta_spacing: bool = True,
-        class_names: Optional[Sequence[str]] = None,
-        train_loss_fn: Optional[Callable[..., torch.Tensor]] = None,
+        class_names: Sequence[str] | None = None,
+        train_loss_fn: Callable[..., torch.Tensor] | None = None,
     ) -> None:
-        self._case_ids: List[str] = []
+        self._case_ids: list[str] = []
         super().__init__()
         self.num_classes = num_classes
         self.include_background = include_background
@@ -86,7 +87,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
         self._hd95 = HD95Metric(num_classes, hd_percentile, spacing, use_meta_spacing, include_background)
         self._loss = LossRateMetric(loss_fn)
         self._train_loss = None if train_loss_fn is None else LossRateMetric(train_loss_fn)
-        self._seen_classes: Optional[int] = None
+        self._seen_classes: int | None = None
 
     def reset(self) -> None:
         super().reset()
@@ -136,7 +137,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
         return counts, mae, pixels, loss, hd.double().to(dev), known_t.to(dev), train_loss
 
     # ------------------------------------------------------------------ results
-    def _classes(self) -> List[str]:
+    def _classes(self) -> list[str]:
         c = self._seen_classes or self.num_classes or 0
         first = 0 if self.include_background else 1
         names = self.class_names or [str(i) for i in range(c)]
@@ -145,7 +146,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
     def _results(self):
         return _buffer(self)
 
-    def case_ids(self) -> List[str]:
+    def case_ids(self) -> list[str]:
         """Case ids in buffer order (gathered across ranks under torch.distributed)."""
         ids = list(self._case_ids)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -154,7 +155,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
             ids = string_list_all_gather(ids)
         return ids
 
-    def rows(self) -> List[Dict[str, Any]]:
+    def rows(self) -> list[dict[str, Any]]:
         """One dict per image: ``case_id``, ``loss``, ``mae``, ``f1``, ``dice``, ``iou``, ``precision``,
         ``recall``, ``hd95`` (class means; HD95 NaN-skipping), ``hd95_unit``, then per class ``<name>``:
         ``tp_<name>``, ``fp_<name>``, ``fn_<name>``, ``tn_<name>``, the five scores, ``mae_<name>``, ``hd95_<name>``."""
@@ -163,9 +164,9 @@ class SegmentationMetrics(CumulativeIterationMetric):
         scores = {k: f(tp, fp, fn) for k, f in OVERLAP_METRICS.items()}
         ids = self.case_ids()
         classes = self._classes()
-        out: List[Dict[str, Any]] = []
+        out: list[dict[str, Any]] = []
         for i in range(counts.shape[0]):
-            row: Dict[str, Any] = {"case_id": ids[i] if i < len(ids) else f"case_{i:04d}",
+            row: dict[str, Any] = {"case_id": ids[i] if i < len(ids) else f"case_{i:04d}",
                                    "loss": float(loss[i]), "mae": float(mae[i].mean())}
             if self._train_loss is not None:
                 row["train_loss"] = float(train_loss[i])
@@ -185,7 +186,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
             out.append(row)
         return out
 
-    def aggregate(self) -> Dict[str, Any]:  # type: ignore[override]
+    def aggregate(self) -> dict[str, Any]:  # type: ignore[override]
         """Summary dict: ``num_cases``, ``classes``, ``per_image_mean`` (all images),
         ``num_cases_with_structure`` and ``per_image_mean_with_structure`` (the same means over the
         images whose truth holds the class), ``pooled``, ``per_image_std``, ``per_class``,
@@ -200,9 +201,9 @@ class SegmentationMetrics(CumulativeIterationMetric):
         mae_pooled_cls = (mae * pixels[:, None]).sum(0) / pixels.sum()
         hd_cls = _nanmean(hd, dim=0)  # (K,)
         lr = KF.loss_rate(loss)
-        image_mean: Dict[str, Optional[float]] = {"loss_rate": lr, "mae": float(mae.mean(0).mean())}
-        pooled: Dict[str, Optional[float]] = {"loss_rate": lr, "mae": float(mae_pooled_cls.mean())}
-        std: Dict[str, Optional[float]] = {"loss_rate": _std(loss), "mae": _std(mae.mean(1))}
+        image_mean: dict[str, float | None] = {"loss_rate": lr, "mae": float(mae.mean(0).mean())}
+        pooled: dict[str, float | None] = {"loss_rate": lr, "mae": float(mae_pooled_cls.mean())}
+        std: dict[str, float | None] = {"loss_rate": _std(loss), "mae": _std(mae.mean(1))}
         if self._train_loss is not None:
             image_mean["train_loss"] = pooled["train_loss"] = KF.loss_rate(train_loss)
             std["train_loss"] = _std(train_loss)
@@ -216,7 +217,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
         # the same means over the images whose truth holds the class: a structure-free image with an
         # empty prediction scores F1 = 1, which flatters datasets with many such images
         has = (tp + fn) > 0  # (N, K)
-        with_structure: Dict[str, Optional[float]] = {}
+        with_structure: dict[str, float | None] = {}
         if bool(has.any()):
             def masked(x: torch.Tensor) -> float:
                 per_cls = [x[has[:, j], j].double().mean() for j in range(x.shape[1]) if bool(has[:, j].any())]
@@ -228,7 +229,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
             rows_with = has.any(dim=1)
             with_structure["loss_rate"] = KF.loss_rate(loss[rows_with])
             with_structure["hd95"] = image_mean["hd95"]  # HD95 is only defined where the truth is not empty
-        per_class: Dict[str, Any] = {}
+        per_class: dict[str, Any] = {}
         for j, name in enumerate(classes):
             pim = {k: float(per_img_cls[k][:, j].mean()) for k in OVERLAP_METRICS}
             pim["mae"] = float(mae[:, j].mean())
@@ -263,7 +264,7 @@ def _float_nanmean(x: torch.Tensor) -> float:
     return float("nan") if bool(torch.isnan(x).all()) else float(torch.nanmean(x))
 
 
-def _std(x: torch.Tensor) -> Optional[float]:
+def _std(x: torch.Tensor) -> float | None:
     x = x.double()
     x = x[~torch.isnan(x)]
     if x.numel() == 0:

@@ -23,7 +23,13 @@ Details and pitfalls: ``docs/monai_label.md``.
 from kneeseg.monailabel.app import APP_MARKER, MODEL_NAME, find_sample_app, prepare_app
 from kneeseg.monailabel.cli import main
 from kneeseg.monailabel.environment import label_venv
-from kneeseg.monailabel.server import HOST, Server, free_port, port_is_free, start_server
+from kneeseg.monailabel.server import (
+    HOST,
+    Server,
+    free_port,
+    port_is_free,
+    start_server,
+)
 
 __all__ = [
     "APP_MARKER",

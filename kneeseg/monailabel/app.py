@@ -14,8 +14,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any
 
 from kneeseg.atomic import atomic_path, atomic_write_text
 from kneeseg.files import PathLike, file_sha256
@@ -54,7 +55,7 @@ print(json.dumps({
 """
 
 
-def find_sample_app(venv: Optional[PathLike] = None, name: str = SAMPLE_APP) -> Optional[Path]:
+def find_sample_app(venv: PathLike | None = None, name: str = SAMPLE_APP) -> Path | None:
     """The sample app folder installed with MONAI Label in ``venv`` (None when not found there)."""
     python = venv_python(venv)
     proc = subprocess.run(
@@ -71,7 +72,7 @@ def find_sample_app(venv: Optional[PathLike] = None, name: str = SAMPLE_APP) -> 
     return None
 
 
-def _copy_sample_app(dst: Path, venv: Optional[PathLike], progress: Progress) -> str:
+def _copy_sample_app(dst: Path, venv: PathLike | None, progress: Progress) -> str:
     """Copy the ``monaibundle`` sample app to ``dst`` (which must not exist); returns its source."""
     src = find_sample_app(venv)
     if src is not None:
@@ -92,7 +93,7 @@ def _copy_sample_app(dst: Path, venv: Optional[PathLike], progress: Progress) ->
     return "monailabel apps --download"
 
 
-def _substitute(doc: Dict[str, Any], overrides: Mapping[str, Any]) -> List[str]:
+def _substitute(doc: dict[str, Any], overrides: Mapping[str, Any]) -> list[str]:
     """Replace top-level values of ``doc`` in place; returns the keys that were present."""
     hit = [k for k in overrides if k in doc]
     for k in hit:
@@ -108,10 +109,10 @@ def _write_json(path: Path, doc: Any) -> None:
 def prepare_app(
     app_dir: PathLike,
     *,
-    bundle: Optional[PathLike] = None,
-    ckpt: Optional[PathLike] = None,
-    overrides: Optional[Mapping[str, Any]] = None,
-    venv: Optional[PathLike] = None,
+    bundle: PathLike | None = None,
+    ckpt: PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    venv: PathLike | None = None,
     progress: Progress = None,
 ) -> Path:
     """Lay out a MONAI Label ``monaibundle`` app serving the kneeseg bundle; returns the app folder.
@@ -188,7 +189,7 @@ def prepare_app(
                 _write_json(meta_path, meta)
             say(progress, "overrides: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()))
 
-        record: Dict[str, Any] = {
+        record: dict[str, Any] = {
             "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "sample_app": origin,
             "bundle": str(src_bundle),

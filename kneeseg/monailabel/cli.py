@@ -7,7 +7,8 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kneeseg.monailabel.app import prepare_app
 from kneeseg.monailabel.server import Server, start_server
@@ -15,7 +16,7 @@ from kneeseg.monailabel.server import Server, start_server
 __all__ = ["main"]
 
 
-def _overrides(items: Sequence[str]) -> Dict[str, Any]:
+def _overrides(items: Sequence[str]) -> dict[str, Any]:
     from kneeseg.workflows import parse_overrides
 
     try:
@@ -38,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     # Ctrl-C / SIGTERM end the server too (it runs in its own process group, so it gets neither)
     old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    server: Optional[Server] = None
+    server: Server | None = None
     try:
         server = start_server(args.app, args.studies, port=args.port, venv=args.venv, log_file=args.log,
                               timeout=args.timeout, progress=say)  # fmt: skip
@@ -70,7 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m kneeseg.monailabel {prepare,serve}``."""
     import kneeseg.monailabel as package
 

@@ -7,15 +7,15 @@ MONAI Label lives in its own virtual environment (``make label-env``; default
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, Optional
 
 from kneeseg.files import PathLike
 
 __all__ = ["Progress", "label_venv", "repo_root", "say", "venv_env", "venv_python"]
 
 #: called with one line per step (e.g. ``print``), or None
-Progress = Optional[Callable[[str], None]]
+Progress = Callable[[str], None] | None
 
 
 def say(progress: Progress, line: str) -> None:
@@ -34,7 +34,7 @@ def label_venv() -> Path:
     return Path(env).expanduser() if env else repo_root() / ".venv-label"
 
 
-def venv_python(venv: Optional[PathLike]) -> Path:
+def venv_python(venv: PathLike | None) -> Path:
     """``<venv>/bin/python`` (``venv`` None: :func:`label_venv`); FileNotFoundError when it is missing."""
     # absolute (processes run in the app folder) but not resolved: bin/python must stay the venv's symlink
     root = (Path(venv).expanduser() if venv is not None else label_venv()).absolute()
@@ -47,7 +47,7 @@ def venv_python(venv: Optional[PathLike]) -> Path:
     return python
 
 
-def venv_env(venv: Path) -> Dict[str, str]:
+def venv_env(venv: Path) -> dict[str, str]:
     """Environment for the venv's processes: its bin first on PATH (MONAI Label starts `python`)."""
     env = dict(os.environ)
     env.pop("PYTHONHOME", None)

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 from kneeseg.files import PathLike
 from kneeseg.monailabel.app import MODEL_NAME
@@ -55,7 +55,7 @@ def _http_json(url: str, timeout: float = 10.0) -> Any:
         return json.loads(resp.read().decode("utf-8"))
 
 
-def _tail(path: Optional[Path], lines: int = 40) -> str:
+def _tail(path: Path | None, lines: int = 40) -> str:
     if path is None or not path.is_file():
         return "(no log)"
     with open(path, "rb") as fh:
@@ -75,7 +75,7 @@ class Server:
         self.studies_dir = studies_dir
         self.log_file = log_file
         self.pgid = process.pid  # start_new_session: the server leads its own process group
-        self.returncode: Optional[int] = None
+        self.returncode: int | None = None
 
     @property
     def url(self) -> str:
@@ -87,11 +87,11 @@ class Server:
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_file, lines)
 
-    def info(self, timeout: float = 10.0) -> Dict[str, Any]:
+    def info(self, timeout: float = 10.0) -> dict[str, Any]:
         """``GET /info/`` as a dict."""
         return _http_json(self.url + "/info/", timeout=timeout)
 
-    def wait_ready(self, timeout: float = 180.0, progress: Progress = None) -> Dict[str, Any]:
+    def wait_ready(self, timeout: float = 180.0, progress: Progress = None) -> dict[str, Any]:
         """Wait until ``GET /info/`` answers; returns it.
 
         Raises:
@@ -139,7 +139,7 @@ class Server:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def stop(self, timeout: float = 30.0) -> Optional[int]:
+    def stop(self, timeout: float = 30.0) -> int | None:
         """Stop the server: SIGTERM to its process group, SIGKILL after ``timeout`` s; returns its exit code.
 
         Also ends what is left of the group (e.g. a training task) and waits until the port is free.
@@ -171,7 +171,7 @@ class Server:
             time.sleep(0.2)
         return self.returncode
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -186,9 +186,9 @@ def start_server(
     app_dir: PathLike,
     studies_dir: PathLike,
     *,
-    port: Optional[int] = None,
-    venv: Optional[PathLike] = None,
-    log_file: Optional[PathLike] = None,
+    port: int | None = None,
+    venv: PathLike | None = None,
+    log_file: PathLike | None = None,
     timeout: float = 180.0,
     progress: Progress = None,
 ) -> Server:

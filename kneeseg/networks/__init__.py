@@ -4,10 +4,26 @@ Build any of them by name with :py:func:`build_network`; :py:func:`list_networks
 the names. The blocks follow MONAI's conventions (``spatial_dims`` first, 2D and 3D).
 """
 
-from kneeseg.networks.attention import CSAM, AttentionConcat, ChannelAttention, Concat, SpatialAttention
-from kneeseg.networks.csam_unet import ATTENTION_PLACEMENTS, CSAM_UNET_PRESETS, CSAMUNet, csam_unet_preset
+from kneeseg.networks.attention import (
+    CSAM,
+    AttentionConcat,
+    ChannelAttention,
+    Concat,
+    SpatialAttention,
+)
+from kneeseg.networks.csam_unet import (
+    ATTENTION_PLACEMENTS,
+    CSAM_UNET_PRESETS,
+    CSAMUNet,
+    csam_unet_preset,
+)
 from kneeseg.networks.fr_unet import FRUNet
-from kneeseg.networks.registry import NetworkSpec, build_network, list_networks, network_spec
+from kneeseg.networks.registry import (
+    NetworkSpec,
+    build_network,
+    list_networks,
+    network_spec,
+)
 from kneeseg.networks.residual import ResidualConvBlock
 
 __all__ = [

@@ -8,17 +8,14 @@ module only re-weights its input.
 
 from __future__ import annotations
 
-from typing import List
-
 import torch
 import torch.nn as nn
-
 from monai.networks.layers.factories import Act, Conv, split_args
 
 __all__ = ["ChannelAttention", "SpatialAttention", "CSAM", "AttentionConcat", "Concat"]
 
 
-def _gate_shape(x: torch.Tensor, keep_channels: bool, spatial_dims: int) -> List[int]:
+def _gate_shape(x: torch.Tensor, keep_channels: bool, spatial_dims: int) -> list[int]:
     """Broadcast shape of a gate: ``(B, C, 1, ...)`` for channels, ``(B, 1, *spatial)`` otherwise."""
     if keep_channels:
         return [x.shape[0], x.shape[1]] + [1] * spatial_dims

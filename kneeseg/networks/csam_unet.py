@@ -9,12 +9,12 @@ attention (CSAM) on the skip connections.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from monai.networks.layers.factories import Conv, Pool
 
 from kneeseg.networks.attention import CSAM, AttentionConcat, Concat
@@ -110,8 +110,8 @@ class CSAMUNet(nn.Module):
         min_hidden: int = 1,
         spatial_kernel_size: int = 7,
         num_convs: int = 2,
-        act: Union[tuple, str] = ("relu", {"inplace": True}),
-        norm: Optional[Union[tuple, str]] = "batch",
+        act: tuple | str = ("relu", {"inplace": True}),
+        norm: tuple | str | None = "batch",
         dropout: float = 0.0,
         bias: bool = True,
         pad_mode: str = "replicate",
@@ -139,7 +139,7 @@ class CSAMUNet(nn.Module):
             return CSAM(spatial_dims, c, reduction=reduction, min_hidden=min_hidden, spatial_kernel_size=spatial_kernel_size)
 
         pool = Pool[Pool.MAX, spatial_dims]
-        encoder: List[nn.Module] = []
+        encoder: list[nn.Module] = []
         for i, c in enumerate(channels):
             stage = block(in_channels if i == 0 else channels[i - 1], c, encoder_kernel_size)
             encoder.append(stage if i == 0 else nn.Sequential(pool(kernel_size=2, stride=2), stage))
@@ -147,7 +147,7 @@ class CSAMUNet(nn.Module):
 
         on_skip = attention in ("skip", "both")
         on_decoder = attention in ("decoder", "both")
-        decoder: List[nn.Module] = []
+        decoder: list[nn.Module] = []
         for i in range(len(channels) - 2, -1, -1):
             c = channels[i]
             decoder.append(
@@ -165,8 +165,8 @@ class CSAMUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(B, in_channels, *spatial)``. Returns logits ``(B, out_channels, *spatial)``."""
-        size: List[int] = list(x.shape[2:])
-        pads: List[int] = []
+        size: list[int] = list(x.shape[2:])
+        pads: list[int] = []
         for d in range(len(size) - 1, -1, -1):  # F.pad lists the last axis first
             pads += [0, (self.divisor - size[d] % self.divisor) % self.divisor]
         # always pad/crop while tracing so exported graphs (ONNX) keep the shape arithmetic
@@ -174,7 +174,7 @@ class CSAMUNet(nn.Module):
         if padded:
             x = F.pad(x, pads, mode=self.pad_mode)
 
-        skips: List[torch.Tensor] = []
+        skips: list[torch.Tensor] = []
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)
@@ -189,7 +189,7 @@ class CSAMUNet(nn.Module):
         return x
 
 
-CSAM_UNET_PRESETS: Dict[str, Dict[str, Any]] = {
+CSAM_UNET_PRESETS: dict[str, dict[str, Any]] = {
     # the paper's network with the default 3x3 encoder (see docs/networks.md for why)
     "paper": {"channels": (64, 128, 256, 512, 1024), "encoder_kernel_size": 3, "residual": True, "attention": "skip"},
     # the paper's text taken literally: 1x1 encoder convolutions

@@ -10,12 +10,12 @@ arguments, which are passed through unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any
 
 import torch
 import torch.nn as nn
-
 from monai.networks.nets import AttentionUnet, BasicUNet, BasicUNetPlusPlus, UNet
 
 from kneeseg.networks.csam_unet import CSAMUNet
@@ -48,7 +48,7 @@ class NetworkSpec:
     description: str
 
 
-_REGISTRY: Dict[str, NetworkSpec] = {}
+_REGISTRY: dict[str, NetworkSpec] = {}
 
 
 def _register(name: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -59,7 +59,7 @@ def _register(name: str, description: str) -> Callable[[Callable[..., nn.Module]
     return wrap
 
 
-def _widths(width: int, levels: int = 5) -> Tuple[int, ...]:
+def _widths(width: int, levels: int = 5) -> tuple[int, ...]:
     return tuple(int(width) * 2**i for i in range(levels))
 
 
@@ -71,9 +71,9 @@ CSAM_MIN_HIDDEN = 4
 
 
 def _csam_family(
-    spatial_dims: int, in_channels: int, out_channels: int, width: int, defaults: Dict[str, Any], overrides: Dict[str, Any]
+    spatial_dims: int, in_channels: int, out_channels: int, width: int, defaults: dict[str, Any], overrides: dict[str, Any]
 ) -> CSAMUNet:
-    kwargs: Dict[str, Any] = {"channels": _widths(width)}
+    kwargs: dict[str, Any] = {"channels": _widths(width)}
     if defaults.get("attention", "none") != "none":
         kwargs["min_hidden"] = CSAM_MIN_HIDDEN
     kwargs.update(defaults)
@@ -169,7 +169,7 @@ class _FirstOutput(nn.Module):
         return self.net(x)[0]
 
 
-def list_networks() -> List[str]:
+def list_networks() -> list[str]:
     """Names accepted by :py:func:`build_network`, in registry order."""
     return list(_REGISTRY)
 

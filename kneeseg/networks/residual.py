@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Act, split_args
 
@@ -47,10 +46,10 @@ class ResidualConvBlock(nn.Module):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        kernel_size: Union[Sequence[int], int] = 3,
+        kernel_size: Sequence[int] | int = 3,
         num_convs: int = 2,
-        act: Union[tuple, str] = ("relu", {"inplace": True}),
-        norm: Optional[Union[tuple, str]] = "batch",
+        act: tuple | str = ("relu", {"inplace": True}),
+        norm: tuple | str | None = "batch",
         dropout: float = 0.0,
         bias: bool = True,
         residual: bool = True,

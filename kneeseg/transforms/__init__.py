@@ -29,7 +29,6 @@ from kneeseg.transforms.checks import (
 )
 from kneeseg.transforms.loading import load_image, load_label
 from kneeseg.transforms.orientation import OrientSlicesd
-from kneeseg.transforms.slicing import UNKNOWN_LABEL, SampleSlicesd, WeakSliceLabeld
 from kneeseg.transforms.preprocessing import (
     LABEL_LINEAR,
     PREPROCESSING_DEFAULTS,
@@ -43,6 +42,7 @@ from kneeseg.transforms.preprocessing import (
     percentile_scaling,
     preprocessing_options,
 )
+from kneeseg.transforms.slicing import UNKNOWN_LABEL, SampleSlicesd, WeakSliceLabeld
 
 __all__ = [
     "OrientSlicesd",

@@ -17,7 +17,7 @@ level, an explicit ``kernel_size``) go through the per-plane path.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ def equalize_adapthist_planes(
     clip_limit: float = 0.01,
     nbins: int = 256,
     rescale: bool = True,
-    fallback: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+    fallback: Callable[[np.ndarray], np.ndarray] | None = None,
     chunk: int = 4,
 ) -> np.ndarray:
     """CLAHE of each plane of ``planes`` ``(S, H, W)`` (values in [0, 1]), float32 out.

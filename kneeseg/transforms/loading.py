@@ -11,10 +11,9 @@ reader instead. Every loader adds a channel first: a 2D slice becomes ``(1, W, H
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import logging
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np

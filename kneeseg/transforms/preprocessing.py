@@ -39,7 +39,12 @@ from monai.transforms import (
     Transform,
 )
 from monai.transforms.spatial.functional import resize as _functional_resize
-from monai.utils import TraceKeys, convert_to_dst_type, ensure_tuple, get_equivalent_dtype
+from monai.utils import (
+    TraceKeys,
+    convert_to_dst_type,
+    ensure_tuple,
+    get_equivalent_dtype,
+)
 
 __all__ = [
     "LABEL_LINEAR",

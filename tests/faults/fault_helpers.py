@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 import nibabel as nib
 import pydicom
@@ -80,7 +80,7 @@ def assert_complete_files(out: Path) -> None:
             Image.open(p).load()
 
 
-def can_mount() -> Optional[str]:
+def can_mount() -> str | None:
     """None when this process may mount a tmpfs (root with mount), else why not."""
     if os.geteuid() != 0:
         return "mounting a tmpfs needs root"

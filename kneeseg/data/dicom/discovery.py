@@ -16,11 +16,17 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter, defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from kneeseg.data.dicom.headers import _FrameRecord, _iter_files, _read_dataset, _records_from_dataset
+from kneeseg.data.dicom.headers import (
+    _FrameRecord,
+    _iter_files,
+    _read_dataset,
+    _records_from_dataset,
+)
 from kneeseg.data.dicom.volume import DiscoveryResult, Problem, SeriesVolume, SliceRef
 from kneeseg.files import PathLike
 

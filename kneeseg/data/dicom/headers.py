@@ -11,9 +11,10 @@ records into volumes is :mod:`kneeseg.data.dicom.discovery`'s job.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -28,7 +29,6 @@ from kneeseg.data.dicom.tags import (
 )
 from kneeseg.data.dicom.volume import Problem
 from kneeseg.files import PathLike
-
 
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 

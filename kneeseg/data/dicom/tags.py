@@ -18,7 +18,6 @@ from typing import Any
 import pydicom
 from pydicom.tag import Tag
 
-
 # ---------------------------------------------------------------------- numbers, transfer syntax
 
 

@@ -9,10 +9,9 @@ in the knee frame; :mod:`kneeseg.data.phantom.render` turns them into images and
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
-
 
 # Probability of each contrast (the keys of kneeseg.data.phantom.render._CONTRASTS).
 _CONTRAST_P = {"pd": 0.5, "t1": 0.25, "pd_fs": 0.25}
@@ -78,7 +77,7 @@ class _Knee:
     """Knee anatomy in the knee frame: origin at the femoral condyles' centre, ``u`` towards
     posterior, ``v`` towards inferior, ``w`` through-plane (mm)."""
 
-    def __init__(self, p: Dict[str, Any]):
+    def __init__(self, p: dict[str, Any]):
         self.p = p
 
     # femur: thigh frame = knee frame tilted by femur_tilt
@@ -165,10 +164,10 @@ class _Knee:
         return _round_box(u - (u0 + u1) / 2, v - (v0 + v1) / 2, w - p["leg_w"], (u1 - u0) / 2, (v1 - v0) / 2, 40.0, 18.0)
 
 
-def _sample_params(rng: np.random.Generator) -> Dict[str, Any]:
+def _sample_params(rng: np.random.Generator) -> dict[str, Any]:
     """Draw one case's anatomy and acquisition (mm, degrees)."""
     U = rng.uniform
-    p: Dict[str, Any] = {}
+    p: dict[str, Any] = {}
     p["contrast"] = str(rng.choice(list(_CONTRAST_P), p=list(_CONTRAST_P.values())))
     p["knee_offset"] = (float(U(0.0, 12.0)), float(U(-14.0, -4.0)))  # condyle centre in the image (u, v)
     p["knee_w"] = float(U(-6.0, 6.0))

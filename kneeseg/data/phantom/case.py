@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -13,11 +13,11 @@ from kneeseg.data.orientation import SliceOrientation, dicom_plane_to_volume
 __all__ = ["DEFAULT_FOV_MM", "DEFAULT_SHAPE", "PHANTOM_LABELS", "PNG_ORIENTATION", "PhantomCase"]
 
 
-PHANTOM_LABELS: Dict[int, str] = {0: "background", 1: "femur", 2: "tibia", 3: "patella", 4: "patellar_ligament"}
+PHANTOM_LABELS: dict[int, str] = {0: "background", 1: "femur", 2: "tibia", 3: "patella", 4: "patellar_ligament"}
 """Class id -> name of the phantom's label maps."""
-DEFAULT_SHAPE: Tuple[int, int, int] = (256, 256, 40)
+DEFAULT_SHAPE: tuple[int, int, int] = (256, 256, 40)
 """Default case size as (columns, rows, slices) = (anterior-posterior, superior-inferior, left-right)."""
-DEFAULT_FOV_MM: Tuple[float, float, float] = (150.0, 150.0, 120.0)
+DEFAULT_FOV_MM: tuple[float, float, float] = (150.0, 150.0, 120.0)
 """Default field of view in mm along (columns, rows, slices); spacing = fov / shape."""
 
 # DICOM direction cosines of a sagittal acquisition (LPS): rows run posterior, columns inferior.
@@ -48,9 +48,9 @@ class PhantomCase:
     index: int
     image: np.ndarray
     label: np.ndarray
-    spacing: Tuple[float, float, float]
+    spacing: tuple[float, float, float]
     origin_lps: np.ndarray
-    params: Dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
     def slice_position(self, k: int) -> np.ndarray:
         """ImagePositionPatient (LPS, mm) of slice ``k``."""

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes
 from kneeseg.data.manifest import write_manifest
 from kneeseg.data.nifti import write_nifti
-from kneeseg.data.phantom.case import DEFAULT_FOV_MM, DEFAULT_SHAPE, PHANTOM_LABELS, PNG_ORIENTATION, PhantomCase
+from kneeseg.data.phantom.case import (
+    DEFAULT_FOV_MM,
+    DEFAULT_SHAPE,
+    PHANTOM_LABELS,
+    PNG_ORIENTATION,
+    PhantomCase,
+)
 from kneeseg.data.phantom.dicom_writer import write_dicom_series
 from kneeseg.data.phantom.render import _check_shape, render_case
 from kneeseg.data.splits import DEFAULT_RATIOS, assign_groups
@@ -33,7 +40,7 @@ def write_case_nifti(case: PhantomCase, image_path: PathLike, label_path: PathLi
 
 def write_png_slices(
     case: PhantomCase, folder: PathLike, negatives: int = 3
-) -> List[Tuple[int, Path, Path]]:
+) -> list[tuple[int, Path, Path]]:
     """Write 8-bit PNG slice pairs: every slice with ligament plus ``negatives`` without.
 
     Images are windowed to the case's 0.5-99.5 percentile; masks hold class ids (0-4).
@@ -73,7 +80,7 @@ def generate_phantom(
     ratios: Sequence[float] = DEFAULT_RATIOS,
     png: bool = True,
     png_negatives: int = 3,
-    progress: Optional[Callable[[str], None]] = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Generate the phantom dataset in ``out_dir`` (layout in the :mod:`kneeseg.data.phantom` docstring).
 
@@ -102,8 +109,8 @@ def generate_phantom(
     case_ids = [f"case_{i:03d}" for i in range(int(cases))]
     parts = assign_groups(case_ids, ratios, seed)
     keys = ("training", "validation", "test")
-    volumes: Dict[str, List[Dict[str, Any]]] = {k: [] for k in keys}
-    slices: Dict[str, List[Dict[str, Any]]] = {k: [] for k in keys}
+    volumes: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+    slices: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
     for i, cid in enumerate(case_ids):
         t0 = time.perf_counter()
         case = render_case(seed, i, shape_t, fov_t)
@@ -148,7 +155,7 @@ def generate_phantom(
         "split": {"unit": "case", "seed": int(seed), "ratios": [float(r) for r in ratios], "keys": list(keys)},
         "generator": {"seed": int(seed), "cases": int(cases), "shape": list(shape_t), "fov_mm": list(fov_t)},
     }
-    datalist: Dict[str, Any] = {
+    datalist: dict[str, Any] = {
         "name": "kneeseg-phantom",
         "description": "Synthetic sagittal knee MR volumes (NIfTI + DICOM series); paths relative to this file's folder",
         "tensorImageSize": "3D",
@@ -159,7 +166,7 @@ def generate_phantom(
     datalist.update({k: v for k, v in volumes.items() if v})
     path = write_manifest(datalist, out / "dataset.json")
     if png:
-        datalist_2d: Dict[str, Any] = {
+        datalist_2d: dict[str, Any] = {
             "name": "kneeseg-phantom-2d",
             "description": "PNG slices of the phantom (every ligament slice plus a few without), same case split",
             "tensorImageSize": "2D",

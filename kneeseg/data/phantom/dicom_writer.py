@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import List
 
 import numpy as np
 
@@ -34,7 +33,7 @@ def _ds(value: float) -> str:
     return text if len(text) <= 16 else f"{value:.8g}"
 
 
-def write_dicom_series(case: PhantomCase, folder: PathLike) -> List[Path]:
+def write_dicom_series(case: PhantomCase, folder: PathLike) -> list[Path]:
     """Write ``case`` as an MR Image Storage series, one file per slice (``IM0001.dcm`` ...).
 
     UIDs derive from (seed, case, slice) with :py:func:`pydicom.uid.generate_uid`, so reruns

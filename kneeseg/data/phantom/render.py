@@ -8,20 +8,27 @@ centres (details in the :mod:`kneeseg.data.phantom` docstring).
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from kneeseg.data.phantom.anatomy import _Knee, _place_patella, _rot, _sample_params
-from kneeseg.data.phantom.case import _COL_DIR, _ROW_DIR, _SLICE_DIR, DEFAULT_FOV_MM, DEFAULT_SHAPE, PhantomCase
+from kneeseg.data.phantom.case import (
+    _COL_DIR,
+    _ROW_DIR,
+    _SLICE_DIR,
+    DEFAULT_FOV_MM,
+    DEFAULT_SHAPE,
+    PhantomCase,
+)
 from kneeseg.data.phantom.dicom_writer import _ds
 
 __all__ = ["render_case"]
 
 
 # Relative signal of each tissue per contrast (fat = 1 on PD).
-_CONTRASTS: Dict[str, Dict[str, float]] = {
+_CONTRASTS: dict[str, dict[str, float]] = {
     "pd": dict(fat=1.0, muscle=0.40, tendon=0.07, cartilage=0.58, cortex=0.05, marrow=0.85, tr=3000.0, te=30.0),
     "t1": dict(fat=1.0, muscle=0.33, tendon=0.05, cartilage=0.40, cortex=0.04, marrow=0.92, tr=600.0, te=12.0),
     "pd_fs": dict(fat=0.22, muscle=0.40, tendon=0.06, cartilage=0.65, cortex=0.04, marrow=0.20, tr=3500.0, te=35.0),
@@ -44,7 +51,7 @@ def _ramp_width(sd: np.ndarray) -> np.ndarray:
     return np.maximum(width, 1e-3)
 
 
-def _smooth_field(rng: np.random.Generator, shape: Tuple[int, int, int], cells: int) -> np.ndarray:
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], cells: int) -> np.ndarray:
     """Zero-mean, unit-variance low-frequency random field on ``shape`` (slices, rows, cols).
 
     A coarse ``(slices, cells, cells)`` Gaussian grid is interpolated in-plane with Gaussian
@@ -65,7 +72,7 @@ def _smooth_field(rng: np.random.Generator, shape: Tuple[int, int, int], cells: 
     return field / max(float(field.std()), 1e-6)
 
 
-def _check_shape(shape: Sequence[int], fov_mm: Sequence[float]) -> Tuple[Tuple[int, int, int], Tuple[float, float, float]]:
+def _check_shape(shape: Sequence[int], fov_mm: Sequence[float]) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     if len(shape) != 3 or any(int(s) != s or s < 1 for s in shape):
         raise ValueError(f"shape must be 3 positive integers (columns, rows, slices), got {tuple(shape)}")
     if shape[0] < 16 or shape[1] < 16 or shape[2] < 3:
