@@ -14,7 +14,8 @@ library function (the module named beside it).
     kneeseg infer INPUT -o OUTPUT [--ckpt A.pt [B.pt ...]] ... kneeseg.inference.batch.predict_folder
         every knee MR series under a DICOM folder tree -> NIfTI, DICOM SEG, PNG, manifest.csv
     kneeseg bench table1 [--methods ...] [--seeds ...] ...     kneeseg.bench.table1.main
-        the paper's Table 1: every method x seed trained and evaluated through the bundle
+        the paper's Table 1: every method x seed trained and evaluated through the bundle;
+        with --cv K: K-fold cross-validation, every case predicted once (kneeseg.bench.cv.run_cv)
 
 ``kneeseg COMMAND --help`` gives each command's options. ``--set KEY=VALUE`` is read by
 :func:`kneeseg.workflows.parse_overrides` everywhere (also by the MONAI Label app).
@@ -115,6 +116,7 @@ def _cmd_data_manifest(args: argparse.Namespace) -> int:
         labels=_parse_labels(args.labels),
         image_orientation=args.image_orientation,
         hold_out=_key_values(args.hold_out, "--hold-out", "KEY=N (e.g. training=9)", _count),
+        folds=args.folds,
     )
     path = write_manifest(manifest, args.out)
     parts = ", ".join(f"{k} {len(manifest[k])}" for k in manifest if isinstance(manifest[k], list))
@@ -203,6 +205,11 @@ def _add_data_commands(commands: Any) -> None:
         help="split part KEY once more (seeded) into KEY_fit and KEY_holdout with N patients, e.g. to choose "
         "checkpoints on cases neither trained nor tested on; repeatable",
     )
+    mf.add_argument(
+        "--folds", type=int, default=0, metavar="K",
+        help="also a patient-grouped, seeded K-fold partition of all cases (parts fold_0 .. fold_<K-1> and a "
+        "'folds' record) for kneeseg bench table1 --cv K",
+    )  # fmt: skip
     mf.add_argument(
         "--image-orientation", metavar="RD",
         help="2D images: where their columns (right) and rows (down) point in the patient, as two letters "

@@ -71,3 +71,41 @@ def test_kneeseg_infer_takes_several_checkpoints(members, series, tmp_path):
     assert dice(labels, expected) >= 0.99  # the CLI's default runtime, the same ensemble
     record = json.loads(next((out / ".kneeseg" / "records").glob("*.json")).read_text())
     assert record["model"] == ens_settings["ckpt_digest"]
+
+
+def test_bundle_and_kneeseg_infer_take_models_fold_star_as_the_ensemble(members, series, tmp_path):
+    """``models/fold*/model.pt`` present: ``inference.json`` and ``kneeseg infer`` (no --ckpt) use
+    them as one ensemble, in fold order, and give the ensemble's mask."""
+    import subprocess
+    import sys
+
+    from kneeseg.data import discover_series, load_volume
+    from kneeseg.networks import fold_checkpoints
+    from kneeseg.workflows import default_bundle_dir
+
+    folds_dir = members[0].parent.parent
+    assert fold_checkpoints(folds_dir) == [str(m) for m in members]
+    image, meta = load_volume(discover_series(series).volumes[0])
+    by_default, settings = load_segmenter(overrides=dict(TINY, ckpt_dir=str(folds_dir)), runtime="eager")
+    assert settings["ensemble"] == 2
+    explicit = load_segmenter(ckpt=members, overrides=TINY, runtime="eager")[0]
+    expected = explicit(image, meta["affine"])
+    assert np.array_equal(by_default(image, meta["affine"]), expected)
+
+    bundle = default_bundle_dir()
+    datalist = tmp_path / "dl.json"
+    datalist.write_text(json.dumps({"test": [{"image": str(next(series.iterdir()))}]}))
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "inferring",
+        "--meta_file", str(bundle / "configs" / "metadata.json"),
+        "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle),
+        "--ckpt_dir", str(folds_dir), "--output_dir", str(tmp_path / "bundle_out"), "--dataset_dir", "/",
+        "--data_list_file_path", str(datalist), "--width", "4", "--spatial_size", "64", "--runtime", "eager",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = (tmp_path / "bundle_out").glob("*_seg.nii*")
+    labels = np.asarray(nib.load(str(path)).dataobj).squeeze()
+    singles = [load_segmenter(ckpt=m, overrides=TINY, runtime="eager")[0](image, meta["affine"]) for m in members]
+    assert labels.shape == expected.shape and dice(labels, expected) >= 0.99
+    assert all(dice(labels, s) < dice(labels, expected) for s in singles)

@@ -3,7 +3,7 @@
 A paired comparison works on per-case values of two methods (``{case: value}``, e.g. each
 case's Dice averaged over seeds, or out of fold): :func:`paired_differences` pairs the cases
 both have, :func:`bootstrap_ci` and :func:`wilcoxon_p` test the differences, and
-:func:`paired_comparison` reports all three.
+:func:`paired_comparison` reports all three; :func:`holm` corrects p-values across methods.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "mean_sd", "paired_comparison", "paired_differences", "wilcoxon_p"]
+__all__ = ["bootstrap_ci", "holm", "mean_sd", "paired_comparison", "paired_differences", "wilcoxon_p"]
 
 
 def mean_sd(values: Sequence[float | None]) -> tuple[float, float]:
@@ -62,3 +62,19 @@ def paired_comparison(a: Mapping[str, float], b: Mapping[str, float], seed: int 
     else:
         out["ci_low"] = out["ci_high"] = out["wilcoxon_p"] = float("nan")
     return out
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error across the comparisons), in input order.
+
+    The i-th smallest p (from 0) is multiplied by ``m - i``, made non-decreasing in that order
+    and capped at 1; NaNs stay NaN and do not count towards ``m``.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    valid = np.flatnonzero(~np.isnan(p))
+    out = np.full(p.shape, np.nan)
+    running = 0.0
+    for rank, i in enumerate(valid[np.argsort(p[valid], kind="stable")]):
+        running = max(running, min(1.0, (len(valid) - rank) * p[i]))
+        out[i] = running
+    return [float(v) for v in out]

@@ -271,11 +271,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle override for every run")
     p.add_argument("--quick", action="store_true", help="CI smoke test: 2 methods, 1 epoch, tiny phantom")
     p.add_argument("--paper-table", type=Path, default=None, help="JSON with the paper's Table 1, shown beside ours")
+    p.add_argument("--cv", type=int, default=0, metavar="K",
+                   help="patient-grouped K-fold cross-validation at the preset as shipped (no protocol overrides): every case "
+                        "predicted once out of fold; per-case paired statistics (kneeseg.bench.cv); --seeds' first is the fold seed")
+    p.add_argument("--cv-exclude", default=None, metavar="KEY",
+                   help="with --cv: keep the cases of this datalist part out of the folds (e.g. test_811, for fold-ensemble tests)")
     p.add_argument("--ablations", action="store_true",
                    help=f"instead of the table: {REFERENCE} once per variant in ABLATION_VARIANTS (loss, augmentation, size, schedule)")
     args = p.parse_args(argv)
     from kneeseg.workflows import parse_overrides
 
+    if args.cv:
+        from kneeseg.bench.cv import CVConfig, run_cv
+
+        if args.quick:
+            quick = quick_config(args.out)
+            cv = CVConfig(out=args.out, k=args.cv, methods=quick.methods, seed=args.seeds[0], preset=quick.preset,
+                          data=quick.data, dataset_dir=quick.dataset_dir, overrides=quick.overrides, exclude=args.cv_exclude)  # fmt: skip
+        else:
+            cv = CVConfig(out=args.out, k=args.cv, seed=args.seeds[0], preset=args.preset, data=args.data,
+                          dataset_dir=args.dataset_dir, overrides=parse_overrides(args.set or []), exclude=args.cv_exclude)  # fmt: skip
+            if args.methods:
+                cv.methods = list(args.methods)
+        run_cv(cv)
+        print(f"wrote {cv.root / 'cv_table.md'}, {cv.root / 'oof_per_case.csv'}, PNG plots")
+        return 0
     if args.quick:
         cfg = quick_config(args.out)
     else:

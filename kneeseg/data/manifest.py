@@ -39,6 +39,7 @@ from kneeseg.data.splits import (
     ManifestError,
     PatientKey,
     _check_seed,
+    assign_folds,
     assign_groups,
     natural_key,
     patient_ids,
@@ -214,6 +215,7 @@ def build_manifest(
     labels: Mapping[int, str] | None = None,
     image_orientation: Any = None,
     hold_out: Mapping[str, int] | None = None,
+    folds: int = 0,
 ) -> dict[str, Any]:
     """Build an MSD-style datalist for the images under ``root``.
 
@@ -236,6 +238,9 @@ def build_manifest(
         hold_out: ``{key: n}``: split part ``key`` (an id list or a split part) once more, seeded,
             into ``<key>_fit`` and ``<key>_holdout`` (``n`` patients), e.g. to pick checkpoints
             on cases that are neither trained on nor tested on.
+        folds: ``K >= 2``: also a patient-grouped, seeded ``K``-fold partition of all cases
+            (:func:`kneeseg.data.splits.assign_folds`, same seed): parts ``fold_0`` ..
+            ``fold_<K-1>`` and a ``folds`` record (``kneeseg bench table1 --cv K`` uses them).
 
     Returns:
         The manifest dict (metadata, ``split`` record, then the parts; empty parts omitted).
@@ -329,6 +334,17 @@ def build_manifest(
         manifest["split"].setdefault("hold_out", {})[key] = {
             "keys": [f"{key}_fit", f"{key}_holdout"], "patients": [len(pids) - int(n), int(n)], "seed": seed,
         }  # fmt: skip
+    if folds:
+        fold_of = assign_folds(sizes, folds, seed)
+        keys_f = [f"fold_{f}" for f in range(int(folds))]
+        manifest["folds"] = {
+            "method": "patient-grouped seeded k-fold partition of all cases (kneeseg.data.splits.assign_folds)",
+            "k": int(folds), "seed": seed, "keys": keys_f,
+            "counts": [sum(1 for pid in ids if fold_of[pid] == f) for f in range(int(folds))],
+            "patients": [sum(1 for pid in sizes if fold_of[pid] == f) for f in range(int(folds))],
+        }  # fmt: skip
+        for f, key in enumerate(keys_f):
+            manifest[key] = [e for e, pid in zip(entries, ids) if fold_of[pid] == f]
     return manifest
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_RATIOS",
     "ManifestError",
     "PatientKey",
+    "assign_folds",
     "assign_groups",
     "natural_key",
     "patient_ids",
@@ -159,6 +160,20 @@ def assign_groups(
                 members[donor].remove(moved)
                 members[i].append(moved)
     return {g: part for part, gs in enumerate(members) for g in gs}
+
+
+def assign_folds(groups: Mapping[str, int] | Sequence[str], k: int, seed: int = 0) -> dict[str, int]:
+    """Patient-grouped, seeded ``k``-fold partition: group id -> fold (0 .. k-1).
+
+    :func:`assign_groups` with ``k`` equal ratios: folds differ in size by at most one item when
+    each group holds one item, and every fold gets a group when there are at least ``k`` groups.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ManifestError(f"cross-validation needs k >= 2 folds, got {k!r}")
+    n = len(groups)
+    if n < k:
+        raise ManifestError(f"{n} groups cannot make {k} folds")
+    return assign_groups(groups, [1.0] * int(k), seed)
 
 
 def _check_seed(seed: int) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from kneeseg.files import PathLike, file_sha256
+from kneeseg.networks.ensemble import fold_checkpoints
 
 __all__ = ["bundle_settings", "file_digest", "load_networks"]
 
@@ -108,8 +109,9 @@ def load_networks(
             checkpoint's :func:`file_digest`; for a fold ensemble a digest of the members'
             digests, in order) and ``ensemble`` (the number of members) are set in it.
         ckpt: checkpoint (a state dict or ``{"model": state_dict}``); default the bundle's
-            ``ckpt_path`` (``models/model.pt``). A list of checkpoints makes a fold ensemble: the
-            first loads into ``settings["network"]``, the others into copies of it.
+            ``ckpt_path`` (``models/model.pt``), or the fold ensemble ``models/fold*/model.pt``
+            when the bundle has one (as ``inference.json`` takes it). A list of checkpoints makes
+            a fold ensemble: the first loads into ``settings["network"]``, the others into copies.
 
     Raises:
         FileNotFoundError: missing checkpoint. ValueError: checkpoint does not fit the network.
@@ -121,7 +123,9 @@ def load_networks(
         if not paths:
             raise ValueError("no checkpoint given")
     else:
-        paths = [Path(ckpt) if ckpt is not None else Path(settings["ckpt_path"])]
+        default = Path(settings["ckpt_path"])
+        folds = fold_checkpoints(default.parent) if ckpt is None else []
+        paths = [Path(p) for p in folds] or [Path(ckpt) if ckpt is not None else default]
     nets = []
     for i, path in enumerate(paths):
         if not path.is_file():

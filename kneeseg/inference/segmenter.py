@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from kneeseg.data.orientation import AxisMap, map_volume
 from kneeseg.engines.runtime import NetworkRunner, RuntimeChoice, ensemble_runners
+from kneeseg.networks.ensemble import mean_softmax
 from kneeseg.files import PathLike
 from kneeseg.inference.definition import bundle_settings, load_networks
 from kneeseg.inference.postprocess import (
@@ -174,12 +175,7 @@ class SliceSegmenter:
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Softmax ``(B, K, N, N)`` for a ``(B, 1, N, N)`` batch: of the network, or the mean of
         the ensemble members' softmax (fold ensembles average probabilities, then argmax)."""
-        probs = torch.softmax(self.forward(batch), dim=1)
-        for runner in self.runners[1:]:
-            probs += torch.softmax(runner(batch).float().cpu(), dim=1)
-        if len(self.runners) > 1:
-            probs /= len(self.runners)
-        return probs
+        return mean_softmax(runner(batch).float().cpu() for runner in self.runners)
 
     # ------------------------------------------------------------------ preprocessing
     def _clahe_all(self, planes: np.ndarray) -> np.ndarray:

@@ -17,6 +17,12 @@ from kneeseg.networks.csam_unet import (
     CSAMUNet,
     csam_unet_preset,
 )
+from kneeseg.networks.ensemble import (
+    SoftmaxEnsemble,
+    fold_checkpoints,
+    load_fold_ensemble,
+    mean_softmax,
+)
 from kneeseg.networks.fr_unet import FRUNet
 from kneeseg.networks.registry import (
     NetworkSpec,
@@ -37,9 +43,13 @@ __all__ = [
     "FRUNet",
     "NetworkSpec",
     "ResidualConvBlock",
+    "SoftmaxEnsemble",
     "SpatialAttention",
     "build_network",
     "csam_unet_preset",
+    "fold_checkpoints",
     "list_networks",
+    "load_fold_ensemble",
+    "mean_softmax",
     "network_spec",
 ]

@@ -1,0 +1,251 @@
+"""Table 1 by cross-validation (``kneeseg bench table1 --cv K``): every case predicted once, out of fold.
+
+The cases of the data config's datalist (all of its parts, e.g. knee-ACL's 93: the authors'
+train + val) are split into ``K`` patient-grouped, seeded folds -- the ``folds`` recorded in the
+manifest by ``kneeseg data manifest --folds K`` when they match, else the same function
+(:func:`kneeseg.data.splits.assign_folds`) over the cases at hand. For each method and fold the
+bundle's ``training`` workflow trains on the other folds, picks its checkpoint on an inner,
+patient-grouped validation part of them (1/8 of their patients), and the ``evaluating`` workflow
+predicts the fold itself. Only ``network_name`` differs between methods; the preset (default:
+the bundle's ``cpu`` preset, unchanged) and the data config are the bundle's. One training seed
+per fold. Runs are resumable per (method, fold): a run whose ``run.json`` exists is not repeated.
+
+Outputs under ``OUT/cv`` (:func:`aggregate_cv`): ``oof_per_case.csv`` (every method and case),
+``folds.json``, ``runs.csv``, ``cv_table.json`` / ``cv_table.md`` (mean +- sd over cases and
+over folds; paired differences against the reference with bootstrap CIs, Wilcoxon p and Holm's
+correction across methods) and two PNG plots (per-case paired dots, per-fold boxes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kneeseg.atomic import atomic_write_text
+from kneeseg.bench.protocol import ABLATIONS, EXTRA_PEERS, METHOD_LAYOUT, REFERENCE
+
+__all__ = ["CV_METHODS", "CVConfig", "aggregate_cv", "cv_folds", "fold_datalist", "oof_table", "run_cv", "run_fold"]
+
+#: the order CV runs methods in: the reference and the cheap baselines first (complete methods early)
+CV_METHODS = ["csam_unet", "res_unet", "unet", "unetpp", "fr_unet", *ABLATIONS, *EXTRA_PEERS]
+#: per-case metrics of the out-of-fold table (``loss`` is the paper's loss rate: cross-entropy)
+CV_METRICS = ["loss", "mae", "f1", "dice", "hd95"]
+#: the inner split of a fold's training cases: fit : checkpoint selection, by patients
+INNER_RATIOS = (7.0, 1.0)
+
+
+@dataclass
+class CVConfig:
+    """What ``--cv`` runs. ``overrides`` go to every run (none by default: the preset as shipped)."""
+
+    out: Path
+    k: int = 5
+    methods: list[str] = field(default_factory=lambda: list(CV_METHODS))
+    seed: int = 0
+    preset: str = "cpu"
+    data: str = "knee_acl"
+    dataset_dir: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: a datalist key whose cases stay out of the CV (e.g. ``test_811``, to measure fold ensembles on them)
+    exclude: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.out / "cv" if not self.exclude else self.out / f"cv_without_{self.exclude}"
+
+
+def _group(entry: Mapping[str, Any]) -> str:
+    """The patient of a datalist entry (``patient``, else ``case``, else the image itself)."""
+    return str(entry.get("patient") or entry.get("case") or entry["image"])
+
+
+def _data_settings(cfg: CVConfig) -> dict[str, Any]:
+    """The data config's datalist file and data root as the bundle resolves them."""
+    from monai.bundle import ConfigParser
+
+    from kneeseg.workflows import default_bundle_dir, workflow_config_files
+
+    parser = ConfigParser()
+    parser.read_config(workflow_config_files("train", default_bundle_dir(), cfg.preset, cfg.data))
+    parser["bundle_root"] = str(default_bundle_dir())
+    for k, v in cfg.overrides.items():
+        parser[k] = v
+    if cfg.dataset_dir:
+        parser["dataset_dir"] = cfg.dataset_dir
+    return {"datalist": Path(parser.get_parsed_content("data_list_file_path")), "dataset_dir": parser.get_parsed_content("dataset_dir")}
+
+
+def cv_folds(cfg: CVConfig) -> dict[str, Any]:
+    """The folds: ``{"k", "seed", "source", "excluded", "folds": [[entry, ...], ...]}``.
+
+    All cases of every datalist part (each image once), less those of ``cfg.exclude``; the
+    manifest's recorded ``folds`` when it has them for this ``k`` and seed and nothing is excluded.
+    """
+    from kneeseg.data.splits import assign_folds
+
+    path = _data_settings(cfg)["datalist"]
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    recorded = manifest.get("folds") if isinstance(manifest.get("folds"), Mapping) else None
+    if recorded and not cfg.exclude and int(recorded.get("k", 0)) == cfg.k and int(recorded.get("seed", -1)) == cfg.seed:
+        folds = [list(manifest[key]) for key in recorded["keys"]]
+        return {"k": cfg.k, "seed": cfg.seed, "source": f"{path} (folds)", "excluded": None, "folds": folds}
+    excluded: set[str] = set()
+    if cfg.exclude:
+        if not isinstance(manifest.get(cfg.exclude), list):
+            raise ValueError(f"{path}: no datalist part {cfg.exclude!r} to keep out of the cross-validation")
+        excluded = {e["image"] for e in manifest[cfg.exclude]}
+    cases: dict[str, dict[str, Any]] = {}
+    for key, part in manifest.items():
+        if isinstance(part, list) and not key.startswith("fold_"):
+            for e in part:
+                if isinstance(e, Mapping) and "image" in e and e["image"] not in excluded:
+                    cases.setdefault(e["image"], dict(e))
+    entries = list(cases.values())
+    groups: dict[str, int] = {}
+    for e in entries:
+        groups[_group(e)] = groups.get(_group(e), 0) + 1
+    if len(groups) < cfg.k:
+        raise ValueError(f"{path}: {len(groups)} patients cannot make {cfg.k} folds")
+    fold_of = assign_folds(groups, cfg.k, cfg.seed)
+    folds = [[e for e in entries if fold_of[_group(e)] == f] for f in range(cfg.k)]
+    return {"k": cfg.k, "seed": cfg.seed, "source": str(path), "excluded": cfg.exclude, "folds": folds}
+
+
+def fold_datalist(folds: Sequence[Sequence[Mapping[str, Any]]], fold: int, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """The datalist of one fold: ``cv_test`` = the fold, ``cv_train`` + ``cv_val`` = the other folds,
+    split by patients (:data:`INNER_RATIOS`, seeded) so that the checkpoint is chosen on cases that
+    are neither trained on nor tested on."""
+    from kneeseg.data.splits import assign_groups
+
+    rest = [dict(e) for f, part in enumerate(folds) if f != fold for e in part]
+    groups: dict[str, int] = {}
+    for e in rest:
+        groups[_group(e)] = groups.get(_group(e), 0) + 1
+    part_of = assign_groups(groups, INNER_RATIOS, seed + fold)
+    return {
+        "cv_train": [e for e in rest if part_of[_group(e)] == 0],
+        "cv_val": [e for e in rest if part_of[_group(e)] == 1],
+        "cv_test": [dict(e) for e in folds[fold]],
+    }
+
+
+def _say(progress: Callable[[str], None] | None, line: str) -> None:
+    (progress or (lambda s: print(s, flush=True)))(line)
+
+
+def run_dir(cfg: CVConfig, method: str, fold: int) -> Path:
+    return cfg.root / "runs" / method / f"fold{fold}"
+
+
+def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Mapping[str, Any]]],
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train on the other folds and predict this one through the bundle; returns the run's record."""
+    from kneeseg.bench.table1 import _best_val
+    from kneeseg.workflows import run_workflow
+
+    base = run_dir(cfg, method, fold)
+    record = base / "run.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    datalist = fold_datalist(folds, fold, cfg.seed)
+    atomic_write_text(base / "datalist.json", json.dumps(datalist, indent=1))
+    common: dict[str, Any] = dict(METHOD_LAYOUT.get(method, {}))
+    common.update(cfg.overrides)
+    common.update(data_list_file_path=str(base / "datalist.json"), train_list_key="cv_train", val_list_key="cv_val",
+                  test_list_key="cv_test", network_name=method, seed=cfg.seed, ckpt_dir=str(base / "models"))  # fmt: skip
+    if cfg.dataset_dir:
+        common["dataset_dir"] = cfg.dataset_dir
+    sizes = {k: len(v) for k, v in datalist.items()}
+    _say(progress, f"[cv] {method} fold {fold}: training on {sizes['cv_train']} cases (checkpoint on {sizes['cv_val']})")
+    t0 = time.perf_counter()
+    run_workflow("train", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(base / "train"), resume=False))
+    train_s = time.perf_counter() - t0
+    _say(progress, f"[cv] {method} fold {fold}: trained in {train_s:.0f} s; predicting its {sizes['cv_test']} cases")
+    run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(base / "eval")))
+    summary = json.loads((base / "eval" / "metrics_summary.json").read_text())
+    best_val, best_epoch = _best_val(base / "train" / "history.json")
+    row: dict[str, Any] = {"method": method, "fold": fold, "train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
+                           "val_f1": best_val, "epoch": best_epoch, "n_train": sizes["cv_train"], "n_val": sizes["cv_val"],
+                           "n_test": sizes["cv_test"], "dice": summary["per_image_mean"].get("dice")}  # fmt: skip
+    atomic_write_text(record, json.dumps(row, indent=1))
+    _say(progress, f"[cv] {method} fold {fold}: Dice {row['dice']:.4f} on its cases")
+    return row
+
+
+def oof_table(cfg: CVConfig, methods: Sequence[str]) -> Any:
+    """Every finished fold's per-case metrics (``method``, ``fold``, ``case``, :data:`CV_METRICS`) as a
+    pandas table; raises if a case was predicted twice for a method (folds must not overlap)."""
+    import pandas as pd
+
+    from kneeseg.bench.report import short_case
+
+    frames = []
+    for method in methods:
+        for fold in range(cfg.k):
+            path = run_dir(cfg, method, fold) / "eval" / "metrics_per_case.csv"
+            if (run_dir(cfg, method, fold) / "run.json").is_file() and path.is_file():
+                frame = pd.read_csv(path)
+                frames.append(frame.assign(method=method, fold=fold, case=frame["case_id"].map(short_case)))
+    if not frames:
+        return pd.DataFrame(columns=["method", "fold", "case", *CV_METRICS])
+    table = pd.concat(frames, ignore_index=True)[["method", "fold", "case", *CV_METRICS]]
+    twice = table[table.duplicated(["method", "case"], keep=False)]
+    if len(twice):
+        raise ValueError(f"cases predicted more than once: {sorted(set(zip(twice['method'], twice['case'])))[:5]}")
+    return table
+
+
+def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Write the out-of-fold tables, statistics and plots; returns the table as a dict."""
+    from kneeseg.bench.cv_report import cv_markdown, cv_statistics, plot_fold_boxes, plot_paired_dots, write_csv
+
+    root = cfg.root
+    methods = [m for m in cfg.methods if any(r["method"] == m for r in rows)]
+    table = oof_table(cfg, methods)
+    all_cases = sorted({c for part in folds["folds"] for c in (_case_name(e) for e in part)})
+    write_csv(root / "oof_per_case.csv", table)
+    write_csv(root / "runs.csv", rows, ["method", "fold", "dice", "val_f1", "epoch", "n_train", "n_val", "n_test", "train_s", "wall_s"])
+    result = cv_statistics(table, methods, REFERENCE, all_cases, cfg.k)
+    result.update(k=cfg.k, seed=cfg.seed, preset=cfg.preset, data=cfg.data, overrides=cfg.overrides, excluded=cfg.exclude,
+                  folds_source=folds["source"], n_cases=len(all_cases))  # fmt: skip
+    from kneeseg.bench.table1 import environment
+
+    result["environment"] = environment()
+    result["train_s_total"] = round(sum(float(r.get("train_s") or 0) for r in rows), 1)
+    atomic_write_text(root / "cv_table.json", json.dumps(result, indent=1))
+    atomic_write_text(root / "cv_table.md", cv_markdown(result))
+    plot_paired_dots(table, methods, REFERENCE, root / "cv_paired_dots.png")
+    plot_fold_boxes(table, methods, cfg.k, root / "cv_fold_boxes.png")
+    _say(progress, cv_markdown(result))
+    return result
+
+
+def _case_name(entry: Mapping[str, Any]) -> str:
+    from kneeseg.bench.report import short_case
+
+    return short_case(str(entry.get("label") or entry["image"]))
+
+
+def run_cv(cfg: CVConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every method x fold (resuming finished runs), then :func:`aggregate_cv`."""
+    folds = cv_folds(cfg)
+    root = cfg.root
+    root.mkdir(parents=True, exist_ok=True)
+    record = {k: v for k, v in folds.items() if k != "folds"}
+    record["cases"] = [[_case_name(e) for e in part] for part in folds["folds"]]
+    atomic_write_text(root / "folds.json", json.dumps(record, indent=1))
+    total = len(cfg.methods) * cfg.k
+    rows, t0, fresh_done = [], time.perf_counter(), 0
+    for i, (method, fold) in enumerate([(m, f) for m in cfg.methods for f in range(cfg.k)], 1):
+        elapsed = time.perf_counter() - t0
+        eta = f", about {elapsed / fresh_done * (total - i + 1) / 60:.0f} min left" if fresh_done else ""
+        _say(progress, f"[cv] run {i}/{total}: {method} fold {fold} ({elapsed / 60:.1f} min elapsed{eta})")
+        fresh = not (run_dir(cfg, method, fold) / "run.json").is_file()
+        rows.append(run_fold(cfg, method, fold, folds["folds"], progress))
+        fresh_done += int(fresh)
+    return aggregate_cv(cfg, folds, rows, progress)

@@ -1,0 +1,184 @@
+"""The cross-validated Table 1 report: statistics over out-of-fold cases, the Markdown table, the plots.
+
+Input is the out-of-fold table of :func:`kneeseg.bench.cv.oof_table` (one row per method and
+case). Per method: mean +- sd over cases and over folds (of the fold means) of the paper's
+metrics (loss rate as cross-entropy, MAE, F1) and Dice / HD95; against the reference: per-case
+paired differences with bootstrap 95 % CIs and Wilcoxon signed-rank p, Holm-corrected across the
+methods (:mod:`kneeseg.bench.stats`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kneeseg.atomic import atomic_write_bytes, atomic_write_text
+from kneeseg.bench.stats import holm, mean_sd, paired_comparison
+
+__all__ = ["cv_markdown", "cv_statistics", "plot_fold_boxes", "plot_paired_dots", "write_csv"]
+
+#: the table's metrics (per-case column, label), in the paper's order first
+TABLE_METRICS = [("loss", "loss rate (CE)"), ("mae", "MAE"), ("f1", "F1"), ("dice", "Dice"), ("hd95", "HD95 (px)")]
+#: the metrics compared pairwise against the reference, with their direction (True: higher is better)
+PAIRED_METRICS = {"dice": True, "hd95": False}
+
+
+def write_csv(path: Path, rows: Any, columns: Sequence[str] | None = None) -> None:
+    """A pandas table, or dict rows with ``columns``, as CSV (atomic)."""
+    buf = io.StringIO()
+    if columns is None:
+        rows.to_csv(buf, index=False, lineterminator="\n")
+    else:
+        w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _values(table: Any, method: str, metric: str) -> dict[str, float]:
+    """``{case: value}`` of one method (NaN values, e.g. an undefined HD95, left out)."""
+    mine = table[table["method"] == method]
+    return {str(c): float(v) for c, v in zip(mine["case"], mine[metric]) if not (isinstance(v, float) and math.isnan(v))}
+
+
+def cv_statistics(table: Any, methods: Sequence[str], reference: str, all_cases: Sequence[str], k: int) -> dict[str, Any]:
+    """The table as a dict: per method its cases, folds, metrics over cases and over folds; the paired tests."""
+    out: dict[str, Any] = {"reference": reference, "methods": {}, "paired": {}}
+    for m in methods:
+        mine = table[table["method"] == m]
+        cases = set(map(str, mine["case"]))
+        entry: dict[str, Any] = {"n_cases": len(cases), "n_folds": int(mine["fold"].nunique()),
+                                 "missing_cases": sorted(set(all_cases) - cases), "over_cases": {}, "over_folds": {}}  # fmt: skip
+        for metric, _ in TABLE_METRICS:
+            vals = mine[metric].astype(float)
+            entry["over_cases"][metric] = mean_sd(list(vals))
+            fold_means = [float(np.nanmean(g[metric].astype(float))) for _, g in mine.groupby("fold") if g[metric].notna().any()]
+            entry["over_folds"][metric] = mean_sd(fold_means)
+        entry["hd95_undefined"] = int(mine["hd95"].isna().sum())
+        out["methods"][m] = entry
+    if reference not in methods:
+        return out
+    for metric, higher in PAIRED_METRICS.items():
+        ref = _values(table, reference, metric)
+        rows = []
+        for m in methods:
+            if m == reference:
+                continue
+            p = paired_comparison(ref, _values(table, m, metric))
+            p["method"] = m
+            rows.append(p)
+        for p, adj in zip(rows, holm([p["wilcoxon_p"] for p in rows])):
+            p["holm_p"] = adj
+            # the reference is better when the method's difference points the wrong way, significantly
+            worse = p["mean_diff"] < 0 if higher else p["mean_diff"] > 0
+            p["verdict"] = ("n/a" if math.isnan(adj) else
+                            f"{reference} better" if adj < 0.05 and worse else
+                            f"{p['method']} better" if adj < 0.05 else "no significant difference")  # fmt: skip
+        out["paired"][metric] = rows
+    return out
+
+
+def _fmt(ms: Sequence[float], digits: int = 4) -> str:
+    mean, sd = ms
+    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def cv_markdown(result: Mapping[str, Any]) -> str:
+    """The cross-validated table and the paired comparisons as Markdown."""
+    k, ref = result.get("k"), result["reference"]
+    head = "| method | cases | " + " | ".join(label for _, label in TABLE_METRICS) + " | Dice over folds |"
+    lines = [f"{k}-fold cross-validation, out-of-fold predictions, mean ± sd over cases "
+             f"({result.get('n_cases', '?')} cases; one training seed per fold):", "", head,
+             "|---|---:|" + "---:|" * len(TABLE_METRICS) + "---:|"]  # fmt: skip
+    for m, e in result["methods"].items():
+        cells = [_fmt(e["over_cases"][metric], 2 if metric == "hd95" else 4) for metric, _ in TABLE_METRICS]
+        lines.append(f"| {m} | {e['n_cases']} | " + " | ".join(cells) + f" | {_fmt(e['over_folds']['dice'])} |")
+    undefined = [f"{m} {e['hd95_undefined']}" for m, e in result["methods"].items() if e["hd95_undefined"]]
+    if undefined:
+        lines += ["", "HD95 is undefined where exactly one of prediction and truth is empty; cases left out of its mean: "
+                  + ", ".join(undefined) + "."]  # fmt: skip
+    for metric, rows in (result.get("paired") or {}).items():
+        if not rows:
+            continue
+        lines += ["", f"Per-case {metric} difference, method minus {ref} (paired over out-of-fold cases; bootstrap 95 % CI, "
+                      f"Wilcoxon signed-rank p, Holm-corrected over {len(rows)} methods):", "",
+                  "| method | cases | mean difference | 95 % CI | Wilcoxon p | Holm p | verdict |",
+                  "|---|---:|---:|---|---:|---:|---|"]  # fmt: skip
+        for p in rows:
+            lines.append(f"| {p['method']} | {p['n']} | {p['mean_diff']:+.4f} | [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}] | "
+                         f"{p['wilcoxon_p']:.3g} | {p['holm_p']:.3g} | {p['verdict']} |")  # fmt: skip
+    env = result.get("environment")
+    if env:
+        lines += ["", f"Measured on {env['cpu']} ({env['cores']} cores, {env['torch_threads']} torch threads, GPU: "
+                      f"{'yes' if env['gpu'] else 'no'}), torch {env['torch']}, MONAI {env['monai']}, {env['precision']}; "
+                      f"training took {result.get('train_s_total', 0) / 3600:.2f} h in all."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _figure_bytes(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_paired_dots(table: Any, methods: Sequence[str], reference: str, path: Path) -> None:
+    """Per-case out-of-fold Dice: one panel per method, each case a line from the reference to the method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    others = [m for m in methods if m != reference] or list(methods)
+    ref = _values(table, reference, "dice")
+    fig, axes = plt.subplots(1, len(others), figsize=(2.6 * len(others) + 0.6, 3.6), squeeze=False, sharey=True)
+    for ax, m in zip(axes[0], others):
+        mine = _values(table, m, "dice")
+        cases = sorted(set(ref) & set(mine))
+        for c in cases:
+            d = mine[c] - ref[c]
+            ax.plot([0, 1], [ref[c], mine[c]], color="tab:green" if d > 0 else "tab:red" if d < 0 else "0.6", alpha=0.35, lw=0.8)
+        ax.scatter(np.zeros(len(cases)), [ref[c] for c in cases], s=6, color="k")
+        ax.scatter(np.ones(len(cases)), [mine[c] for c in cases], s=6, color="k")
+        ax.set_xticks([0, 1], [reference, m], fontsize=8)
+        ax.set_xlim(-0.3, 1.3)
+        ax.set_title(f"{m}: {len(cases)} cases", fontsize=9)
+    axes[0][0].set_ylabel("out-of-fold Dice per case")
+    fig.tight_layout()
+    atomic_write_bytes(path, _figure_bytes(fig))
+
+
+def plot_fold_boxes(table: Any, methods: Sequence[str], k: int, path: Path) -> None:
+    """Per-case out-of-fold Dice as one box per fold, grouped by method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * k * max(1, len(methods)), 3.8))
+    colours = plt.get_cmap("tab10")
+    positions, data, labels = [], [], []
+    for i, m in enumerate(methods):
+        mine = table[table["method"] == m]
+        for f in range(k):
+            vals = mine[mine["fold"] == f]["dice"].astype(float).dropna().to_numpy()
+            positions.append(i * (k + 1) + f)
+            data.append(vals if len(vals) else np.array([np.nan]))
+        labels.append((i * (k + 1) + (k - 1) / 2, m))
+    parts = ax.boxplot(data, positions=positions, widths=0.7, patch_artist=True, showfliers=True)
+    for j, box in enumerate(parts["boxes"]):
+        box.set_facecolor(colours(j % k))
+        box.set_alpha(0.6)
+    ax.set_xticks([p for p, _ in labels], [m for _, m in labels], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("out-of-fold Dice per case")
+    ax.set_title(f"Dice per fold (boxes: folds 0-{k - 1})", fontsize=9)
+    fig.tight_layout()
+    atomic_write_bytes(path, _figure_bytes(fig))

@@ -1,0 +1,109 @@
+"""``kneeseg bench table1 --cv K``: patient-grouped folds, every case predicted exactly once out of
+fold (quick mode: tiny phantom, 2 folds, 1 epoch, through the bundle), and the statistics."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kneeseg.bench.cv import CVConfig, cv_folds, fold_datalist
+from kneeseg.bench.stats import holm
+from kneeseg.cli import main as cli_main
+from kneeseg.data.splits import ManifestError, assign_folds
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_folds_are_patient_grouped_balanced_and_seeded():
+    sizes = {f"p{i}": 1 + (i % 3 == 0) for i in range(40)}  # some patients hold two images
+    folds = assign_folds(sizes, 5, seed=0)
+    assert set(folds) == set(sizes) and set(folds.values()) == set(range(5))
+    images = collections.Counter()
+    for pid, f in folds.items():
+        images[f] += sizes[pid]
+    assert max(images.values()) - min(images.values()) <= 2
+    assert assign_folds(dict(reversed(list(sizes.items()))), 5, seed=0) == folds  # order does not matter
+    assert assign_folds(sizes, 5, seed=1) != folds
+    with pytest.raises(ManifestError, match="k >= 2"):
+        assign_folds(sizes, 1)
+    with pytest.raises(ManifestError, match="3 groups cannot make 5 folds"):
+        assign_folds(["a", "b", "c"], 5)
+
+
+def test_knee_acl_manifest_records_five_folds_of_all_93_cases():
+    manifest = json.loads((PROJECT / "data_manifests" / "knee_acl.json").read_text())
+    record = manifest["folds"]
+    assert record["k"] == 5 and record["keys"] == [f"fold_{f}" for f in range(5)]
+    parts = [manifest[k] for k in record["keys"]]
+    images = [e["image"] for part in parts for e in part]
+    everything = {e["image"] for key in ("training", "validation") for e in manifest[key]}
+    assert len(images) == len(set(images)) == len(everything) == 93 and set(images) == everything
+    patients = [{e["patient"] for e in part} for part in parts]
+    assert all(a.isdisjoint(b) for i, a in enumerate(patients) for b in patients[i + 1 :])
+    assert [len(p) for p in parts] == record["counts"] and max(record["counts"]) - min(record["counts"]) <= 1
+    # the CV takes exactly these folds (no shared data needed: only the datalist is read)
+    folds = cv_folds(CVConfig(out=Path("unused"), k=5, data="knee_acl"))
+    assert folds["source"].endswith("(folds)") and [len(f) for f in folds["folds"]] == record["counts"]
+    # a part held out of the CV: the folds are made anew over the rest
+    rest = cv_folds(CVConfig(out=Path("unused"), k=5, data="knee_acl", exclude="test_811"))
+    held = {e["image"] for e in manifest["test_811"]}
+    kept = [e["image"] for part in rest["folds"] for e in part]
+    assert len(kept) == len(set(kept)) == 93 - len(held) and held.isdisjoint(kept)
+
+
+def test_fold_datalist_trains_on_other_folds_and_selects_on_unseen_patients():
+    folds = [[{"image": f"{f}_{i}.png", "label": f"{f}_{i}_m.png", "patient": f"p{f}_{i // 2}"} for i in range(8)] for f in range(3)]
+    for fold in range(3):
+        d = fold_datalist(folds, fold, seed=0)
+        test = {e["image"] for e in d["cv_test"]}
+        train, val = ({e["image"] for e in d[k]} for k in ("cv_train", "cv_val"))
+        assert test == {e["image"] for e in folds[fold]}
+        assert train | val == {e["image"] for f, part in enumerate(folds) if f != fold for e in part}
+        assert not (train & val) and not (test & (train | val)) and val
+        assert {e["patient"] for e in d["cv_train"]}.isdisjoint(e["patient"] for e in d["cv_val"])
+
+
+def test_holm_adjusts_step_down_and_keeps_input_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+    out = holm([float("nan"), 0.02, 0.2])
+    assert np.isnan(out[0]) and out[1:] == pytest.approx([0.04, 0.2])
+
+
+def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
+    out = tmp_path / "t1"
+    assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--out", str(out)]) == 0
+    root = out / "cv"
+    dataset = json.loads((out / "phantom" / "dataset_2d.json").read_text())
+    every = {Path(e["label"]).stem for key in ("training", "validation", "test") for e in dataset[key]}
+    with open(root / "oof_per_case.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for method in ("unet", "csam_unet"):
+        counts = collections.Counter(r["case"] for r in rows if r["method"] == method)
+        assert set(counts) == every and set(counts.values()) == {1}, method
+        # each case was predicted by the fold that held it out
+        folds = json.loads((root / "folds.json").read_text())["cases"]
+        fold_of = {c: f for f, cases in enumerate(folds) for c in cases}
+        assert all(int(r["fold"]) == fold_of[r["case"]] for r in rows if r["method"] == method)
+    for fold in range(2):
+        datalist = json.loads((root / "runs" / "csam_unet" / f"fold{fold}" / "datalist.json").read_text())
+        cases = {k: {e["case"] for e in v} for k, v in datalist.items()}
+        assert not (cases["cv_test"] & (cases["cv_train"] | cases["cv_val"])) and cases["cv_val"]
+    table = json.loads((root / "cv_table.json").read_text())
+    assert table["k"] == 2 and table["methods"]["unet"]["n_cases"] == len(every) == table["n_cases"]
+    assert table["methods"]["csam_unet"]["missing_cases"] == []
+    paired = table["paired"]["dice"]
+    assert [p["method"] for p in paired] == ["unet"] and paired[0]["n"] == len(every) and "holm_p" in paired[0]
+    assert "loss rate (CE)" in (root / "cv_table.md").read_text()
+    for png in ("cv_paired_dots.png", "cv_fold_boxes.png"):
+        assert (root / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/fold*/run.json")}
+    assert len(stamps) == 4
+    assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--out", str(out)]) == 0  # resumes: nothing retrained
+    assert {p: p.stat().st_mtime_ns for p in root.glob("runs/*/fold*/run.json")} == stamps
