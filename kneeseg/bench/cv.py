@@ -202,7 +202,13 @@ def oof_table(cfg: CVConfig, methods: Sequence[str]) -> Any:
 def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """Write the out-of-fold tables, statistics and plots; returns the table as a dict."""
-    from kneeseg.bench.cv_report import cv_markdown, cv_statistics, plot_fold_boxes, plot_paired_dots, write_csv
+    from kneeseg.bench.cv_report import (
+        cv_markdown,
+        cv_statistics,
+        plot_fold_boxes,
+        plot_paired_dots,
+        write_csv,
+    )
 
     root = cfg.root
     methods = [m for m in cfg.methods if any(r["method"] == m for r in rows)]

@@ -41,7 +41,6 @@ import torch.nn.functional as F
 
 from kneeseg.data.orientation import AxisMap, map_volume
 from kneeseg.engines.runtime import NetworkRunner, RuntimeChoice, ensemble_runners
-from kneeseg.networks.ensemble import mean_softmax
 from kneeseg.files import PathLike
 from kneeseg.inference.definition import bundle_settings, load_networks
 from kneeseg.inference.postprocess import (
@@ -49,6 +48,7 @@ from kneeseg.inference.postprocess import (
     count_components,
     keep_largest_components,
 )
+from kneeseg.networks.ensemble import mean_softmax
 
 __all__ = ["Prediction", "PreparedVolume", "SliceSegmenter", "load_segmenter"]
 

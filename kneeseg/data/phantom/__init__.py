@@ -44,8 +44,18 @@ and PNG writers, datalists). This package only re-exports their public names.
 
 from __future__ import annotations
 
-from kneeseg.data.phantom.case import DEFAULT_FOV_MM, DEFAULT_SHAPE, PHANTOM_LABELS, PNG_ORIENTATION, PhantomCase
-from kneeseg.data.phantom.dataset import generate_phantom, write_case_nifti, write_png_slices
+from kneeseg.data.phantom.case import (
+    DEFAULT_FOV_MM,
+    DEFAULT_SHAPE,
+    PHANTOM_LABELS,
+    PNG_ORIENTATION,
+    PhantomCase,
+)
+from kneeseg.data.phantom.dataset import (
+    generate_phantom,
+    write_case_nifti,
+    write_png_slices,
+)
 from kneeseg.data.phantom.dicom_writer import write_dicom_series
 from kneeseg.data.phantom.render import render_case
 
