@@ -196,3 +196,24 @@ def smooth_knee_series(root: Path, seed: int, slices: int = 4) -> Path:
     img = ((img - img.min()) / np.ptp(img) * 800).astype(np.uint16)
     write_oriented_series(root / "in" / "knee", img, "IP", "PI", slices=slices)
     return root / "in"
+
+
+def run_bundle_inference(bundle: Path, series: Path, out: Path, *args: str) -> Path:
+    """``python -m monai.bundle run inferring`` with the bundle's ``inference.json`` on the first file
+    of ``series`` at the tiny test network (width 4, 64 px) plus ``args``; returns the one mask written."""
+    import subprocess
+    import sys
+
+    datalist = out.parent / f"{out.name}_datalist.json"
+    datalist.write_text(json.dumps({"test": [{"image": str(next(series.iterdir()))}]}))
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "inferring",
+        "--meta_file", str(bundle / "configs" / "metadata.json"),
+        "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle),
+        "--output_dir", str(out), "--dataset_dir", "/", "--data_list_file_path", str(datalist),
+        "--width", "4", "--spatial_size", "64", *args,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = out.glob("*_seg.nii*")
+    return path

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference_helpers import dice, smooth_knee_series, untrained_model
+from inference_helpers import dice, run_bundle_inference, smooth_knee_series, untrained_model
 from kneeseg.cli import main as cli_main
 from kneeseg.inference.results import read_results_csv
 from kneeseg.inference.segmenter import load_segmenter
@@ -76,9 +76,6 @@ def test_kneeseg_infer_takes_several_checkpoints(members, series, tmp_path):
 def test_bundle_and_kneeseg_infer_take_models_fold_star_as_the_ensemble(members, series, tmp_path):
     """``models/fold*/model.pt`` present: ``inference.json`` and ``kneeseg infer`` (no --ckpt) use
     them as one ensemble, in fold order, and give the ensemble's mask."""
-    import subprocess
-    import sys
-
     from kneeseg.data import discover_series, load_volume
     from kneeseg.networks import fold_checkpoints
     from kneeseg.workflows import default_bundle_dir
@@ -92,19 +89,8 @@ def test_bundle_and_kneeseg_infer_take_models_fold_star_as_the_ensemble(members,
     expected = explicit(image, meta["affine"])
     assert np.array_equal(by_default(image, meta["affine"]), expected)
 
-    bundle = default_bundle_dir()
-    datalist = tmp_path / "dl.json"
-    datalist.write_text(json.dumps({"test": [{"image": str(next(series.iterdir()))}]}))
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run", "inferring",
-        "--meta_file", str(bundle / "configs" / "metadata.json"),
-        "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle),
-        "--ckpt_dir", str(folds_dir), "--output_dir", str(tmp_path / "bundle_out"), "--dataset_dir", "/",
-        "--data_list_file_path", str(datalist), "--width", "4", "--spatial_size", "64", "--runtime", "eager",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (path,) = (tmp_path / "bundle_out").glob("*_seg.nii*")
+    path = run_bundle_inference(default_bundle_dir(), series, tmp_path / "bundle_out", "--ckpt_dir", str(folds_dir),
+                                "--runtime", "eager")  # fmt: skip
     labels = np.asarray(nib.load(str(path)).dataobj).squeeze()
     singles = [load_segmenter(ckpt=m, overrides=TINY, runtime="eager")[0](image, meta["affine"]) for m in members]
     assert labels.shape == expected.shape and dice(labels, expected) >= 0.99

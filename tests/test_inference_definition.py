@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from inference_helpers import dice, smooth_knee_series, untrained_model
+from inference_helpers import dice, run_bundle_inference, smooth_knee_series, untrained_model
 from kneeseg.data import discover_series, load_volume
 from kneeseg.inference.batch import predict_folder
 from kneeseg.inference.definition import bundle_settings
@@ -107,18 +105,7 @@ def test_largest_component_setting_reaches_kneeseg_infer_and_the_bundle(largest,
                          formats=["nifti"], progress=lambda line: None)  # fmt: skip
     (row,) = [r for r in res.rows if r["status"] == "ok"]
     fast = nib.load(str(out / row["nifti"]))
-    datalist = tmp_path / "dl.json"
-    datalist.write_text(json.dumps({"test": [{"image": str(next(series.iterdir()))}]}))
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run", "inferring",
-        "--meta_file", str(bundle / "configs" / "metadata.json"),
-        "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle),
-        "--ckpt_path", str(model), "--output_dir", str(tmp_path / "bundle_out"), "--dataset_dir", "/",
-        "--data_list_file_path", str(datalist), "--width", "4", "--spatial_size", "64",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (path,) = (tmp_path / "bundle_out").glob("*_seg.nii*")
+    path = run_bundle_inference(bundle, series, tmp_path / "bundle_out", "--ckpt_path", str(model))
     ref = nib.load(str(path))
     a, b = np.asarray(fast.dataobj), np.asarray(ref.dataobj).squeeze()
     assert np.allclose(fast.affine, ref.affine, atol=1e-4) and a.shape == b.shape

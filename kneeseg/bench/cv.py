@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from kneeseg.atomic import atomic_write_text
-from kneeseg.bench.protocol import ABLATIONS, EXTRA_PEERS, METHOD_LAYOUT, REFERENCE
+from kneeseg.bench.protocol import (
+    ABLATIONS,
+    EXTRA_PEERS,
+    METHOD_LAYOUT,
+    REFERENCE,
+    training_parser,
+)
 
 __all__ = ["CV_METHODS", "CVConfig", "aggregate_cv", "cv_folds", "fold_datalist", "oof_table", "run_cv", "run_fold"]
 
@@ -65,17 +71,7 @@ def _group(entry: Mapping[str, Any]) -> str:
 
 def _data_settings(cfg: CVConfig) -> dict[str, Any]:
     """The data config's datalist file and data root as the bundle resolves them."""
-    from monai.bundle import ConfigParser
-
-    from kneeseg.workflows import default_bundle_dir, workflow_config_files
-
-    parser = ConfigParser()
-    parser.read_config(workflow_config_files("train", default_bundle_dir(), cfg.preset, cfg.data))
-    parser["bundle_root"] = str(default_bundle_dir())
-    for k, v in cfg.overrides.items():
-        parser[k] = v
-    if cfg.dataset_dir:
-        parser["dataset_dir"] = cfg.dataset_dir
+    parser = training_parser(cfg.preset, cfg.data, cfg.overrides, cfg.dataset_dir)
     return {"datalist": Path(parser.get_parsed_content("data_list_file_path")), "dataset_dir": parser.get_parsed_content("dataset_dir")}
 
 

@@ -9,6 +9,7 @@ note in its ``notes``. :class:`Table1Config` says what one invocation runs;
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "effective_protocol",
     "run_dirs",
     "split_overrides",
+    "training_parser",
 ]
 
 #: the protocol as data (see its ``notes``)
@@ -81,17 +83,23 @@ def split_overrides(data: str) -> dict[str, str]:
 
 def bundle_parser(cfg: Table1Config) -> Any:
     """The bundle's training config as every run sees it (preset + data + overrides)."""
+    return training_parser(cfg.preset, cfg.data, cfg.overrides, cfg.dataset_dir)
+
+
+def training_parser(preset: str, data: str, overrides: Mapping[str, Any], dataset_dir: str | None = None) -> Any:
+    """The bundle's training config (``train.json`` + preset + data config) with ``overrides``
+    and, when given, ``dataset_dir`` set; also what a cross-validation run reads its datalist from."""
     from monai.bundle import ConfigParser
 
     from kneeseg.workflows import default_bundle_dir, workflow_config_files
 
     parser = ConfigParser()
-    parser.read_config(workflow_config_files("train", default_bundle_dir(), cfg.preset, cfg.data))
+    parser.read_config(workflow_config_files("train", default_bundle_dir(), preset, data))
     parser["bundle_root"] = str(default_bundle_dir())
-    for k, v in cfg.overrides.items():
+    for k, v in overrides.items():
         parser[k] = v
-    if cfg.dataset_dir:
-        parser["dataset_dir"] = cfg.dataset_dir
+    if dataset_dir:
+        parser["dataset_dir"] = dataset_dir
     return parser
 
 
