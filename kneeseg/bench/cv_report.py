@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes, atomic_write_text
+from kneeseg.bench.plots import _figure_bytes
 from kneeseg.bench.stats import holm, mean_sd, paired_comparison
 
 __all__ = ["cv_markdown", "cv_statistics", "plot_fold_boxes", "plot_paired_dots", "write_csv"]
@@ -119,15 +120,6 @@ def cv_markdown(result: Mapping[str, Any]) -> str:
                       f"{'yes' if env['gpu'] else 'no'}), torch {env['torch']}, MONAI {env['monai']}, {env['precision']}; "
                       f"training took {result.get('train_s_total', 0) / 3600:.2f} h in all."]  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def _figure_bytes(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def plot_paired_dots(table: Any, methods: Sequence[str], reference: str, path: Path) -> None:
