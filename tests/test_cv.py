@@ -78,8 +78,17 @@ def test_holm_adjusts_step_down_and_keeps_input_order():
 
 def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
     out = tmp_path / "t1"
-    assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--out", str(out)]) == 0
     root = out / "cv"
+    # a budget too small for a second run: the first run (unet, fold 0 -- runs go fold by fold) and a
+    # table of what finished
+    assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--out", str(out), "--cv-budget", "1e-6"]) == 0
+    assert [p.relative_to(root).as_posix() for p in root.glob("runs/*/fold*/run.json")] == ["runs/unet/fold0/run.json"]
+    partial = json.loads((root / "cv_table.json").read_text())
+    fold1 = json.loads((root / "folds.json").read_text())["cases"][1]
+    assert list(partial["methods"]) == ["unet"] and partial["methods"]["unet"]["missing_cases"] == sorted(fold1)
+    first = (root / "runs" / "unet" / "fold0" / "run.json").stat().st_mtime_ns
+    assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--out", str(out)]) == 0  # the rest
+    assert (root / "runs" / "unet" / "fold0" / "run.json").stat().st_mtime_ns == first
     dataset = json.loads((out / "phantom" / "dataset_2d.json").read_text())
     every = {Path(e["label"]).stem for key in ("training", "validation", "test") for e in dataset[key]}
     with open(root / "oof_per_case.csv", newline="") as fh:

@@ -58,6 +58,9 @@ class CVConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: a datalist key whose cases stay out of the CV (e.g. ``test_811``, to measure fold ensembles on them)
     exclude: str | None = None
+    #: wall-clock budget in hours: no new (method, fold) run starts that would, at the mean time of
+    #: the runs trained so far, end past it; the table is written from what finished (``None``: no limit)
+    budget_h: float | None = None
 
     @property
     def root(self) -> Path:
@@ -233,21 +236,33 @@ def _case_name(entry: Mapping[str, Any]) -> str:
     return short_case(str(entry.get("label") or entry["image"]))
 
 
+def run_order(methods: Sequence[str], k: int) -> list[tuple[str, int]]:
+    """Fold by fold, every method on a fold before the next fold: a table cut short by a budget
+    still compares all methods on the same (complete) folds."""
+    return [(m, f) for f in range(k) for m in methods]
+
+
 def run_cv(cfg: CVConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Every method x fold (resuming finished runs), then :func:`aggregate_cv`."""
+    """Every fold x method (resuming finished runs, within ``cfg.budget_h``), then :func:`aggregate_cv`."""
     folds = cv_folds(cfg)
     root = cfg.root
     root.mkdir(parents=True, exist_ok=True)
     record = {k: v for k, v in folds.items() if k != "folds"}
     record["cases"] = [[_case_name(e) for e in part] for part in folds["folds"]]
     atomic_write_text(root / "folds.json", json.dumps(record, indent=1))
-    total = len(cfg.methods) * cfg.k
+    order = run_order(cfg.methods, cfg.k)
+    total = len(order)
     rows, t0, fresh_done = [], time.perf_counter(), 0
-    for i, (method, fold) in enumerate([(m, f) for m in cfg.methods for f in range(cfg.k)], 1):
+    for i, (method, fold) in enumerate(order, 1):
         elapsed = time.perf_counter() - t0
-        eta = f", about {elapsed / fresh_done * (total - i + 1) / 60:.0f} min left" if fresh_done else ""
-        _say(progress, f"[cv] run {i}/{total}: {method} fold {fold} ({elapsed / 60:.1f} min elapsed{eta})")
         fresh = not (run_dir(cfg, method, fold) / "run.json").is_file()
+        per_run = elapsed / fresh_done if fresh_done else None
+        if fresh and cfg.budget_h is not None and per_run is not None and elapsed + per_run > cfg.budget_h * 3600:
+            left = sum(not (run_dir(cfg, m, f) / "run.json").is_file() for m, f in order[i - 1:])
+            _say(progress, f"[cv] budget of {cfg.budget_h:g} h reached after {elapsed / 60:.1f} min: {left} run(s) left for a rerun")
+            break
+        eta = f", about {per_run * (total - i + 1) / 60:.0f} min left" if per_run else ""
+        _say(progress, f"[cv] run {i}/{total}: {method} fold {fold} ({elapsed / 60:.1f} min elapsed{eta})")
         rows.append(run_fold(cfg, method, fold, folds["folds"], progress))
         fresh_done += int(fresh)
     return aggregate_cv(cfg, folds, rows, progress)

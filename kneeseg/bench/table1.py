@@ -276,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                         "predicted once out of fold; per-case paired statistics (kneeseg.bench.cv); --seeds' first is the fold seed")
     p.add_argument("--cv-exclude", default=None, metavar="KEY",
                    help="with --cv: keep the cases of this datalist part out of the folds (e.g. test_811, for fold-ensemble tests)")
+    p.add_argument("--cv-budget", type=float, default=None, metavar="HOURS",
+                   help="with --cv: start no run that would end past this many hours (runs go fold by fold, every method "
+                        "on a fold first); the table covers what finished, a rerun continues")
     p.add_argument("--ablations", action="store_true",
                    help=f"instead of the table: {REFERENCE} once per variant in ABLATION_VARIANTS (loss, augmentation, size, schedule)")
     args = p.parse_args(argv)
@@ -287,10 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             quick = quick_config(args.out)
             cv = CVConfig(out=args.out, k=args.cv, methods=quick.methods, seed=args.seeds[0], preset=quick.preset,
-                          data=quick.data, dataset_dir=quick.dataset_dir, overrides=quick.overrides, exclude=args.cv_exclude)  # fmt: skip
+                          data=quick.data, dataset_dir=quick.dataset_dir, overrides=quick.overrides, exclude=args.cv_exclude, budget_h=args.cv_budget)  # fmt: skip
         else:
             cv = CVConfig(out=args.out, k=args.cv, seed=args.seeds[0], preset=args.preset, data=args.data,
-                          dataset_dir=args.dataset_dir, overrides=parse_overrides(args.set or []), exclude=args.cv_exclude)  # fmt: skip
+                          dataset_dir=args.dataset_dir, overrides=parse_overrides(args.set or []), exclude=args.cv_exclude,
+                          budget_h=args.cv_budget)  # fmt: skip
             if args.methods:
                 cv.methods = list(args.methods)
         run_cv(cv)
