@@ -116,3 +116,35 @@ def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
     assert len(stamps) == 4
     assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--out", str(out)]) == 0  # resumes: nothing retrained
     assert {p: p.stat().st_mtime_ns for p in root.glob("runs/*/fold*/run.json")} == stamps
+
+
+def test_quick_cv_without_a_part_measures_the_fold_ensemble_on_it(tmp_path):
+    """``--cv-exclude test``: the fold models never see the test cases; each of them and their
+    ensemble (the bundle's ``models/fold*/model.pt``) are evaluated on them, paired per case."""
+    out = tmp_path / "t1"
+    assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--cv-exclude", "test", "--methods", "csam_unet", "--out", str(out)]) == 0
+    dataset = json.loads((out / "phantom" / "dataset_2d.json").read_text())
+    held_out = {Path(e["label"]).stem for e in dataset["test"]}
+    root = out / "cv_without_test"
+    folds = json.loads((root / "folds.json").read_text())["cases"]
+    assert held_out and held_out.isdisjoint(c for part in folds for c in part)
+    gain_dir = root / "ensemble" / "csam_unet"
+    assert sorted(p.parent.name for p in gain_dir.glob("models/fold*/model.pt")) == ["fold0", "fold1"]
+    result = json.loads((gain_dir / "ensemble_gain.json").read_text())
+    assert result["held_out"] == "test" and result["n_cases"] == len(held_out) and set(result["timing_s"]) == {"fold0", "fold1", "ensemble"}
+    for name in ("fold0", "fold1", "ensemble"):
+        with open(gain_dir / name / "metrics_per_case.csv", newline="") as fh:
+            assert {Path(r["case_id"]).stem for r in csv.DictReader(fh)} == held_out
+    assert result["metrics"]["dice"]["gain_vs_mean_single"]["n"] == len(held_out)
+    # the ensemble averages the members' softmax: by Jensen, its cross-entropy (the loss rate) is at
+    # most the members' mean on every case (tests/test_ensemble.py checks it with members that differ)
+    losses = {}
+    for name in ("fold0", "fold1", "ensemble"):
+        with open(gain_dir / name / "metrics_per_case.csv", newline="") as fh:
+            losses[name] = {r["case_id"]: float(r["loss"]) for r in csv.DictReader(fh)}
+    gaps = [np.mean([losses["fold0"][c], losses["fold1"][c]]) - losses["ensemble"][c] for c in losses["ensemble"]]
+    assert min(gaps) >= -1e-6, gaps
+    assert "Fold ensemble (2 x csam_unet)" in (gain_dir / "ensemble_gain.md").read_text()
+    stamp = (gain_dir / "ensemble" / "metrics_per_case.csv").stat().st_mtime_ns
+    assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--cv-exclude", "test", "--methods", "csam_unet", "--out", str(out)]) == 0
+    assert (gain_dir / "ensemble" / "metrics_per_case.csv").stat().st_mtime_ns == stamp  # resumed, not redone

@@ -95,3 +95,33 @@ def test_bundle_and_kneeseg_infer_take_models_fold_star_as_the_ensemble(members,
     singles = [load_segmenter(ckpt=m, overrides=TINY, runtime="eager")[0](image, meta["affine"]) for m in members]
     assert labels.shape == expected.shape and dice(labels, expected) >= 0.99
     assert all(dice(labels, s) < dice(labels, expected) for s in singles)
+
+
+def test_bundle_evaluate_takes_models_fold_star_as_the_ensemble(tmp_path):
+    """``evaluate.json`` with ``models/fold*/model.pt``: the metrics are the ensemble's -- its
+    cross-entropy (the loss rate) is below the members' mean on every case (Jensen: the log of a
+    mean softmax), while a ``ckpt_dir`` holding one ``model.pt`` evaluates that model alone."""
+    import csv
+
+    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.workflows import run_workflow
+
+    folds = tmp_path / "models"
+    for fold, shift in enumerate((3.0, -3.0)):  # members that disagree: one says ligament, one background
+        path = untrained_model(folds / f"fold{fold}" / "model.pt", seed=fold)
+        state = torch.load(path)["model"]
+        bias = [k for k, v in state.items() if k.endswith("bias") and v.shape == (2,)][-1]
+        state[bias] = torch.tensor([0.0, shift])
+        torch.save({"model": state}, path)
+    data = tmp_path / "phantom"
+    generate_phantom(data, cases=3, seed=0, shape=(64, 64, 6), png_negatives=0)
+    losses = {}
+    for name, ckpt_dir in [("fold0", folds / "fold0"), ("fold1", folds / "fold1"), ("ensemble", folds)]:
+        out = tmp_path / name
+        run_workflow("evaluate", preset="cpu", data="phantom", overrides=dict(TINY, dataset_dir=str(data), ckpt_dir=str(ckpt_dir),
+                                                                              output_dir=str(out), network_name="csam_unet"))  # fmt: skip
+        with open(out / "metrics_per_case.csv", newline="") as fh:
+            losses[name] = {r["case_id"]: float(r["loss"]) for r in csv.DictReader(fh)}
+    assert losses["ensemble"] and set(losses["ensemble"]) == set(losses["fold0"]) == set(losses["fold1"])
+    gaps = [(losses["fold0"][c] + losses["fold1"][c]) / 2 - losses["ensemble"][c] for c in losses["ensemble"]]
+    assert min(gaps) > 0.1, (gaps, losses)

@@ -265,4 +265,9 @@ def run_cv(cfg: CVConfig, progress: Callable[[str], None] | None = None) -> dict
         _say(progress, f"[cv] run {i}/{total}: {method} fold {fold} ({elapsed / 60:.1f} min elapsed{eta})")
         rows.append(run_fold(cfg, method, fold, folds["folds"], progress))
         fresh_done += int(fresh)
-    return aggregate_cv(cfg, folds, rows, progress)
+    result = aggregate_cv(cfg, folds, rows, progress)
+    if cfg.exclude and REFERENCE in cfg.methods:
+        from kneeseg.bench.cv_ensemble import ensemble_gain
+
+        ensemble_gain(cfg, REFERENCE, progress)
+    return result
