@@ -135,8 +135,8 @@ def ensemble_gain(cfg: CVConfig, method: str = REFERENCE, progress: Callable[[st
 def ensemble_markdown(result: Mapping[str, Any]) -> str:
     """The measurement as a Markdown table: ensemble vs the single fold models, per metric."""
     k = result["k"]
-    lines = [f"Fold ensemble ({k} x {result['method']}) vs its single fold models on the {result['n_cases']} "
-             f"`{result['held_out']}` cases (outside every fold's training and selection data):", "",
+    lines = [(f"Fold ensemble ({k} x {result['method']}) vs its single fold models on the {result['n_cases']} "
+              f"`{result['held_out']}` cases (outside every fold's training and selection data):"), "",
              "| metric | ensemble | single models (mean of per-case means) | gain vs mean single [95 % CI] | Wilcoxon p | folds beaten |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for metric, m in result["metrics"].items():
@@ -146,6 +146,6 @@ def ensemble_markdown(result: Mapping[str, Any]) -> str:
                      f"{g['mean_diff']:+.4f} [{g['ci_low']:+.4f}, {g['ci_high']:+.4f}] | {g['wilcoxon_p']:.3g} | "
                      f"{m['folds_beaten']}/{k} |")  # fmt: skip
     if "time_ratio" in result:
-        lines += ["", f"Evaluate wall time, ensemble / mean single model: x{result['time_ratio']} "
-                      f"({json.dumps(result['timing_s'])} s)."]  # fmt: skip
+        lines += ["", (f"Evaluate wall time, ensemble / mean single model: x{result['time_ratio']} "
+                       f"({json.dumps(result['timing_s'])} s).")]  # fmt: skip
     return "\n".join(lines) + "\n"
