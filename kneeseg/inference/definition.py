@@ -16,17 +16,9 @@ from typing import Any
 import torch
 
 from kneeseg.files import PathLike, file_sha256
-from kneeseg.networks.ensemble import fold_checkpoints
+from kneeseg.networks.ensemble import fold_checkpoints, load_weights
 
 __all__ = ["bundle_settings", "file_digest", "load_networks"]
-
-
-def _state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        return obj["model"]
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
-    raise ValueError(f"{path}: not a model checkpoint (expected a state dict or {{'model': state_dict}})")
 
 
 def file_digest(path: PathLike, length: int = 16) -> str:
@@ -130,17 +122,9 @@ def load_networks(
     for i, path in enumerate(paths):
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path} (train the bundle first, or pass --ckpt)")
-        state = _state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
         net = settings["network"] if i == 0 else copy.deepcopy(settings["network"])
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ValueError(
-                f"{path}: checkpoint does not match the bundle network {settings['network_name']!r} "
-                f"({first}); pass the preset/overrides it was trained with (e.g. --preset cpu)"
-            ) from exc
-        nets.append(net)
+        nets.append(load_weights(net, path, what=f"the bundle network {settings['network_name']!r}",
+                                 hint="; pass the preset/overrides it was trained with (e.g. --preset cpu)"))  # fmt: skip
     digests = [file_digest(p) for p in paths]
     # one member: the checkpoint's digest; an ensemble: a digest of the members' digests (in order)
     digest = digests[0] if len(paths) == 1 else hashlib.sha256("|".join(digests).encode()).hexdigest()[:16]

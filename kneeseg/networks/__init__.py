@@ -21,6 +21,7 @@ from kneeseg.networks.ensemble import (
     SoftmaxEnsemble,
     fold_checkpoints,
     load_fold_ensemble,
+    load_weights,
     mean_softmax,
 )
 from kneeseg.networks.fr_unet import FRUNet
@@ -50,6 +51,7 @@ __all__ = [
     "fold_checkpoints",
     "list_networks",
     "load_fold_ensemble",
+    "load_weights",
     "mean_softmax",
     "network_spec",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from torch import nn
 
 from kneeseg.files import PathLike
 
-__all__ = ["SoftmaxEnsemble", "fold_checkpoints", "load_fold_ensemble", "mean_softmax"]
+__all__ = ["SoftmaxEnsemble", "fold_checkpoints", "load_fold_ensemble", "load_weights", "mean_softmax"]
 
 
 def mean_softmax(logits: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -59,17 +59,24 @@ def fold_checkpoints(ckpt_dir: PathLike) -> list[str]:
     return [str(p) for p in sorted(found, key=lambda p: int(p.parent.name[4:]))]
 
 
+def load_weights(network: nn.Module, path: PathLike, *, what: str = "the network", hint: str = "") -> nn.Module:
+    """Load a checkpoint -- a state dict, or ``{"model": state_dict, ...}`` as the bundle saves it --
+    into ``network`` (CPU tensors, ``weights_only``); a ``ValueError`` naming the file if it is not
+    one or does not fit ``what`` (``hint`` is appended to that message)."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        state = obj["model"]
+    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state = obj
+    else:
+        raise ValueError(f"{path}: not a model checkpoint (expected a state dict or {{'model': state_dict}})")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: checkpoint does not match {what} ({str(exc).strip().splitlines()[0]}){hint}") from exc
+    return network
+
+
 def load_fold_ensemble(network: nn.Module, checkpoints: Sequence[PathLike]) -> SoftmaxEnsemble:
-    """Copies of ``network`` with each checkpoint's weights (a state dict or ``{"model": ...}``), as one ensemble."""
-    members = []
-    for path in checkpoints:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-        member = copy.deepcopy(network)
-        try:
-            member.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: checkpoint does not match the network ({str(exc).strip().splitlines()[0]})") from exc
-        members.append(member.eval())
-    return SoftmaxEnsemble(members)
+    """Copies of ``network`` with each checkpoint's weights (:func:`load_weights`), as one ensemble."""
+    return SoftmaxEnsemble([load_weights(copy.deepcopy(network), path).eval() for path in checkpoints])
