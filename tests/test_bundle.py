@@ -17,6 +17,7 @@ from monai.bundle import ConfigWorkflow
 
 from bundle_helpers import BUNDLE, CONFIGS, TRAIN_CONFIGS, cli_args, config_list, run_bundle, tiny_overrides
 from kneeseg.data import generate_phantom
+from kneeseg.files import file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,23 @@ def test_train_workflow_writes_checkpoints_and_curves(trained):
     assert history["epoch"] == [1] and np.isfinite(history["loss"][0])
     assert "val_f1" in history["val"]
     assert wf.parser.get_parsed_content("train#trainer").state.epoch == 1
+
+
+def test_checkpoints_are_reproducible_bytes(trained, tmp_path):
+    """Saved into an open file, a checkpoint's archive folder is torch's fixed ``archive/``, not
+    the random temporary file name: the same state gives the same bytes wherever it is written."""
+    import zipfile
+
+    from kneeseg.handlers.checkpoint import write_torch
+
+    run_dir, _ = trained
+    for name in ("model.pt", "last.pt"):
+        assert {n.split("/")[0] for n in zipfile.ZipFile(run_dir / "models" / name).namelist()} == {"archive"}
+    state = torch.load(run_dir / "models" / "model.pt", weights_only=True)
+    a, b = write_torch(state, tmp_path / "a" / "model.pt"), write_torch(state, tmp_path / "b.pt")
+    assert a.read_bytes() == b.read_bytes()
+    record = json.loads((run_dir / "models" / "model.json").read_text())
+    assert record["sha256"] == file_sha256(run_dir / "models" / "model.pt")
 
 
 def test_training_resumes_at_the_next_epoch_with_optimizer_state(tiny_phantom, trained, tmp_path):

@@ -54,9 +54,18 @@ def save_checkpoint(objects: Mapping[str, Any], path: PathLike) -> Path:
         module = getattr(obj, "module", None)  # unwrap DistributedDataParallel
         target = module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
         state[name] = target.state_dict() if hasattr(target, "state_dict") else target
-    with atomic_path(out) as tmp:
-        torch.save(state, tmp)
-    return out
+    return write_torch(state, out)
+
+
+def write_torch(obj: Any, path: PathLike) -> Path:
+    """``torch.save`` atomically, into an open file rather than a file name: the archive's inner
+    folder is then torch's fixed ``archive/``, not the random temporary name, so the same state
+    always gives the same bytes (and the same sha256 in ``model.json``)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
 
 
 class LastCheckpointSaver:
@@ -269,8 +278,7 @@ class BestCheckpointSaver:
             target = obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
             states[key] = target.state_dict() if hasattr(target, "state_dict") else target
         state = next(iter(states.values())) if len(states) == 1 else states
-        with atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
+        write_torch(state, self.path)
         info = {"metric": str(name), "score": score, "epoch": int(getattr(engine.state, "epoch", 0) or 0),
                 "sha256": file_sha256(self.path)}  # fmt: skip
         atomic_write_text(self.record, json.dumps(info, indent=1) + "\n")

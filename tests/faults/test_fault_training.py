@@ -53,11 +53,11 @@ def test_kill_during_a_checkpoint_save_then_resume(phantom, tmp_path):
         from monai.bundle import ConfigWorkflow
         from pathlib import Path
         real, calls = torch.save, []
-        def dying_save(obj, f, *a, **k):
-            calls.append(str(f))
-            if "last.pt" in str(f) and sum("last.pt" in c for c in calls) == 2:
-                with open(f, "wb") as fh:
-                    fh.write(b"half a checkpoint")
+        def dying_save(obj, f, *a, **k):  # f: the open temporary file beside the checkpoint
+            calls.append(f.name)
+            if "last.pt" in f.name and sum("last.pt" in c for c in calls) == 2:
+                f.write(b"half a checkpoint")
+                f.flush()
                 os._exit(137)  # no cleanup, like SIGKILL
             return real(obj, f, *a, **k)
         torch.save = dying_save
