@@ -86,6 +86,7 @@ def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
     partial = json.loads((root / "cv_table.json").read_text())
     fold1 = json.loads((root / "folds.json").read_text())["cases"][1]
     assert list(partial["methods"]) == ["unet"] and partial["methods"]["unet"]["missing_cases"] == sorted(fold1)
+    assert "**Partial table**" in (root / "cv_table.md").read_text() and "(1 fold)" in (root / "cv_table.md").read_text()
     first = (root / "runs" / "unet" / "fold0" / "run.json").stat().st_mtime_ns
     assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--out", str(out)]) == 0  # the rest
     assert (root / "runs" / "unet" / "fold0" / "run.json").stat().st_mtime_ns == first
@@ -109,7 +110,7 @@ def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
     assert table["methods"]["csam_unet"]["missing_cases"] == []
     paired = table["paired"]["dice"]
     assert [p["method"] for p in paired] == ["unet"] and paired[0]["n"] == len(every) and "holm_p" in paired[0]
-    assert "loss rate (CE)" in (root / "cv_table.md").read_text()
+    assert "loss rate (CE)" in (root / "cv_table.md").read_text() and "Partial" not in (root / "cv_table.md").read_text()
     for png in ("cv_paired_dots.png", "cv_fold_boxes.png"):
         assert (root / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stamps = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/fold*/run.json")}

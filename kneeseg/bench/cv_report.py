@@ -54,7 +54,7 @@ def cv_statistics(table: Any, methods: Sequence[str], reference: str, all_cases:
     for m in methods:
         mine = table[table["method"] == m]
         cases = set(map(str, mine["case"]))
-        entry: dict[str, Any] = {"n_cases": len(cases), "n_folds": int(mine["fold"].nunique()),
+        entry: dict[str, Any] = {"n_cases": len(cases), "n_folds": int(mine["fold"].nunique()), "folds": sorted(map(int, set(mine["fold"]))),
                                  "missing_cases": sorted(set(all_cases) - cases), "over_cases": {}, "over_folds": {}}  # fmt: skip
         for metric, _ in TABLE_METRICS:
             vals = mine[metric].astype(float)
@@ -99,7 +99,13 @@ def cv_markdown(result: Mapping[str, Any]) -> str:
              "|---|---:|" + "---:|" * len(TABLE_METRICS) + "---:|"]  # fmt: skip
     for m, e in result["methods"].items():
         cells = [_fmt(e["over_cases"][metric], 2 if metric == "hd95" else 4) for metric, _ in TABLE_METRICS]
-        lines.append(f"| {m} | {e['n_cases']} | " + " | ".join(cells) + f" | {_fmt(e['over_folds']['dice'])} |")
+        over_folds = _fmt(e["over_folds"]["dice"]) if e["n_folds"] > 1 else f"{e['over_folds']['dice'][0]:.4f} (1 fold)"
+        lines.append(f"| {m} | {e['n_cases']} | " + " | ".join(cells) + f" | {over_folds} |")
+    partial = {m: e for m, e in result["methods"].items() if e["missing_cases"]}
+    if partial:
+        done = "; ".join(f"{m} {', '.join(map(str, e.get('folds', [])))}" for m, e in result["methods"].items())
+        lines += ["", f"**Partial table**: not every fold has run yet (folds finished: {done}). The means cover the "
+                      "cases predicted so far; each paired comparison uses the cases both methods have."]  # fmt: skip
     undefined = [f"{m} {e['hd95_undefined']}" for m, e in result["methods"].items() if e["hd95_undefined"]]
     if undefined:
         lines += ["", "HD95 is undefined where exactly one of prediction and truth is empty; cases left out of its mean: "
