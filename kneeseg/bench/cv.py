@@ -257,12 +257,15 @@ def run_cv(cfg: CVConfig, progress: Callable[[str], None] | None = None) -> dict
         elapsed = time.perf_counter() - t0
         fresh = not (run_dir(cfg, method, fold) / "run.json").is_file()
         per_run = elapsed / fresh_done if fresh_done else None
+        left = sum(not (run_dir(cfg, m, f) / "run.json").is_file() for m, f in order[i - 1 :])
         if fresh and cfg.budget_h is not None and per_run is not None and elapsed + per_run > cfg.budget_h * 3600:
-            left = sum(not (run_dir(cfg, m, f) / "run.json").is_file() for m, f in order[i - 1:])
             _say(progress, f"[cv] budget of {cfg.budget_h:g} h reached after {elapsed / 60:.1f} min: {left} run(s) left for a rerun")
             break
-        eta = f", about {per_run * (total - i + 1) / 60:.0f} min left" if per_run else ""
-        _say(progress, f"[cv] run {i}/{total}: {method} fold {fold} ({elapsed / 60:.1f} min elapsed{eta})")
+        if not fresh:
+            _say(progress, f"[cv] run {i}/{total}: {method} fold {fold}: finished earlier")
+        else:
+            eta = f", about {per_run * left / 60:.0f} min left" if per_run else ""
+            _say(progress, f"[cv] run {i}/{total}: {method} fold {fold} ({elapsed / 60:.1f} min elapsed{eta})")
         rows.append(run_fold(cfg, method, fold, folds["folds"], progress))
         fresh_done += int(fresh)
     result = aggregate_cv(cfg, folds, rows, progress)
