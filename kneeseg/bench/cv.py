@@ -140,6 +140,18 @@ def run_dir(cfg: CVConfig, method: str, fold: int) -> Path:
     return cfg.root / "runs" / method / f"fold{fold}"
 
 
+def run_overrides(cfg: CVConfig, method: str, **extra: Any) -> dict[str, Any]:
+    """The bundle overrides of one method's runs: its layout, ``cfg.overrides``, the network, the
+    seed and the data root, then ``extra``."""
+    out: dict[str, Any] = dict(METHOD_LAYOUT.get(method, {}))
+    out.update(cfg.overrides)
+    out.update(network_name=method, seed=cfg.seed)
+    if cfg.dataset_dir:
+        out["dataset_dir"] = cfg.dataset_dir
+    out.update(extra)
+    return out
+
+
 def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Mapping[str, Any]]],
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """Train on the other folds and predict this one through the bundle; returns the run's record."""
@@ -152,12 +164,8 @@ def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Map
         return json.loads(record.read_text())
     datalist = fold_datalist(folds, fold, cfg.seed)
     atomic_write_text(base / "datalist.json", json.dumps(datalist, indent=1))
-    common: dict[str, Any] = dict(METHOD_LAYOUT.get(method, {}))
-    common.update(cfg.overrides)
-    common.update(data_list_file_path=str(base / "datalist.json"), train_list_key="cv_train", val_list_key="cv_val",
-                  test_list_key="cv_test", network_name=method, seed=cfg.seed, ckpt_dir=str(base / "models"))  # fmt: skip
-    if cfg.dataset_dir:
-        common["dataset_dir"] = cfg.dataset_dir
+    common = run_overrides(cfg, method, data_list_file_path=str(base / "datalist.json"), train_list_key="cv_train",
+                           val_list_key="cv_val", test_list_key="cv_test", ckpt_dir=str(base / "models"))  # fmt: skip
     sizes = {k: len(v) for k, v in datalist.items()}
     _say(progress, f"[cv] {method} fold {fold}: training on {sizes['cv_train']} cases (checkpoint on {sizes['cv_val']})")
     t0 = time.perf_counter()

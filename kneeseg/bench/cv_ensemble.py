@@ -22,8 +22,15 @@ from typing import Any
 import numpy as np
 
 from kneeseg.atomic import atomic_path, atomic_write_text
-from kneeseg.bench.cv import CV_METRICS, CVConfig, _data_settings, _say, run_dir
-from kneeseg.bench.protocol import METHOD_LAYOUT, REFERENCE
+from kneeseg.bench.cv import (
+    CV_METRICS,
+    CVConfig,
+    _data_settings,
+    _say,
+    run_dir,
+    run_overrides,
+)
+from kneeseg.bench.protocol import REFERENCE
 from kneeseg.bench.stats import mean_sd, paired_comparison
 
 __all__ = ["ensemble_gain", "ensemble_markdown"]
@@ -51,12 +58,8 @@ def _evaluate(cfg: CVConfig, method: str, ckpt_dir: Path, out_dir: Path, progres
 
     if (out_dir / "metrics_per_case.csv").is_file():
         return None
-    overrides: dict[str, Any] = dict(METHOD_LAYOUT.get(method, {}))
-    overrides.update(cfg.overrides)
-    overrides.update(data_list_file_path=str(_data_settings(cfg)["datalist"]), test_list_key=cfg.exclude, network_name=method,
-                     seed=cfg.seed, ckpt_dir=str(ckpt_dir), output_dir=str(out_dir))  # fmt: skip
-    if cfg.dataset_dir:
-        overrides["dataset_dir"] = cfg.dataset_dir
+    overrides = run_overrides(cfg, method, data_list_file_path=str(_data_settings(cfg)["datalist"]), test_list_key=cfg.exclude,
+                              ckpt_dir=str(ckpt_dir), output_dir=str(out_dir))  # fmt: skip
     _say(progress, f"[ensemble] {method}: evaluating {out_dir.name} on the {cfg.exclude} cases")
     t0 = time.perf_counter()
     run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=overrides)
