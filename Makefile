@@ -17,7 +17,7 @@ LABEL_REQS    := kneeseg/monailabel/requirements.txt
 LABEL_CONS    := kneeseg/monailabel/constraints.txt
 LABEL_STAMP   := $(LABEL_VENV)/.kneeseg-label-installed
 
-.PHONY: venv demo test test-pydicom24 bench-networks docs-networks label-env label-server clean
+.PHONY: venv demo test test-cuda test-pydicom24 bench-networks docs-networks label-env label-server clean
 
 $(PY):
 	$(PY_BOOT) -m venv $(VENV)
@@ -37,6 +37,10 @@ demo: $(STAMP)
 # label-env: tests/test_monai_label.py runs a real MONAI Label server (about 2 min to create).
 test: $(STAMP) $(LABEL_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the CUDA paths (fp16 AMP + GradScaler, NCCL, GPU inference): skipped by `make test` without a GPU
+test-cuda: $(STAMP)
+	$(PY) -m pytest -m cuda -rA tests/test_cuda.py $(PYTEST_ARGS)
 
 # The pure-DICOM layer must also work with pydicom 2.4 (MONAI Label's environment pins pydicom<3).
 VENV24 ?= .venv-pydicom24

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from ignite.engine import Events
 from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
 
@@ -57,3 +58,47 @@ def test_trainer_forward_runs_in_fp32_under_amp_false():
     seen, output, changed = _train_one_epoch(False)
     assert seen and set(seen) == {torch.float32}
     assert changed
+
+
+class _TrainerWithCpuScaler(SupervisedTrainer):
+    """MONAI's ``Trainer.run()`` makes its GradScaler when the run starts (CUDA only), after the
+    handlers were attached; this trainer does the same with a CPU GradScaler, so the checkpoint
+    handlers meet the scaler here as they do on a GPU (tests/test_cuda.py runs the real one)."""
+
+    init_scale = 65536.0
+
+    def run(self) -> None:
+        from monai.engines.workflow import Workflow
+
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=self.init_scale)
+        Workflow.run(self)  # what Trainer.run() does after making its scaler
+
+
+def test_last_checkpoint_saves_the_scaler_made_at_run_start_and_resume_restores_it(tmp_path):
+    from kneeseg.handlers.checkpoint import LastCheckpointSaver, ResumeFromCheckpoint
+
+    def trainer(epochs, init_scale, resume):
+        torch.manual_seed(0)
+        net = build_network("unet", width=4)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        data = [{"image": torch.randn(1, 32, 32), "label": (torch.rand(1, 32, 32) > 0.5).float()} for _ in range(4)]
+        t = _TrainerWithCpuScaler(
+            device=torch.device("cpu"), max_epochs=epochs, train_data_loader=DataLoader(data, batch_size=2),
+            network=net, optimizer=opt, amp=False,
+            loss_function=lambda pred, label: torch.nn.functional.cross_entropy(pred, label[:, 0].long()),
+        )  # fmt: skip
+        t.init_scale = init_scale
+        LastCheckpointSaver(tmp_path, {"network": net, "optimizer": opt}).attach(t)
+        ResumeFromCheckpoint(tmp_path / "last.pt", {"network": net, "optimizer": opt}, enabled=resume).attach(t)
+        return t
+
+    first = trainer(1, 256.0, resume=False)
+    first.run()
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["scaler"]["scale"] == 256.0
+
+    resumed = trainer(2, 65536.0, resume=True)
+    scales = []
+    resumed.add_event_handler(Events.ITERATION_STARTED, lambda e: scales.append(e.scaler.get_scale()))
+    resumed.run()
+    assert resumed.state.epoch == 2 and scales and set(scales) == {256.0}  # the saved scale, not a fresh one

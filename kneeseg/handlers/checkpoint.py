@@ -97,8 +97,6 @@ class LastCheckpointSaver:
         from ignite.engine import Events
 
         self.save_dict.setdefault("trainer", engine)
-        if getattr(engine, "scaler", None) is not None:  # fp16 AMP: resume with the scaler's state
-            self.save_dict.setdefault("scaler", engine.scaler)
         if _is_rank0():
             _remove_stale_temporaries(self.path.parent, self.path.name)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self._save)
@@ -106,7 +104,13 @@ class LastCheckpointSaver:
 
     def _save(self, engine: Any) -> None:
         if _is_rank0():
-            save_checkpoint(self.save_dict, self.path)
+            objects = dict(self.save_dict)
+            # MONAI's Trainer.run() makes its GradScaler when the run starts, after the handlers
+            # were attached: look for it at save time (fp16 AMP on CUDA; None or disabled otherwise)
+            scaler = getattr(engine, "scaler", None)
+            if scaler is not None and scaler.is_enabled():
+                objects.setdefault("scaler", scaler)
+            save_checkpoint(objects, self.path)
 
 
 class ResumeFromCheckpoint:
@@ -153,8 +157,6 @@ class ResumeFromCheckpoint:
                 "delete it to start again, or train with resume=false"
             ) from exc
         load_dict = {**self.load_dict, "trainer": engine}
-        if getattr(engine, "scaler", None) is not None and isinstance(saved, dict) and "scaler" in saved:
-            load_dict["scaler"] = engine.scaler
         missing = [k for k in load_dict if not isinstance(saved, dict) or k not in saved]
         if missing:
             raise ValueError(f"{self.load_path}: cannot resume, the checkpoint lacks {missing}; train with resume=false")
@@ -172,6 +174,19 @@ class ResumeFromCheckpoint:
                     ) from exc
         loader = CheckpointLoader(load_path=str(self.load_path), load_dict=load_dict, map_location=self.map_location)
         loader.attach(engine)
+        if isinstance(saved, dict) and saved.get("scaler"):
+            from ignite.engine import Events
+
+            engine.add_event_handler(Events.STARTED, self._restore_scaler, saved["scaler"])
+
+    def _restore_scaler(self, engine: Any, state: Mapping[str, Any]) -> None:
+        """Give the trainer's GradScaler the saved loss scale. MONAI's ``Trainer.run()`` makes a
+        fresh scaler when the run starts, so this runs at ``STARTED``, not at attach time. A run
+        without fp16 AMP (no scaler, or a disabled one) ignores the saved state."""
+        scaler = getattr(engine, "scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            scaler.load_state_dict(dict(state))
+            logger.info("resumed the GradScaler at loss scale %s", scaler.get_scale())
 
 
 class BestCheckpointSaver:
