@@ -303,8 +303,8 @@ def _add_infer_command(commands: Any) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle config override (repeatable)")
     p.add_argument(
         "--runtime", choices=RUNTIMES, default="auto",
-        help="network runtime (default: auto: bf16 on CUDA and on CPUs with native bf16 -- there measured "
-        "against onnx --, else onnx when ONNX Runtime is installed, else eager; printed and in the manifest)",
+        help="network runtime (default: auto: on CUDA eager or bf16, on CPUs with native bf16 bf16 or onnx, "
+        "whichever measures faster; else onnx when ONNX Runtime is installed, else eager; printed and in the manifest)",
     )  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: %(default)s)")
     p.add_argument(

@@ -58,7 +58,10 @@ def test_requested_runtimes_and_errors(monkeypatch):
     bf16 = rt.choose_runtime("bf16", "cpu")
     assert bf16.name == "bf16"
     assert ("emulated" in bf16.reason) == (not cpu_supports_bf16())
-    assert rt.choose_runtime("auto", "cuda").name == "bf16"
+    assert rt.choose_runtime("auto", "cuda").name == "bf16"  # unmeasured
+    for eager_s, expected in ((0.010, "eager"), (0.030, "bf16")):  # the rule; tests/test_cuda.py times a real GPU
+        choice = rt.choose_runtime("auto", "cuda", measure=lambda name, e=eager_s: e if name == "eager" else 0.020)
+        assert choice.name == expected and "measured per batch" in choice.reason
     with pytest.raises(ValueError, match="runtime must be one of"):
         rt.choose_runtime("tensorrt")
     monkeypatch.setattr(rt, "onnxruntime_version", lambda: None)

@@ -10,7 +10,8 @@ Three ways to run a trained 2D network on batches of slices, all returning fp32 
   CUDA provider on a CUDA device when ONNX Runtime has it).
 
 ``auto`` (:func:`choose_runtime`) decides at run time from what this process can do, never from
-the CPU's name: ``bf16`` on CUDA; on a CPU whose ATen capability
+the CPU's name: on CUDA ``eager`` or ``bf16``, whichever a short measurement on the real network
+finds faster (``bf16`` unmeasured); on a CPU whose ATen capability
 (``torch.backends.cpu.get_cpu_capability()``, which ``ATEN_CPU_CAPABILITY`` lowers) includes
 native bf16, ``bf16`` or ``onnx``, whichever a short measurement on the real network finds faster;
 on any other CPU ``onnx`` when ONNX Runtime is installed (``eager`` otherwise). The choice and the
@@ -104,9 +105,15 @@ def choose_runtime(
             note += f"; emulated on this CPU ({_cpu_note()}), slower than eager"
         return RuntimeChoice(requested, note)
     if dev.type == "cuda":
-        if not torch.cuda.is_available() or torch.cuda.is_bf16_supported():
-            return RuntimeChoice("bf16", "CUDA device: bf16 autocast")
-        return RuntimeChoice("eager", "CUDA device without bf16 support")
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            return RuntimeChoice("eager", "CUDA device without bf16 support")
+        if measure is None:
+            return RuntimeChoice("bf16", "CUDA device: bf16 autocast; not measured")
+        # small networks can be faster in fp32 (TF32) than under autocast: time both (docs/gpu.md)
+        seconds = {name: measure(name) for name in ("eager", "bf16")}
+        best = min(seconds, key=seconds.get)
+        timing = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in seconds.items())
+        return RuntimeChoice(best, f"CUDA device; measured per batch: {timing}")
     if dev.type != "cpu":
         return RuntimeChoice("eager", f"device type {dev.type}")
     if cpu_supports_bf16():
@@ -239,7 +246,10 @@ class NetworkRunner:
         self._prepare(name)
         x = torch.rand(self._probe_batch, 1, self.spatial_size, self.spatial_size)
         parallel = self._concurrent if name == "onnx" and self.device.type == "cpu" else 1
+        if self.device.type == "cuda":
+            x = x.to(self.device)
         self._run(name, x)
+        self._sync()
         best = float("inf")
         for _ in range(3):
             t0 = time.perf_counter()
@@ -250,8 +260,14 @@ class NetworkRunner:
                     list(pool.map(lambda _: self._run(name, x), range(parallel)))
             else:
                 self._run(name, x)
+            self._sync()
             best = min(best, (time.perf_counter() - t0) / parallel)
         return best
+
+    def _sync(self) -> None:
+        """Wait for the GPU's queued work (CUDA runs asynchronously; a timing needs the end)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     # ------------------------------------------------------------------ running
     def _run(self, name: str, batch: torch.Tensor) -> torch.Tensor:
