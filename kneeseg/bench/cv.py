@@ -34,7 +34,7 @@ from kneeseg.bench.protocol import (
     training_parser,
 )
 
-__all__ = ["CV_METHODS", "CVConfig", "aggregate_cv", "cv_folds", "fold_datalist", "oof_table", "run_cv", "run_fold"]
+__all__ = ["CV_METHODS", "CVConfig", "aggregate_cv", "case_metrics", "cv_folds", "fold_datalist", "oof_table", "run_cv", "run_fold"]
 
 #: the order CV runs methods in: the reference and the cheap baselines first (complete methods early)
 CV_METHODS = ["csam_unet", "res_unet", "unet", "unetpp", "fr_unet", *ABLATIONS, *EXTRA_PEERS]
@@ -183,20 +183,28 @@ def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Map
     return row
 
 
+def case_metrics(path: Path) -> Any:
+    """An evaluate run's ``metrics_per_case.csv`` as a pandas table of ``case`` (the short case
+    name, as in the datalist's folds) and :data:`CV_METRICS`; the one reader of that file here."""
+    import pandas as pd
+
+    from kneeseg.bench.report import short_case
+
+    frame = pd.read_csv(path)
+    return frame.assign(case=frame["case_id"].astype(str).map(short_case))[["case", *CV_METRICS]]
+
+
 def oof_table(cfg: CVConfig, methods: Sequence[str]) -> Any:
     """Every finished fold's per-case metrics (``method``, ``fold``, ``case``, :data:`CV_METRICS`) as a
     pandas table; raises if a case was predicted twice for a method (folds must not overlap)."""
     import pandas as pd
-
-    from kneeseg.bench.report import short_case
 
     frames = []
     for method in methods:
         for fold in range(cfg.k):
             path = run_dir(cfg, method, fold) / "eval" / "metrics_per_case.csv"
             if (run_dir(cfg, method, fold) / "run.json").is_file() and path.is_file():
-                frame = pd.read_csv(path)
-                frames.append(frame.assign(method=method, fold=fold, case=frame["case_id"].map(short_case)))
+                frames.append(case_metrics(path).assign(method=method, fold=fold))
     if not frames:
         return pd.DataFrame(columns=["method", "fold", "case", *CV_METRICS])
     table = pd.concat(frames, ignore_index=True)[["method", "fold", "case", *CV_METRICS]]

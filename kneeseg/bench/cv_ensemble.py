@@ -27,6 +27,7 @@ from kneeseg.bench.cv import (
     CVConfig,
     _data_settings,
     _say,
+    case_metrics,
     run_dir,
     run_overrides,
 )
@@ -41,15 +42,11 @@ LOWER_IS_BETTER = {"loss", "mae", "hd95"}
 
 def _per_case(path: Path) -> dict[str, dict[str, float]]:
     """``{metric: {case: value}}`` of an evaluate run's ``metrics_per_case.csv`` (NaNs left out)."""
-    import pandas as pd
-
-    from kneeseg.bench.report import short_case
-
-    frame = pd.read_csv(path)
-    out: dict[str, dict[str, float]] = {}
-    for metric in CV_METRICS:
-        out[metric] = {short_case(str(c)): float(v) for c, v in zip(frame["case_id"], frame[metric]) if not math.isnan(float(v))}
-    return out
+    frame = case_metrics(path)
+    return {
+        metric: {c: float(v) for c, v in zip(frame["case"], frame[metric]) if not math.isnan(float(v))}
+        for metric in CV_METRICS
+    }
 
 
 def _evaluate(cfg: CVConfig, method: str, ckpt_dir: Path, out_dir: Path, progress: Callable[[str], None] | None) -> float | None:
