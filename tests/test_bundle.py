@@ -96,8 +96,8 @@ def test_training_resumes_at_the_next_epoch_with_optimizer_state(tiny_phantom, t
 def test_bundle_amp_setting_controls_forward_precision(tiny_phantom, tmp_path, amp, expected):
     wf = ConfigWorkflow(
         config_file=TRAIN_CONFIGS, meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
-        **tiny_overrides(tiny_phantom, tmp_path, max_epochs=1, amp=amp, resume=False),
-    )  # fmt: skip
+        **tiny_overrides(tiny_phantom, tmp_path, max_epochs=1, amp=amp, resume=False, device="$torch.device('cpu')"),
+    )  # fmt: skip  (on CPU also where a GPU is: fp16 on CUDA is tests/test_cuda.py's)
     wf.initialize()
     network = wf.parser.get_parsed_content("network")
     seen = []
