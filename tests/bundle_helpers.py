@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,18 @@ def run_bundle(command: Sequence[str], timeout: float = 600, env: dict[str, str]
 def config_list(files: Sequence[str]) -> str:
     """The ``--config_file`` value for several files (later files override earlier ones)."""
     return "[" + ",".join(f"'{f}'" for f in files) + "]"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for torchrun's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_tiny_phantom(out: Path) -> Path:
+    """The tiny phantom the bundle tests train on: 4 cases of 64 x 64 x 12, one PNG negative."""
+    from kneeseg.data import generate_phantom
+
+    generate_phantom(out, cases=4, seed=0, shape=(64, 64, 12), png_negatives=1)
+    return out

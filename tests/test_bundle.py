@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,16 +14,15 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from bundle_helpers import BUNDLE, CONFIGS, TRAIN_CONFIGS, cli_args, config_list, run_bundle, tiny_overrides
-from kneeseg.data import generate_phantom
+from bundle_helpers import (
+    BUNDLE, CONFIGS, TRAIN_CONFIGS, cli_args, config_list, free_port, make_tiny_phantom, run_bundle, tiny_overrides,
+)  # fmt: skip
 from kneeseg.files import file_sha256
 
 
 @pytest.fixture(scope="module")
 def tiny_phantom(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("phantom")
-    generate_phantom(out, cases=4, seed=0, shape=(64, 64, 12), png_negatives=1)
-    return out
+    return make_tiny_phantom(tmp_path_factory.mktemp("phantom"))
 
 
 def _train(dataset_dir: Path, run_dir: Path, **extra) -> ConfigWorkflow:
@@ -185,11 +183,6 @@ def test_onnx_export_matches_eager(trained, tmp_path):
         np.testing.assert_allclose(got, eager(x).numpy(), atol=1e-4, rtol=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_torchrun_two_processes_gloo_identical_weights(tiny_phantom, tmp_path):
     save_weights = tmp_path / "save_weights.json"
@@ -208,7 +201,7 @@ def test_torchrun_two_processes_gloo_identical_weights(tiny_phantom, tmp_path):
     (tmp_path / "runs").mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), "-m", "monai.bundle", "run", "training",
+        "--master_port", str(free_port()), "-m", "monai.bundle", "run", "training",
         "--meta_file", "configs/metadata.json", "--config_file", config_list(configs), *cli_args(overrides),
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")

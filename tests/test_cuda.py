@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ from bundle_helpers import (
     TRAIN_CONFIGS,
     cli_args,
     config_list,
+    free_port,
+    make_tiny_phantom,
     tiny_overrides,
 )
 from inference_helpers import PHANTOM_MODEL, build_pacs_tree, dice
@@ -37,11 +38,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def tiny_phantom(tmp_path_factory) -> Path:
-    from kneeseg.data import generate_phantom
-
-    out = tmp_path_factory.mktemp("phantom")
-    generate_phantom(out, cases=4, seed=0, shape=(64, 64, 12), png_negatives=1)
-    return out
+    return make_tiny_phantom(tmp_path_factory.mktemp("phantom"))
 
 
 def _workflow(dataset_dir: Path, run_dir: Path, **extra):
@@ -151,11 +148,6 @@ def test_grad_scaler_skips_the_step_of_an_overflowing_batch():
     assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_torchrun_nccl_trains_on_every_gpu(tiny_phantom, tmp_path):
     """``multi_gpu_train.json`` under torchrun on this machine's GPUs: the NCCL backend, one GPU a
@@ -173,7 +165,7 @@ def test_torchrun_nccl_trains_on_every_gpu(tiny_phantom, tmp_path):
     (tmp_path / "runs").mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), "-m", "monai.bundle", "run", "training",
+        "--master_port", str(free_port()), "-m", "monai.bundle", "run", "training",
         "--meta_file", "configs/metadata.json", "--config_file", config_list(configs), *cli_args(overrides),
     ]  # fmt: skip
     proc = subprocess.run(
