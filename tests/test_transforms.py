@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, GaussianSmoothd, ScaleIntensityRangePercentilesd
+from monai.transforms import Compose, GaussianSmoothd
 from PIL import Image
 
 from kneeseg.data.nifti import check_finite, check_nifti
@@ -20,6 +20,8 @@ from kneeseg.transforms import (
     HistogramEqualized,
     ResizeLongestSide,
     ResizeLongestSided,
+    ScalePercentilesd,
+    SmoothPlanesd,
     eval_transforms,
     load_image,
     load_label,
@@ -157,8 +159,8 @@ def test_percentile_scaling_on_12_and_16_bit(bits: int) -> None:
     arr[0, :3, :3] = 2**bits - 1  # hot pixels above the upper percentile
     p05, p50, p995 = np.percentile(arr, [0.5, 50, 99.5])
     assert p995 > 255  # really beyond 8 bit
-    xform = paper_preprocessing("image", None, spatial_size=96, smooth_sigma=None, equalization=None)[0]
-    assert isinstance(xform, ScaleIntensityRangePercentilesd)
+    chain = paper_preprocessing("image", None, spatial_size=96, smooth_sigma=None, equalization=None)
+    (xform,) = [x for x in chain if isinstance(x, ScalePercentilesd)]
     out = xform({"image": torch.from_numpy(arr)})["image"].numpy()
     assert out.min() == 0.0 and out.max() == 1.0 and out.dtype == np.float32
     assert np.allclose(out[arr <= p05], 0.0) and np.allclose(out[arr >= p995], 1.0)
@@ -194,10 +196,16 @@ def test_equalisation_per_slice_for_volumes() -> None:
         assert out[..., k].max() == 1.0 and abs(float(out[..., k].mean()) - 0.5) < 0.05
 
 
-def test_smoothing_reduces_noise() -> None:
+def test_smoothing_reduces_noise_and_is_monai_gaussian_smoothing() -> None:
     noise = torch.randn(1, 64, 64)
-    out = GaussianSmoothd("image", sigma=1.0)({"image": noise})["image"]
+    out = SmoothPlanesd("image", sigma=1.0)({"image": noise})["image"]
     assert out.shape == noise.shape and float(out.std()) < 0.5 * float(noise.std())
+    ref = GaussianSmoothd("image", sigma=1.0)({"image": noise})["image"]
+    assert torch.allclose(out, ref, atol=1e-5)
+    vol = torch.randn(1, 32, 24, 5)  # volumes: in-plane only, as MONAI with a zero sigma across slices
+    out3 = SmoothPlanesd("image", sigma=0.8, spatial_axes=(0, 1))({"image": vol})["image"]
+    ref3 = GaussianSmoothd("image", sigma=(0.8, 0.8, 0.0))({"image": vol})["image"]
+    assert out3.shape == vol.shape and torch.allclose(out3, ref3, atol=1e-5)
 
 
 # ---------------------------------------------------------------- NIfTI checks

@@ -158,10 +158,10 @@ def preprocessing_figure(out: Path, shared: Path) -> None:
         snaps[type(xform).__name__] = _np(d["image"])
         if type(xform).__name__ == "LoadImaged" and "label" in d and not isinstance(d["label"], str):
             snaps["label"] = _np(d["label"])
-        if type(xform).__name__ == "GaussianSmoothd":
+        if type(xform).__name__ == "SmoothPlanesd":
             smoothed = {"image": d["image"].clone()}
     names = [type(x).__name__ for x in chain.transforms]
-    expected = ["ScaleIntensityRangePercentilesd", "GaussianSmoothd", "HistogramEqualized", "ResizeLongestSided", "SpatialPadd"]
+    expected = ["ScalePercentilesd", "SmoothPlanesd", "HistogramEqualized", "ResizeLongestSided", "SpatialPadd"]
     assert all(n in names for n in expected), names
     processed_label = _np(d["label"])
     original_image, original_label = snaps["LoadImaged"], snaps["label"]
@@ -184,8 +184,8 @@ def preprocessing_figure(out: Path, shared: Path) -> None:
     fig, axes = plt.subplots(2, 4, figsize=(13.2, 7.4))
     a = axes.ravel()
     show(a[0], original_image, f"original {w} x {h} (W x H), RGBA grey PNG\nACL mask outline", original_label)
-    show(a[1], snaps["ScaleIntensityRangePercentilesd"], "1. percentile scaling\n0.5-99.5 % -> [0, 1], clipped", vmin=0, vmax=1)
-    show(a[2], snaps["GaussianSmoothd"], "2. Gaussian smoothing\nsigma 0.5 px", vmin=0, vmax=1)
+    show(a[1], snaps["ScalePercentilesd"], "1. percentile scaling\n0.5-99.5 % -> [0, 1], clipped", vmin=0, vmax=1)
+    show(a[2], snaps["SmoothPlanesd"], "2. Gaussian smoothing\nsigma 0.5 px", vmin=0, vmax=1)
     show(a[3], snaps["HistogramEqualized"], "3. CLAHE (default)\nclip limit 0.01, 256 bins", vmin=0, vmax=1)
     show(a[4], global_eq, "for comparison: global equalisation\n(paper's literal choice; not the default)", vmin=0, vmax=1)
     show(
@@ -208,7 +208,7 @@ def preprocessing_figure(out: Path, shared: Path) -> None:
     ax = a[7]
     bins = np.linspace(0, 1, 65)
     for arr, name, colour in (
-        (snaps["GaussianSmoothd"], "after scaling + smoothing", "0.4"),
+        (snaps["SmoothPlanesd"], "after scaling + smoothing", "0.4"),
         (global_eq, "global equalisation", "#d62728"),
         (snaps["HistogramEqualized"], "CLAHE", "#1f77b4"),
     ):

@@ -3,10 +3,10 @@
 :class:`SliceSegmenter` computes what the bundle's ``inference.json`` computes (MONAI
 ``infer_transforms`` -> ``SliceInferer`` -> ``post_transforms``), restructured for speed:
 
-- the preprocessing runs on all slices at once as batched 2D operations (MONAI's own
-  ``GaussianFilter`` for the smoothing and the anti-aliasing filter, one ``interpolate`` for the
-  resize) instead of 3D filters with a zero-width kernel along the slice axis; CLAHE, the only
-  per-slice step, runs on a small thread pool;
+- the preprocessing is the bundle's own: the ordered steps of
+  :func:`kneeseg.transforms.functional.preprocessing_steps`, computed by the same batched functions
+  the MONAI transforms call, here on all slices of the series at once and on the inference device
+  (a CUDA GPU preprocesses on itself);
 - the network sees batches of slices under one of three runtimes
   (:mod:`kneeseg.engines.runtime`): ``eager`` (fp32 PyTorch), ``bf16`` (autocast +
   channels_last) or ``onnx`` (ONNX Runtime); ``auto`` (the default) picks one from what this
@@ -19,7 +19,7 @@ Every setting comes from the bundle's ``inference.json``
 ``slice_orientation`` (each volume is reoriented from its affine with
 :func:`kneeseg.data.orientation.map_volume`, exactly as the chain's ``OrientSlicesd`` does, and
 back after), ``preprocessing_options`` (read through
-:func:`kneeseg.transforms.preprocessing.preprocessing_options`; no defaults of its own) and
+:func:`kneeseg.transforms.functional.preprocessing_options`; no defaults of its own) and
 ``largest_component`` (3D, per class). Results equal the MONAI pipeline's up to floating-point
 rounding (tested).
 """
@@ -49,6 +49,7 @@ from kneeseg.inference.postprocess import (
     keep_largest_components,
 )
 from kneeseg.networks.ensemble import mean_softmax
+from kneeseg.transforms.functional import preprocess_planes, preprocessing_options, preprocessing_steps
 
 __all__ = ["Prediction", "PreparedVolume", "SliceSegmenter", "load_segmenter"]
 
@@ -113,7 +114,7 @@ class SliceSegmenter:
             (the bundle's ``largest_component``).
         onnx_path: where to cache the exported ONNX model (``onnx`` runtime); default: a
             temporary in-memory export.
-        threads: worker threads for the per-slice CLAHE (default: ``torch.get_num_threads()``).
+        threads: CPU threads of the network runtime (default: ``torch.get_num_threads()``).
     """
 
     def __init__(
@@ -132,7 +133,6 @@ class SliceSegmenter:
         threads: int | None = None,
     ) -> None:
         from kneeseg.data.orientation import SliceOrientation
-        from kneeseg.transforms.preprocessing import preprocessing_options
 
         if slice_batch < 1:
             raise ValueError(f"slice_batch must be >= 1, got {slice_batch}")
@@ -142,12 +142,12 @@ class SliceSegmenter:
         self.slice_orientation = None if slice_orientation is None else SliceOrientation.parse(slice_orientation)
         self.largest_component = bool(largest_component)
         self.class_names = dict(class_names or {0: "background", 1: "foreground"})
-        opts = preprocessing_options(preprocessing)
-        if opts["image_mode"] != "bilinear":
-            raise ValueError(f"the fast path resizes images bilinearly; image_mode {opts['image_mode']!r} is not supported")
-        self.preprocessing = opts
+        self.preprocessing = preprocessing_options(preprocessing)
+        #: the ordered steps of the definition, run by :func:`kneeseg.transforms.functional.preprocess_planes`
+        self.steps = preprocessing_steps(self.preprocessing)
+        #: where the preprocessing runs: the inference device (a CUDA GPU preprocesses on itself)
+        self.preprocess_device = self.device
         self.threads = max(1, int(threads or torch.get_num_threads()))
-        self._pool: ThreadPoolExecutor | None = None
         self.runners: list[NetworkRunner] = ensemble_runners(
             network, self.spatial_size, runtime, self.device, threads=self.threads, probe_batch=self.slice_batch,
             onnx_path=onnx_path,
@@ -178,19 +178,6 @@ class SliceSegmenter:
         return mean_softmax(runner(batch).float().cpu() for runner in self.runners)
 
     # ------------------------------------------------------------------ preprocessing
-    def _clahe_all(self, planes: np.ndarray) -> np.ndarray:
-        from kneeseg.transforms.clahe import equalize_adapthist_planes
-        from kneeseg.transforms.preprocessing import HistogramEqualize
-
-        eq = HistogramEqualize(method=self.preprocessing["equalization"], clip_limit=self.preprocessing["clip_limit"])
-        if eq.method == "clahe" and eq.kernel_size is None:  # all planes at once, bit-identical
-            return equalize_adapthist_planes(planes, eq.clip_limit, eq.nbins, eq.rescale, fallback=eq.equalise_plane)
-        if self.threads == 1 or len(planes) == 1:
-            return np.stack([eq.equalise_plane(p) for p in planes])
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="kneeseg-clahe")
-        return np.stack(list(self._pool.map(eq.equalise_plane, planes)))
-
     def orientation_map(self, affine: Any, space: str = "RAS", slice_axis: int | None = None) -> AxisMap:
         """The reorientation of a volume with ``affine`` into the model's slice orientation
         (identity without an affine or a model orientation)."""
@@ -205,9 +192,10 @@ class SliceSegmenter:
 
         Same steps as the bundle's ``infer_transforms``: reorientation into the model's slices
         (from ``affine``; without one the volume's axes 0, 1 are taken as the model's in-plane
-        axes and axis 2 as the slice axis), percentile scaling over the volume, in-plane Gaussian
-        smoothing, per-slice CLAHE, longest-side resize with anti-aliasing, symmetric zero
-        padding to ``N x N``.
+        axes and axis 2 as the slice axis), then the definition's steps in its order (by default
+        the longest-side resize with anti-aliasing, percentile scaling over the volume, in-plane
+        Gaussian smoothing, per-slice CLAHE, symmetric zero padding to ``N x N``), on
+        :attr:`preprocess_device`.
 
         Args:
             volume: 3D intensities (e.g. kneeseg's ``(columns, rows, slices)`` DICOM layout).
@@ -217,8 +205,6 @@ class SliceSegmenter:
         Raises:
             ValueError: not a 3D array, or NaN/Inf values.
         """
-        from kneeseg.transforms.preprocessing import longest_side_size
-
         started = time.perf_counter()
         arr = np.asarray(volume, dtype=np.float32)
         if arr.ndim != 3:
@@ -228,35 +214,11 @@ class SliceSegmenter:
         amap = self.orientation_map(affine, space, slice_axis)
         arr = amap.apply(arr)
         cols, rows, depth = arr.shape
-        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, 2, 0)))[:, None]  # (S, 1, X, Y)
-        opts = self.preprocessing
-        pct = opts["percentiles"]
-        if pct is not None:
-            lo, hi = np.percentile(x.numpy(), [float(pct[0]), float(pct[1])])
-            if hi > lo:
-                x = ((x - float(lo)) / float(hi - lo)).clamp_(0.0, 1.0)
-            else:  # constant volume: MONAI's ScaleIntensityRange maps it to b_min
-                x = torch.zeros_like(x)
-        sigma = opts["smooth_sigma"]
-        if sigma:
-            x = gaussian_blur_2d(x, (float(sigma), float(sigma)))
-        if opts["equalization"]:
-            eq = self._clahe_all(x[:, 0].clamp(0.0, 1.0).numpy())
-            x = torch.from_numpy(eq)[:, None]
-        size = longest_side_size((cols, rows), self.spatial_size)
-        if tuple(size) != (cols, rows):
-            factors = torch.div(torch.Tensor([cols, rows]), torch.Tensor(list(size)))
-            aa = torch.maximum(torch.zeros(2), (factors - 1) / 2).tolist()
-            if any(s > 0 for s in aa):
-                x = gaussian_blur_2d(x, aa)
-            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-        n = self.spatial_size
-        pad0, pad1 = (n - size[0]) // 2, (n - size[1]) // 2
-        if (size[0], size[1]) != (n, n):
-            x = F.pad(x, (pad1, n - size[1] - pad1, pad0, n - size[0] - pad0))
+        planes = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, 2, 0)))[:, None]  # (S, 1, X, Y)
+        prepared = preprocess_planes(planes.to(self.preprocess_device), self.spatial_size, self.steps)
         return PreparedVolume(
-            slices=x.contiguous(), shape=(cols, rows, depth), resized=(int(size[0]), int(size[1])),
-            pad=(pad0, pad1), axis_map=amap, extra={"seconds": time.perf_counter() - started},
+            slices=prepared.planes, shape=(cols, rows, depth), resized=prepared.resized, pad=prepared.pad,
+            axis_map=amap, extra={"seconds": time.perf_counter() - started},
         )  # fmt: skip
 
     # ------------------------------------------------------------------ prediction
@@ -344,38 +306,11 @@ class SliceSegmenter:
         return self.predict(self.preprocess(volume, affine, **kwargs))
 
     def close(self) -> None:
-        for name in ("_pool", "_net_pool"):
+        for name in ("_net_pool",):
             pool = getattr(self, name)
             if pool is not None:
                 pool.shutdown(wait=True)
                 setattr(self, name, None)
-
-
-def gaussian_blur_2d(x: torch.Tensor, sigmas: Sequence[float], truncated: float = 4.0) -> torch.Tensor:
-    """MONAI's ``GaussianFilter(2, sigmas)`` on ``(B, C, H, W)``, as shifted multiply-adds.
-
-    Same kernel (``monai.networks.layers.gaussian_1d``, ``erf`` approximation, truncated at
-    ``truncated`` sigmas) and zero padding, applied along H then W; small kernels on many
-    slices run several times faster this way than as MONAI's grouped convolutions.
-    """
-    from monai.networks.layers import gaussian_1d
-
-    for axis, sigma in zip((2, 3), sigmas):
-        if sigma <= 0:
-            continue
-        kernel = gaussian_1d(torch.tensor(float(sigma)), truncated=truncated, approx="erf").tolist()
-        radius = (len(kernel) - 1) // 2
-        if radius == 0:
-            x = x * float(kernel[0])
-            continue
-        n = x.shape[axis]
-        pad = [0, 0, radius, radius] if axis == 2 else [radius, radius, 0, 0]
-        padded = F.pad(x, pad)
-        out = padded.narrow(axis, 0, n) * float(kernel[0])
-        for i in range(1, len(kernel)):
-            out.add_(padded.narrow(axis, i, n), alpha=float(kernel[i]))
-        x = out
-    return x
 
 
 # ---------------------------------------------------------------------------- loading from a bundle

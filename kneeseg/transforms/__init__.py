@@ -2,8 +2,12 @@
 
 - :mod:`.loading`: ``LoadImaged`` with kneeseg's 2D and labelme readers registered.
 - :mod:`.checks`: input checks naming the offending file (NaN/Inf, size mismatch, empty mask).
-- :mod:`.preprocessing`: the paper's preprocessing (percentile scaling, smoothing, histogram
-  equalisation, aspect-preserving resize to N, centre pad to N x N), invertible where spatial.
+- :mod:`.functional`: the preprocessing steps as batched functions on planes (their one
+  implementation) and the ordered description of the steps (``preprocessing_steps``).
+- :mod:`.clahe`: CLAHE and global histogram equalisation of plane stacks in PyTorch (any device).
+- :mod:`.preprocessing`: the paper's preprocessing as MONAI transforms over those functions
+  (aspect-preserving resize to N, percentile scaling, smoothing, histogram equalisation, centre pad
+  to N x N), invertible where spatial.
 - :mod:`.orientation`: ``OrientSlicesd``, slices into the model's orientation (rule in
   :mod:`kneeseg.data.orientation`).
 - :mod:`.slicing`: volumes cut into 2D training slices, weak (slice-range) labels.
@@ -29,13 +33,25 @@ from kneeseg.transforms.checks import (
 )
 from kneeseg.transforms.loading import load_image, load_label
 from kneeseg.transforms.orientation import OrientSlicesd
+from kneeseg.transforms.functional import (
+    DEFAULT_STEPS,
+    NATIVE_RESOLUTION_STEPS,
+    PreprocessingStep,
+    preprocess_planes,
+    preprocessing_steps,
+)
 from kneeseg.transforms.preprocessing import (
     LABEL_LINEAR,
     PREPROCESSING_DEFAULTS,
     HistogramEqualize,
     HistogramEqualized,
+    PlaneIntensityd,
     ResizeLongestSide,
     ResizeLongestSided,
+    ScalePercentiles,
+    ScalePercentilesd,
+    SmoothPlanes,
+    SmoothPlanesd,
     in_plane_pad_size,
     longest_side_size,
     paper_preprocessing,
@@ -45,6 +61,16 @@ from kneeseg.transforms.preprocessing import (
 from kneeseg.transforms.slicing import UNKNOWN_LABEL, SampleSlicesd, WeakSliceLabeld
 
 __all__ = [
+    "DEFAULT_STEPS",
+    "NATIVE_RESOLUTION_STEPS",
+    "PlaneIntensityd",
+    "PreprocessingStep",
+    "ScalePercentiles",
+    "ScalePercentilesd",
+    "SmoothPlanes",
+    "SmoothPlanesd",
+    "preprocess_planes",
+    "preprocessing_steps",
     "OrientSlicesd",
     "PREPROCESSING_DEFAULTS",
     "SampleSlicesd",

@@ -1,19 +1,26 @@
-"""The paper's preprocessing as MONAI transforms.
+"""The paper's preprocessing as MONAI transforms (array and dictionary), over the batched functions.
 
 Jia et al. resize every slice to 512 x 512 *keeping its aspect ratio* (then pad), smooth it and
-equalise its histogram. Here that is, in order (see :func:`paper_preprocessing`):
+equalise its histogram. The steps, their parameters and their order are one description,
+:func:`kneeseg.transforms.functional.preprocessing_steps` (the bundle's ``preprocessing_options``;
+defaults :data:`PREPROCESSING_DEFAULTS`); each step's computation is one batched function of
+:mod:`kneeseg.transforms.functional`, which these transforms and the fast path of ``kneeseg infer``
+both call. The default order (:data:`~kneeseg.transforms.functional.DEFAULT_STEPS`) is the paper's:
 
-1. robust intensity scaling -- MONAI ``ScaleIntensityRangePercentilesd`` (percentile clip,
-   default 0.5-99.5, then [0, 1]); works on 8/12/16-bit data without assuming a maximum;
-2. Gaussian smoothing -- MONAI ``GaussianSmoothd`` (sigma in pixels, in-plane only for volumes);
-3. histogram equalisation -- :class:`HistogramEqualized` (global or CLAHE, skimage.exposure);
-4. :class:`ResizeLongestSided` -- longest in-plane side to ``N`` (images bilinear with
-   anti-aliasing, labels by one-hot linear interpolation, see :data:`LABEL_LINEAR`);
+1. :class:`ResizeLongestSided` -- longest in-plane side to ``N`` (images anti-aliased bilinear,
+   labels by one-hot linear interpolation, see :data:`LABEL_LINEAR`);
+2. :class:`ScalePercentilesd` -- percentile clip (default 0.5-99.5) to [0, 1], over the whole image
+   or volume; works on 8/12/16-bit data without assuming a maximum;
+3. :class:`SmoothPlanesd` -- Gaussian smoothing in-plane (sigma in pixels of the ``N`` grid);
+4. :class:`HistogramEqualized` -- CLAHE (or global) histogram equalisation per plane;
 5. MONAI ``SpatialPadd`` -- centre ("symmetric") pad of the in-plane axes to ``N x N`` with 0.
 
-Steps 1-3 change intensities only (they record nothing, so ``Invertd`` skips them); steps 4-5
-are invertible: ``Compose.inverse`` / ``Invertd`` crops the padding and resizes back to the
-original size.
+:data:`~kneeseg.transforms.functional.NATIVE_RESOLUTION_STEPS` (``steps: [scale, smooth, equalize,
+resize, pad]``) runs the intensity steps at the image's own resolution instead: the definition of
+models trained before kneeseg 0.2.
+
+The intensity steps record nothing (``Invertd`` passes over them); resize and pad are invertible:
+``Compose.inverse`` / ``Invertd`` crops the padding and resizes back to the original size.
 
 Volumes processed slice-wise: pass ``spatial_axes`` (the two in-plane axes of the channel-first
 array's spatial dims, e.g. ``(0, 1)`` for a sagittal series read as (i, j, k)); the slice axis is
@@ -30,20 +37,31 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import (
-    GaussianSmoothd,
     MapTransform,
     Resize,
     Resized,
-    ScaleIntensityRangePercentilesd,
     SpatialPadd,
     Transform,
 )
+from monai.transforms.inverse import TraceableTransform
 from monai.transforms.spatial.functional import resize as _functional_resize
+from monai.transforms.utils import scale_affine
 from monai.utils import (
     TraceKeys,
+    TransformBackends,
     convert_to_dst_type,
     ensure_tuple,
     get_equivalent_dtype,
+)
+
+from kneeseg.transforms import functional as KF
+from kneeseg.transforms.clahe import equalise_plane_reference
+from kneeseg.transforms.functional import (
+    PREPROCESSING_DEFAULTS,
+    PreprocessingStep,
+    longest_side_size,
+    preprocessing_options,
+    preprocessing_steps,
 )
 
 __all__ = [
@@ -51,39 +69,19 @@ __all__ = [
     "PREPROCESSING_DEFAULTS",
     "HistogramEqualize",
     "HistogramEqualized",
+    "PlaneIntensityd",
     "ResizeLongestSide",
     "ResizeLongestSided",
+    "ScalePercentiles",
+    "ScalePercentilesd",
+    "SmoothPlanes",
+    "SmoothPlanesd",
     "in_plane_pad_size",
     "longest_side_size",
     "paper_preprocessing",
     "percentile_scaling",
     "preprocessing_options",
 ]
-
-#: The preprocessing options and their defaults: the one definition that the MONAI chains
-#: (:func:`paper_preprocessing`) and the batched fast path (``kneeseg.inference``) both read.
-PREPROCESSING_DEFAULTS: dict[str, Any] = {
-    "percentiles": (0.5, 99.5),
-    "smooth_sigma": 0.5,
-    "equalization": "clahe",
-    "clip_limit": 0.01,
-    "image_mode": "bilinear",
-    "label_mode": "label-linear",
-}
-
-
-def preprocessing_options(options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """:data:`PREPROCESSING_DEFAULTS` updated with ``options`` (a bundle's ``preprocessing_options``).
-
-    Raises:
-        ValueError: an unknown option name.
-    """
-    unknown = set(options or {}) - set(PREPROCESSING_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown preprocessing option(s) {sorted(unknown)}; known: {sorted(PREPROCESSING_DEFAULTS)}")
-    out = dict(PREPROCESSING_DEFAULTS)
-    out.update(options or {})
-    return out
 
 
 def _axes(spatial_axes: Sequence[int] | None, ndim: int) -> tuple[int, ...]:
@@ -93,21 +91,6 @@ def _axes(spatial_axes: Sequence[int] | None, ndim: int) -> tuple[int, ...]:
     if len(set(axes)) != len(axes):
         raise ValueError(f"spatial_axes must be distinct, got {spatial_axes}")
     return axes
-
-
-def longest_side_size(
-    spatial_shape: Sequence[int], spatial_size: int, spatial_axes: Sequence[int] | None = None
-) -> tuple[int, ...]:
-    """Target shape when the longest of ``spatial_axes`` becomes ``spatial_size``.
-
-    Axes outside ``spatial_axes`` keep their size; the others are scaled by the same factor
-    ``spatial_size / max(shape[spatial_axes])`` and rounded. E.g. ``(352, 384), 512 ->
-    (469, 512)``; ``(384, 352, 20), 512, (0, 1) -> (512, 469, 20)``.
-    """
-    shape = tuple(int(s) for s in spatial_shape)
-    axes = _axes(spatial_axes, len(shape))
-    scale = spatial_size / max(shape[a] for a in axes)
-    return tuple(max(1, int(round(s * scale))) if i in axes else s for i, s in enumerate(shape))
 
 
 def in_plane_pad_size(
@@ -238,6 +221,10 @@ class ResizeLongestSide(Resize):
             self.anti_aliasing_sigma if anti_aliasing_sigma is None else anti_aliasing_sigma,
         )
         if mode_ != LABEL_LINEAR:
+            sigma = args[4]
+            in_plane = self._in_plane(len(shape))
+            if not lazy_ and sigma is None and mode_ in KF.IMAGE_MODES and in_plane is not None:
+                return self._resize_planes(img, shape, sp_size, in_plane, mode_, args[0], args[1], bool(args[3]))
             return _functional_resize(  # type: ignore[no-any-return]
                 img, sp_size, mode_, *args, lazy_, self.get_transform_info()
             )
@@ -246,6 +233,48 @@ class ResizeLongestSide(Resize):
         return _resize_label_linear(img, sp_size, lambda x, size: _functional_resize(
             x, size, "bilinear", None, torch.float32, len(shape), False, None, False, self.get_transform_info()
         ), record=True)
+
+    def _in_plane(self, nsp: int) -> tuple[int, int] | None:
+        """The two axes resized plane by plane, or ``None`` (a 3D resize of all axes: MONAI's)."""
+        axes = _axes(self.spatial_axes, nsp)
+        if nsp not in (2, 3) or len(axes) != 2:
+            return None
+        return (min(axes), max(axes))
+
+    def _resize_planes(
+        self, img: Any, shape: Sequence[int], sp_size: Sequence[int], in_plane: tuple[int, int], mode: str,
+        align_corners: bool | None, dtype: Any, anti_aliasing: bool,
+    ) -> torch.Tensor:
+        """The image resize through :func:`kneeseg.transforms.functional.resize_planes` (per in-plane
+        plane), recorded exactly as MONAI's ``Resize`` records it, so that its inverse applies."""
+        from monai.data.meta_obj import get_track_meta
+        from monai.utils import convert_to_tensor
+
+        img = convert_to_tensor(img, track_meta=get_track_meta())
+        orig_size = tuple(int(v) for v in shape)
+        extra_info = {
+            "mode": mode,
+            "align_corners": align_corners if align_corners is not None else TraceKeys.NONE,
+            "dtype": str(dtype)[6:],
+            "new_dim": 0,
+        }
+        meta_info = TraceableTransform.track_transform_meta(
+            img, sp_size=sp_size, extra_info=extra_info, orig_size=orig_size,
+            affine=scale_affine(orig_size, sp_size, align_corners=bool(align_corners)),
+            transform_info=self.get_transform_info(), lazy=False,
+        )  # fmt: skip
+        data = convert_to_tensor(img, track_meta=False).to(dtype if isinstance(dtype, torch.dtype) else torch.float32)
+        if orig_size != tuple(sp_size):
+            size = (int(sp_size[in_plane[0]]), int(sp_size[in_plane[1]]))
+            data = _from_planes(
+                KF.resize_planes(_to_planes(data, in_plane), size, mode=mode, anti_aliasing=anti_aliasing),
+                data.shape[0], in_plane, len(orig_size),
+            )
+        out = data.to(torch.float32)
+        if isinstance(img, MetaTensor):  # as MONAI's resize: the new tensor takes the tracked meta
+            out = MetaTensor(out)
+            out.copy_meta_from(meta_info)
+        return out
 
     def inverse_transform(self, data: torch.Tensor, transform: Mapping) -> torch.Tensor:
         """Undo one recorded resize (``label-linear`` records are undone the same way)."""
@@ -295,111 +324,178 @@ class ResizeLongestSided(Resized):
         self.resizer = ResizeLongestSide(spatial_size, spatial_axes=spatial_axes, lazy=lazy)
 
 
-class HistogramEqualize(Transform):
-    """Histogram equalisation of intensities in [0, 1] (skimage.exposure), per channel.
+class PlaneIntensity(Transform):
+    """One intensity step of the definition on every plane of a channel-first image or volume.
 
-    Intensity-only: the output keeps shape, dtype float32 and the MetaTensor's meta and
-    ``applied_operations``; nothing is recorded, so ``Invertd`` passes over it.
+    ``img`` ``(C, *spatial)``: each channel is cut into planes along the axis outside
+    ``spatial_axes`` (a 2D image is one plane), the step runs on all planes of the channel at once
+    (:func:`kneeseg.transforms.functional.run_step`; percentiles over the whole channel), and the
+    result is put back. Output float32 of the same shape; a MetaTensor keeps its meta and its
+    ``applied_operations`` (nothing is recorded: ``Invertd`` passes over the step).
+
+    Args:
+        step: a :class:`~kneeseg.transforms.functional.PreprocessingStep` (``scale``, ``smooth``
+            or ``equalize``).
+        spatial_axes: for volumes, the two in-plane axes of the spatial dims (default ``(0, 1)``).
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, step: PreprocessingStep, spatial_axes: Sequence[int] | None = None) -> None:
+        if step.name not in ("scale", "smooth", "equalize"):
+            raise ValueError(f"PlaneIntensity runs intensity steps (scale, smooth, equalize), not {step.name!r}")
+        self.step = step
+        self.spatial_axes = None if spatial_axes is None else tuple(ensure_tuple(spatial_axes))
+
+    def __call__(self, img: Any) -> Any:
+        """``img``: channel-first ``(C, *spatial)`` with 2 or 3 spatial dims; returns the same shape."""
+        data = torch.as_tensor(img.as_tensor() if isinstance(img, MetaTensor) else img).to(torch.float32)
+        nsp = data.dim() - 1
+        if nsp not in (2, 3):
+            raise ValueError(f"expected a channel-first 2D image or 3D volume, got shape {tuple(data.shape)}")
+        in_plane = _axes((0, 1) if self.spatial_axes is None else self.spatial_axes, nsp)
+        out = torch.stack([
+            _from_planes(KF.run_step(self.step, _to_planes(data[c : c + 1], in_plane), 0), 1, in_plane, nsp)[0]
+            for c in range(data.shape[0])
+        ])  # fmt: skip
+        if isinstance(img, MetaTensor):  # meta and applied_operations carried over unchanged
+            res = MetaTensor(out)
+            res.copy_meta_from(img)
+            return res
+        return convert_to_dst_type(out, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+
+
+class ScalePercentiles(PlaneIntensity):
+    """Percentile clip to [0, 1] per channel (the ``scale`` step; see :func:`~kneeseg.transforms.functional.scale_percentiles`)."""
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5, spatial_axes: Sequence[int] | None = None) -> None:
+        super().__init__(PreprocessingStep("scale", {"lower": float(lower), "upper": float(upper)}), spatial_axes)
+
+
+class SmoothPlanes(PlaneIntensity):
+    """In-plane Gaussian smoothing, ``sigma`` in pixels (the ``smooth`` step; MONAI's kernel, zero padding)."""
+
+    def __init__(self, sigma: float = 0.5, spatial_axes: Sequence[int] | None = None) -> None:
+        super().__init__(PreprocessingStep("smooth", {"sigma": float(sigma)}), spatial_axes)
+
+
+class HistogramEqualize(PlaneIntensity):
+    """Histogram equalisation of intensities in [0, 1] per plane (the ``equalize`` step).
 
     Args:
         method: ``"global"`` (``equalize_hist``, the paper's literal choice) or ``"clahe"``
             (``equalize_adapthist``, contrast-limited adaptive; less noise amplification in the
-            dark background of MR slices).
+            dark background of MR slices), both as scikit-image computes them
+            (:func:`~kneeseg.transforms.functional.equalize_planes`).
         nbins: histogram bins.
         clip_limit: CLAHE clip limit (0..1; higher = more contrast).
-        kernel_size: CLAHE tile size in pixels (skimage default: 1/8 of each side).
         spatial_axes: for 3D volumes processed slice-wise, the two in-plane axes; each slice
-            along the remaining axis is equalised on its own. ``None`` equalises the whole array.
+            along the remaining axis is equalised on its own.
         rescale: stretch the result to exactly [0, 1] (so the darkest tissue is 0, matching the
             zero padding that follows).
 
     Input is clipped to [0, 1] first (scale it, e.g. with percentile scaling, before).
     """
 
-    backend = ["numpy"]
-
     def __init__(
         self,
         method: str = "clahe",
         nbins: int = 256,
         clip_limit: float = 0.01,
-        kernel_size: int | Sequence[int] | None = None,
         spatial_axes: Sequence[int] | None = None,
         rescale: bool = True,
     ) -> None:
         if method not in ("global", "clahe"):
             raise ValueError(f"method must be 'global' or 'clahe', got {method!r}")
-        self.method = method
-        self.nbins = int(nbins)
-        self.clip_limit = float(clip_limit)
-        self.kernel_size = kernel_size
-        self.spatial_axes = None if spatial_axes is None else tuple(ensure_tuple(spatial_axes))
-        self.rescale = rescale
-
-    def equalise_plane(self, plane: np.ndarray) -> np.ndarray:
-        """Equalise one 2D plane ``(H, W)`` of values in [0, 1]; float32 out."""
-        from skimage import exposure
-
-        if float(plane.max()) <= float(plane.min()):
-            return plane  # constant: nothing to equalise
-        if self.method == "global":
-            out = exposure.equalize_hist(plane, nbins=self.nbins)
-        else:
-            out = exposure.equalize_adapthist(
-                plane, kernel_size=self.kernel_size, clip_limit=self.clip_limit, nbins=self.nbins
-            )
-        out = np.asarray(out, dtype=np.float32)
-        if self.rescale:
-            lo, hi = float(out.min()), float(out.max())
-            out = (out - lo) / (hi - lo) if hi > lo else out
-        return out
+        self.method, self.nbins, self.clip_limit, self.rescale = method, int(nbins), float(clip_limit), bool(rescale)
+        super().__init__(PreprocessingStep("equalize", {"method": method, "clip_limit": self.clip_limit}), spatial_axes)
 
     def __call__(self, img: Any) -> Any:
-        """``img``: channel-first ``(C, *spatial)``; returns the same shape, float32."""
-        arr = np.clip(np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img, dtype=np.float32), 0, 1)
-        out = np.empty_like(arr)
-        nsp = arr.ndim - 1
-        per_slice = self.spatial_axes is not None and nsp == 3
-        for c in range(arr.shape[0]):
-            if per_slice:
-                (slice_axis,) = set(range(3)) - set(_axes(self.spatial_axes, 3))
-                src = np.moveaxis(arr[c], slice_axis, 0)
-                res = np.stack([self.equalise_plane(p) for p in src], axis=0)
-                out[c] = np.moveaxis(res, 0, slice_axis)
-            else:
-                out[c] = self.equalise_plane(arr[c])
-        return convert_to_dst_type(out, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+        if self.nbins == 256 and self.rescale:
+            return super().__call__(img)
+        step = self.step
+        try:  # non-default bins / no stretch: the same function with those arguments
+            self.step = PreprocessingStep("equalize", dict(step.params, nbins=self.nbins, rescale=self.rescale))
+            return super().__call__(img)
+        finally:
+            self.step = step
+
+    def equalise_plane(self, plane: np.ndarray) -> np.ndarray:
+        """scikit-image on one 2D plane ``(H, W)`` in [0, 1] (the reference the batched step equals)."""
+        return equalise_plane_reference(plane, self.method, self.clip_limit, self.nbins, self.rescale)
 
 
-class HistogramEqualized(MapTransform):
-    """Dictionary version of :class:`HistogramEqualize` (same arguments after ``keys``)."""
+class PlaneIntensityd(MapTransform):
+    """Dictionary version of :class:`PlaneIntensity` (and base of the named dictionary steps)."""
 
-    backend = HistogramEqualize.backend
+    backend = PlaneIntensity.backend
 
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **kwargs: Any) -> None:
+    def __init__(self, keys: KeysCollection, transform: PlaneIntensity, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.equalizer = HistogramEqualize(**kwargs)
+        self.transform = transform
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = self.equalizer(d[key])
+            d[key] = self.transform(d[key])
         return d
 
 
+class ScalePercentilesd(PlaneIntensityd):
+    """Dictionary version of :class:`ScalePercentiles`."""
+
+    def __init__(self, keys: KeysCollection, lower: float = 0.5, upper: float = 99.5,
+                 spatial_axes: Sequence[int] | None = None, allow_missing_keys: bool = False) -> None:  # fmt: skip
+        super().__init__(keys, ScalePercentiles(lower, upper, spatial_axes), allow_missing_keys)
+
+
+class SmoothPlanesd(PlaneIntensityd):
+    """Dictionary version of :class:`SmoothPlanes`."""
+
+    def __init__(self, keys: KeysCollection, sigma: float = 0.5, spatial_axes: Sequence[int] | None = None,
+                 allow_missing_keys: bool = False) -> None:  # fmt: skip
+        super().__init__(keys, SmoothPlanes(sigma, spatial_axes), allow_missing_keys)
+
+
+class HistogramEqualized(PlaneIntensityd):
+    """Dictionary version of :class:`HistogramEqualize` (same arguments after ``keys``)."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **kwargs: Any) -> None:
+        super().__init__(keys, HistogramEqualize(**kwargs), allow_missing_keys)
+        self.equalizer = self.transform
+
+
+def _to_planes(data: torch.Tensor, in_plane: Sequence[int]) -> torch.Tensor:
+    """``(C, *spatial)`` -> planes ``(C * S, 1, A0, A1)`` over the two ``in_plane`` axes (in order)."""
+    nsp = data.dim() - 1
+    if nsp == 2:
+        return data[:, None] if tuple(in_plane) == (0, 1) else data.transpose(1, 2)[:, None]
+    (slice_axis,) = set(range(3)) - set(in_plane)
+    moved = data.permute(0, 1 + slice_axis, 1 + in_plane[0], 1 + in_plane[1])
+    return moved.reshape(-1, 1, moved.shape[2], moved.shape[3])
+
+
+def _from_planes(planes: torch.Tensor, channels: int, in_plane: Sequence[int], nsp: int) -> torch.Tensor:
+    """Inverse of :func:`_to_planes`: planes ``(C * S, 1, A0, A1)`` -> ``(C, *spatial)``."""
+    if nsp == 2:
+        out = planes[:, 0]
+        return out if tuple(in_plane) == (0, 1) else out.transpose(1, 2)
+    (slice_axis,) = set(range(3)) - set(in_plane)
+    moved = planes.reshape(channels, -1, planes.shape[2], planes.shape[3])
+    order = [0, 0, 0]
+    order[slice_axis], order[in_plane[0]], order[in_plane[1]] = 1, 2, 3
+    return moved.permute(0, *order)
+
+
 def percentile_scaling(
-    image_keys: KeysCollection, percentiles: Sequence[float] | None, allow_missing_keys: bool = False
+    image_keys: KeysCollection, percentiles: Sequence[float] | None, allow_missing_keys: bool = False,
+    spatial_axes: Sequence[int] | None = None,
 ) -> list[Transform]:
-    """Step 1 of :func:`paper_preprocessing`: percentile clip to [0, 1] (``[]`` when ``percentiles`` is None)."""
+    """The ``scale`` step alone: percentile clip to [0, 1] (``[]`` when ``percentiles`` is None)."""
     if percentiles is None:
         return []
     lo, hi = percentiles
-    return [
-        ScaleIntensityRangePercentilesd(
-            image_keys, lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True,
-            channel_wise=True, dtype=np.float32, allow_missing_keys=allow_missing_keys,
-        )
-    ]  # fmt: skip
+    return [ScalePercentilesd(image_keys, lo, hi, spatial_axes=spatial_axes, allow_missing_keys=allow_missing_keys)]
 
 
 def paper_preprocessing(
@@ -408,33 +504,26 @@ def paper_preprocessing(
     spatial_size: int = 512,
     spatial_dims: int = 2,
     spatial_axes: Sequence[int] | None = None,
-    percentiles: Sequence[float] | None = PREPROCESSING_DEFAULTS["percentiles"],
-    smooth_sigma: float | None = PREPROCESSING_DEFAULTS["smooth_sigma"],
-    equalization: str | None = PREPROCESSING_DEFAULTS["equalization"],
-    clip_limit: float = PREPROCESSING_DEFAULTS["clip_limit"],
-    image_mode: str = PREPROCESSING_DEFAULTS["image_mode"],
-    label_mode: str = PREPROCESSING_DEFAULTS["label_mode"],
     allow_missing_keys: bool = False,
+    **options: Any,
 ) -> list[Transform]:
-    """The paper's preprocessing as a list of dictionary transforms (see the module docstring).
+    """The preprocessing definition as a list of dictionary transforms, one per step, in order.
 
     Args:
-        image_keys: intensity images (scaled, smoothed, equalised, resized ``image_mode``).
+        image_keys: intensity images (every step).
         label_keys: label maps (only resized with ``label_mode`` and padded); ``None`` for none.
         spatial_size: ``N``: longest in-plane side after resizing and padded square size.
         spatial_dims: 2 for slices, 3 for volumes.
         spatial_axes: in-plane axes (default: ``(0, 1)``; for 2D that is all axes).
-        percentiles: ``(lower, upper)`` for percentile clipping to [0, 1]; ``None`` skips it
-            (input must then already be in [0, 1]).
-        smooth_sigma: Gaussian sigma in pixels (in-plane); ``None``/0 skips smoothing.
-        equalization: ``"global"``, ``"clahe"`` or ``None``.
-        clip_limit: CLAHE clip limit.
-        image_mode: interpolation for images (anti-aliased when downsampling).
-        label_mode: interpolation for labels (``"label-linear"``: one-hot linear, see
-            :data:`LABEL_LINEAR`; ``"nearest-exact"``: pixel-centre aligned nearest).
         allow_missing_keys: passed to every transform (e.g. inference without labels).
+        options: the preprocessing options (:data:`PREPROCESSING_DEFAULTS`: ``steps``,
+            ``percentiles``, ``smooth_sigma``, ``equalization``, ``clip_limit``, ``image_mode``,
+            ``label_mode``); the steps are :func:`~kneeseg.transforms.functional.preprocessing_steps`.
 
     Output per key: ``(C, N, N)`` for 2D, ``(C, N, N, D)`` for volumes with the slice axis last.
+
+    Raises:
+        ValueError: bad ``spatial_dims``/``spatial_axes`` or preprocessing options.
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -443,32 +532,27 @@ def paper_preprocessing(
         raise ValueError(f"spatial_axes must name the two in-plane axes, got {spatial_axes}")
     img_keys = list(ensure_tuple(image_keys))
     lab_keys = [] if label_keys is None else list(ensure_tuple(label_keys))
-    amk = allow_missing_keys
-    xforms: list[Transform] = percentile_scaling(img_keys, percentiles, amk)
-    if smooth_sigma:
-        sigma = tuple(float(smooth_sigma) if i in axes else 0.0 for i in range(spatial_dims))
-        xforms.append(GaussianSmoothd(img_keys, sigma=sigma, allow_missing_keys=amk))
-    if equalization:
-        xforms.append(
-            HistogramEqualized(
-                img_keys, method=equalization, clip_limit=clip_limit,
-                spatial_axes=axes if spatial_dims == 3 else None, allow_missing_keys=amk,
-            )
-        )
     keys = img_keys + lab_keys
-    xforms.append(
-        ResizeLongestSided(
-            keys, spatial_size, spatial_axes=axes,
-            mode=[image_mode] * len(img_keys) + [label_mode] * len(lab_keys),
-            anti_aliasing=[True] * len(img_keys) + [False] * len(lab_keys),
-            allow_missing_keys=amk,
-        )
-    )
-    xforms.append(
-        SpatialPadd(
-            keys, spatial_size=in_plane_pad_size(spatial_size, spatial_dims, axes),
-            method="symmetric", mode="constant", value=0, allow_missing_keys=amk,
-        )
-    )
+    amk = allow_missing_keys
+    plane_axes = axes if spatial_dims == 3 else None
+    xforms: list[Transform] = []
+    for step in preprocessing_steps(options):
+        if step.name == "resize":
+            xforms.append(ResizeLongestSided(
+                keys, spatial_size, spatial_axes=axes,
+                mode=[step.params["mode"]] * len(img_keys) + [step.params["label_mode"]] * len(lab_keys),
+                anti_aliasing=[True] * len(img_keys) + [False] * len(lab_keys), allow_missing_keys=amk,
+            ))  # fmt: skip
+        elif step.name == "pad":
+            xforms.append(SpatialPadd(
+                keys, spatial_size=in_plane_pad_size(spatial_size, spatial_dims, axes),
+                method="symmetric", mode="constant", value=0, allow_missing_keys=amk,
+            ))  # fmt: skip
+        elif step.name == "scale":
+            xforms.append(ScalePercentilesd(img_keys, step.params["lower"], step.params["upper"], plane_axes, amk))
+        elif step.name == "smooth":
+            xforms.append(SmoothPlanesd(img_keys, step.params["sigma"], plane_axes, amk))
+        else:
+            xforms.append(HistogramEqualized(img_keys, amk, method=step.params["method"],
+                                             clip_limit=step.params["clip_limit"], spatial_axes=plane_axes))  # fmt: skip
     return xforms
-
