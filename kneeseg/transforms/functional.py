@@ -14,8 +14,9 @@ What the steps are and in which order is one ordered description, :func:`preproc
 from the bundle's ``preprocessing_options`` (:data:`PREPROCESSING_DEFAULTS`). The default order is
 the paper's: resize (longest side to ``N``, aspect kept), then intensity scaling, smoothing and
 histogram equalisation at the network's resolution, then the centre padding to ``N x N``.
-:data:`NATIVE_RESOLUTION_STEPS` is the order of kneeseg 0.x models (everything at the image's own
-resolution, then the resize), kept so that those models still get their own input.
+:data:`NATIVE_RESOLUTION_STEPS` is the order of models of bundle versions before 0.4.0 (the
+intensity steps at the image's own resolution, then the resize), kept so that those models still
+get their own input (``preprocessing_options: {"steps": [scale, smooth, equalize, resize, pad]}``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ NATIVE_RESOLUTION_STEPS = ("scale", "smooth", "equalize", "resize", "pad")
 #: The preprocessing options and their defaults: the one definition that the MONAI chains and the
 #: batched fast path both read (a bundle's ``preprocessing_options`` overrides entries).
 PREPROCESSING_DEFAULTS: dict[str, Any] = {
-    "steps": NATIVE_RESOLUTION_STEPS,
+    "steps": DEFAULT_STEPS,
     "percentiles": (0.5, 99.5),
     "smooth_sigma": 0.5,
     "equalization": "clahe",

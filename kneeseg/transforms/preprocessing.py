@@ -17,7 +17,7 @@ both call. The default order (:data:`~kneeseg.transforms.functional.DEFAULT_STEP
 
 :data:`~kneeseg.transforms.functional.NATIVE_RESOLUTION_STEPS` (``steps: [scale, smooth, equalize,
 resize, pad]``) runs the intensity steps at the image's own resolution instead: the definition of
-models trained before kneeseg 0.2.
+models of bundle versions before 0.4.0.
 
 The intensity steps record nothing (``Invertd`` passes over them); resize and pad are invertible:
 ``Compose.inverse`` / ``Invertd`` crops the padding and resizes back to the original size.
