@@ -21,8 +21,9 @@ records' ``stage_seconds``); the network's FLOPs per series and its achieved GFL
 this machine's convolution limits (fp32 and bf16, measured here on a large 3 x 3 convolution).
 
 Unless the CPU already lacks native bf16 (or ``--no-avx2``), the plain pipeline and ``auto`` are
-run again in a child process under ``ATEN_CPU_CAPABILITY=avx2``, which makes PyTorch behave as on
-a CPU without AVX-512/native bf16; that run's own ratio is reported as ``avx2_emulated``.
+run again in a child process under ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``, which makes
+PyTorch and its oneDNN convolutions behave as on a CPU without AVX-512/native bf16 (ONNX Runtime's
+own kernels still use what the CPU has); that run's own ratio is reported as ``avx2_emulated``.
 
     python benchmarks/infer.py --ckpt /tmp/acl1/models/model.pt --preset cpu
 """
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -46,15 +46,9 @@ import pydicom
 import torch
 
 PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import avx2_env, conv_limit_gflops, rss_mb  # noqa: E402
 DEFAULT_SERIES = PROJECT.parent / "shared" / "data" / "dicom" / "knee-dess-sag"
-
-
-def rss_mb() -> float:
-    """Resident set size of this process in MiB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def make_copies(series: Path, dest: Path, copies: int) -> list[Path]:
@@ -108,25 +102,6 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
 
 
-def conv_limit_gflops(dtype: torch.dtype, seconds: float = 2.0) -> float:
-    """This machine's throughput on a large 3 x 3 convolution (64 -> 64 channels, 8 x 128 x 128,
-    channels_last), in GFLOP/s: fp32 as is, bf16 under CPU autocast (emulated where not native)."""
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).eval().to(memory_format=torch.channels_last)
-    x = torch.rand(8, 64, 128, 128).contiguous(memory_format=torch.channels_last)
-    flops = 2 * 64 * 64 * 9 * 8 * 128 * 128
-
-    def run() -> None:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            conv(x)
-
-    run()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or n < 3:
-        run()
-        n += 1
-    return flops * n / (time.perf_counter() - t0) / 1e9
-
-
 def network_gflops(network: torch.nn.Module, size: int) -> float:
     """Forward GFLOPs of one ``1 x 1 x size x size`` slice (``torch.utils.flop_counter``)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -149,16 +124,17 @@ def stage_split(out: Path) -> dict[str, float]:
 
 
 def avx2_child(args: argparse.Namespace) -> dict:
-    """The plain pipeline and ``auto`` again in a child process under ``ATEN_CPU_CAPABILITY=avx2``."""
+    """The plain pipeline and ``auto`` again in a child process under ``machine.AVX2_ENV``
+    (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``)."""
     with tempfile.TemporaryDirectory(prefix="kneeseg-bench-avx2-") as tmp:
         report = Path(tmp) / "avx2.json"
         cmd = [sys.executable, __file__, "--ckpt", str(args.ckpt), "--preset", args.preset, "--series", str(args.series),
                "--copies", str(args.copies), "--runtimes", "auto", "--memory-series", "0", "--no-avx2",
                "--no-limits", "--json", str(report)]  # fmt: skip
-        env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2")
-        subprocess.run(cmd, env=env, check=True)
+        subprocess.run(cmd, env=avx2_env(), check=True)
         child = json.loads(report.read_text())
-    return {"env": "ATEN_CPU_CAPABILITY=avx2", "cpu_capability": child["cpu_capability"], "results": child["results"]}
+    return {"env": "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2", "cpu_capability": child["cpu_capability"],
+            "results": child["results"], "stage_seconds": {k: v.get("stage_seconds_per_series") for k, v in child["results"].items()}}
 
 
 def component_timings(folder: Path, network: torch.nn.Module, settings: dict) -> dict[str, float]:

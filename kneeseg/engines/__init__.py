@@ -7,6 +7,7 @@ from kneeseg.engines.inferers import (
     RuntimeInferer,
     SliceOrSimpleInferer,
 )
+from kneeseg.engines.loader import loader_workers
 from kneeseg.engines.runtime import (
     RUNTIMES,
     NetworkRunner,
@@ -24,5 +25,6 @@ __all__ = [
     "RuntimeChoice",
     "choose_runtime",
     "cpu_supports_bf16",
+    "loader_workers",
     "resolve_amp",
 ]

@@ -72,9 +72,10 @@ class ChannelAttention(nn.Module):
         Returns:
             ``(B, C, 1, ...)``, broadcastable against ``x``.
         """
-        flat = x.flatten(2)
+        # reduce over the spatial dims in place of a flatten, which copies a channels_last tensor
+        dims = list(range(2, x.dim()))
         # one batched MLP call for both descriptors: (B, 2, C)
-        desc = torch.stack((flat.mean(dim=-1), flat.amax(dim=-1)), dim=1)
+        desc = torch.stack((x.mean(dim=dims), x.amax(dim=dims)), dim=1)
         logits = self.mlp(desc).sum(dim=1)
         return torch.sigmoid(logits).reshape(_gate_shape(x, True, self.spatial_dims))
 
