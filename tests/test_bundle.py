@@ -90,6 +90,26 @@ def test_training_resumes_at_the_next_epoch_with_optimizer_state(tiny_phantom, t
     assert history["epoch"] == [1, 2]
 
 
+def test_data_loaders_follow_the_device_and_train_with_worker_processes(tiny_phantom, tmp_path):
+    """No workers on a CPU; on CUDA workers, pinned memory, prefetch (the same settings run here with
+    2 worker processes and without pinning, which needs a GPU)."""
+    from kneeseg.engines import loader_workers
+
+    assert loader_workers("cpu") == 0
+    assert loader_workers("cuda:0") == max(0, min(4, len(os.sched_getaffinity(0)) - 1))
+    default = tiny_overrides(tiny_phantom, tmp_path / "a")
+    del default["num_workers"]  # the bundle's own choice
+    wf = ConfigWorkflow(config_file=TRAIN_CONFIGS, meta_file=str(CONFIGS / "metadata.json"), workflow_type="train", **default)
+    wf.initialize()
+    loader = wf.parser.get_parsed_content("train#dataloader")
+    if not torch.cuda.is_available():
+        assert loader.num_workers == 0 and not loader.pin_memory
+    wf = _train(tiny_phantom, tmp_path / "b", max_epochs=1, num_workers=2, resume=False)
+    loader = wf.parser.get_parsed_content("train#dataloader")
+    assert loader.num_workers == 2 and loader.persistent_workers and loader.prefetch_factor == 4
+    assert wf.parser.get_parsed_content("train#trainer").state.iteration > 0
+
+
 @pytest.mark.parametrize("amp,expected", [(True, torch.bfloat16), (False, torch.float32)])
 def test_bundle_amp_setting_controls_forward_precision(tiny_phantom, tmp_path, amp, expected):
     wf = ConfigWorkflow(

@@ -154,7 +154,7 @@ def test_train_chain_patches_keep_resolution_and_oversample_foreground(shared_da
     chain = train_transforms(spatial_size=256, seed=0, patch_size=96, patch_pos_fraction=1.0, augment=False)
     full = eval_transforms(spatial_size=256)(_acl(shared_data))
     for _ in range(3):
-        (out,) = chain(_acl(shared_data))  # a list of one patch (MONAI's collate flattens it)
+        out = chain(_acl(shared_data))  # one patch: the dictionary itself
         assert out["image"].shape == out["label"].shape == (1, 96, 96)
         assert float(out["label"].sum()) > 0  # centred on a foreground pixel
         # the patch is a crop of the full-resolution image, not a downscaled image
@@ -165,5 +165,18 @@ def test_train_chain_patches_keep_resolution_and_oversample_foreground(shared_da
         assert any(np.allclose(img[i : i + 96, j : j + 96], patch) for i, j in cand)
     with pytest.raises(ValueError, match="patch_size must be between 0 and spatial_size"):
         train_transforms(spatial_size=64, patch_size=64)
+
+
+def test_patches_of_volume_slices_stay_a_flat_list_that_collates(nifti_pair: dict[str, str]) -> None:
+    """Volumes cut into slices (a list) then one patch per slice: a flat list of patch dictionaries,
+    through the augmentation, that MONAI's DataLoader batches with 2D images (the knee-acl recipe)."""
+    from monai.data import DataLoader, Dataset
+
+    chain = train_transforms(spatial_size=64, seed=0, slices_per_volume=3, patch_size=32)
+    out = chain(nifti_pair)
+    assert isinstance(out, list) and len(out) == 3
+    assert all(isinstance(d, dict) and d["image"].shape == d["label"].shape == (1, 32, 32) for d in out)
+    batch = next(iter(DataLoader(Dataset([nifti_pair, nifti_pair], chain), batch_size=2)))
+    assert batch["image"].shape == (6, 1, 32, 32)
     with pytest.raises(ValueError, match="needs a label key"):
         train_transforms(keys="image", spatial_size=64, patch_size=32)

@@ -58,7 +58,7 @@ from kneeseg.transforms.orientation import OrientSlicesd
 from kneeseg.transforms.preprocessing import paper_preprocessing, preprocessing_options
 from kneeseg.transforms.slicing import SampleSlicesd, WeakSliceLabeld
 
-__all__ = ["DimensionDispatchd", "KneeCompose", "eval_transforms", "infer_transforms", "post_transforms", "train_transforms"]
+__all__ = ["DimensionDispatchd", "KneeCompose", "OnePatchd", "eval_transforms", "infer_transforms", "post_transforms", "train_transforms"]
 
 
 class KneeCompose(Compose):
@@ -275,6 +275,22 @@ def train_transforms(
     return chain
 
 
+class OnePatchd(RandCropByPosNegLabeld):
+    """MONAI ``RandCropByPosNegLabeld`` with one sample, returning the patch's dictionary itself.
+
+    MONAI returns a list of ``num_samples`` dictionaries. A volume cut into slices already is a list
+    (:class:`~kneeseg.transforms.slicing.SampleSlicesd`), and a list per slice would nest lists,
+    which the transforms after it cannot take; with one patch per slice the list is not needed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["num_samples"] = 1
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> Any:  # type: ignore[override]
+        return super().__call__(data, lazy=lazy)[0]
+
+
 def _patch_sampler(
     image_key: str,
     label_keys: list[str],
@@ -283,7 +299,7 @@ def _patch_sampler(
     spatial_dims: int,
     spatial_axes: Sequence[int] | None,
     pos_fraction: float,
-) -> RandCropByPosNegLabeld:
+) -> OnePatchd:
     if not label_keys:
         raise ValueError("patch_size needs a label key (patches are centred on foreground or background)")
     if not 0 < patch_size < spatial_size:
@@ -293,9 +309,9 @@ def _patch_sampler(
     plane = (0, 1) if spatial_axes is None else tuple(int(a) % spatial_dims for a in spatial_axes)
     roi = tuple(patch_size if i in plane else -1 for i in range(spatial_dims))
     # pos/neg are relative weights: pos_fraction of the patches centre on foreground
-    return RandCropByPosNegLabeld(
+    return OnePatchd(
         [image_key, *label_keys], label_key=label_keys[0], spatial_size=roi, pos=pos_fraction,
-        neg=1.0 - pos_fraction, num_samples=1, allow_smaller=False,
+        neg=1.0 - pos_fraction, allow_smaller=False,
     )  # fmt: skip
 
 
