@@ -97,14 +97,16 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     flops_by_shape: dict[tuple[int, ...], float] = {}
 
     def step_flops(inputs: torch.Tensor, targets: torch.Tensor) -> float:
-        key = tuple(inputs.shape)
+        """Forward + backward FLOPs of a batch: counted once per slice shape on one slice, times
+        the batch size (every layer's FLOPs are linear in the batch)."""
+        key = tuple(inputs.shape[1:])
         if key not in flops_by_shape:
             probe = copy.deepcopy(net)
             counter = FlopCounterMode(display=False)
             with counter:
-                loss_fn(inferer(inputs.clone(), probe), targets).mean().backward()
+                loss_fn(inferer(inputs[:1].clone(), probe), targets[:1]).mean().backward()
             flops_by_shape[key] = counter.get_total_flops()
-        return flops_by_shape[key]
+        return flops_by_shape[key] * int(inputs.shape[0])
 
     epochs = []
     losses: list[float] = []

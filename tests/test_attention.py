@@ -93,3 +93,16 @@ def test_bad_arguments_are_reported():
         SpatialAttention(2, kernel_size=4)
     with pytest.raises(ValueError, match="reduction"):
         ChannelAttention(2, 8, reduction=0)
+
+
+def test_channel_weights_equal_in_channels_last_and_contiguous_memory():
+    """The channels_last path reduces a positions x channels view: same weights and gradients."""
+    torch.manual_seed(0)
+    att = ChannelAttention(2, 12, reduction=4)
+    x = torch.randn(3, 12, 9, 7)
+    xs = [x.clone().requires_grad_(True), x.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)]
+    outs = [att.weights(v) for v in xs]
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+    for o in outs:
+        (o * torch.arange(12.0).reshape(1, 12, 1, 1)).sum().backward()
+    assert torch.allclose(xs[0].grad, xs[1].grad, atol=1e-6)

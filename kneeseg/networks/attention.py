@@ -72,10 +72,16 @@ class ChannelAttention(nn.Module):
         Returns:
             ``(B, C, 1, ...)``, broadcastable against ``x``.
         """
-        # reduce over the spatial dims in place of a flatten, which copies a channels_last tensor
-        dims = list(range(2, x.dim()))
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # channels_last: positions x channels is a view (a flatten would copy the tensor), and
+            # reducing its rows is vectorised across channels
+            flat = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+            mean, peak = flat.mean(dim=1), flat.amax(dim=1)
+        else:
+            flat = x.flatten(2)
+            mean, peak = flat.mean(dim=-1), flat.amax(dim=-1)
         # one batched MLP call for both descriptors: (B, 2, C)
-        desc = torch.stack((x.mean(dim=dims), x.amax(dim=dims)), dim=1)
+        desc = torch.stack((mean, peak), dim=1)
         logits = self.mlp(desc).sum(dim=1)
         return torch.sigmoid(logits).reshape(_gate_shape(x, True, self.spatial_dims))
 

@@ -25,6 +25,7 @@ nibabel, labelme ``.json`` labels when ``label_map`` is given). Pass ``reader=``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -288,7 +289,10 @@ class OnePatchd(RandCropByPosNegLabeld):
         super().__init__(*args, **kwargs)
 
     def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> Any:  # type: ignore[override]
-        return super().__call__(data, lazy=lazy)[0]
+        with warnings.catch_warnings():
+            # a negative slice (no foreground, by design) gets a background patch; MONAI warns each time
+            warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
+            return super().__call__(data, lazy=lazy)[0]
 
 
 def _patch_sampler(
