@@ -45,6 +45,7 @@ __all__ = [
     "pad_planes",
     "pad_widths",
     "percentiles",
+    "percentiles_by_rank",
     "preprocess_planes",
     "preprocessing_options",
     "preprocessing_steps",
@@ -161,24 +162,39 @@ def preprocessing_steps(options: Mapping[str, Any] | None = None) -> list[Prepro
 def percentiles(x: torch.Tensor, qs: Sequence[float]) -> list[float]:
     """Percentiles ``qs`` (0-100) of all values of ``x``, as ``numpy.percentile`` computes them.
 
-    numpy's default ("linear") method: the value at fractional rank ``q / 100 * (n - 1)`` between
-    the two neighbouring order statistics, found with ``kthvalue`` (linear time, any size, any
-    device) and interpolated in float64 the way numpy does.
+    On the CPU numpy itself (one partition pass for all the order statistics); on other devices
+    :func:`percentiles_by_rank`, the same numbers computed there.
     """
     flat = x.reshape(-1)
-    n = flat.numel()
-    if n == 0:
+    if flat.numel() == 0:
         raise ValueError("percentiles of an empty tensor")
-    out = []
     for q in qs:
         if not 0.0 <= float(q) <= 100.0:
             raise ValueError(f"percentile must be in [0, 100], got {q}")
+    if flat.device.type == "cpu":
+        import numpy as np
+
+        return [float(v) for v in np.percentile(flat.detach().numpy(), [float(q) for q in qs])]
+    return percentiles_by_rank(flat, qs)
+
+
+def percentiles_by_rank(x: torch.Tensor, qs: Sequence[float]) -> list[float]:
+    """numpy's default ("linear") percentiles of all values of ``x``, on ``x``'s device.
+
+    The value at fractional rank ``q / 100 * (n - 1)`` between the two neighbouring order
+    statistics, found with ``kthvalue`` (linear time, any size) and interpolated in float64 as
+    numpy's ``_lerp`` does.
+    """
+    flat = x.reshape(-1)
+    n = flat.numel()
+    out = []
+    for q in qs:
         rank = float(q) / 100.0 * (n - 1)
         lo_i, t = int(math.floor(rank)), rank - math.floor(rank)
         a = float(torch.kthvalue(flat, lo_i + 1).values) if n > 1 else float(flat[0])
         b = float(torch.kthvalue(flat, min(lo_i + 2, n)).values) if t > 0 else a
         diff = b - a
-        out.append(a + diff * t if t < 0.5 else b - diff * (1.0 - t))  # numpy's _lerp
+        out.append(a + diff * t if t < 0.5 else b - diff * (1.0 - t))
     return out
 
 
