@@ -87,13 +87,24 @@ def plain_monai(folders: list[Path], network: torch.nn.Module, settings: dict, o
     network = network.eval().to(memory_format=torch.contiguous_format)
     labels = []
     for folder in folders:
+        t0 = time.perf_counter()
         data = chain({"image": str(folder)})
+        t1 = time.perf_counter()
         with torch.inference_mode():
             data["pred"] = inferer(data["image"][None], network)[0]
+        t2 = time.perf_counter()
         data = post(data)
+        t3 = time.perf_counter()
         saver(data["pred"].to(torch.uint8), meta_data=data["pred"].meta)
         labels.append(data["pred"][0].numpy().astype(np.uint8))
+        for stage, sec in (("read + preprocess", t1 - t0), ("network", t2 - t1), ("postprocess", t3 - t2),
+                           ("write", time.perf_counter() - t3)):  # fmt: skip
+            PLAIN_STAGES[stage] = PLAIN_STAGES.get(stage, 0.0) + sec / len(folders)
     return labels
+
+
+#: seconds per series of each stage of the last :func:`plain_monai` call
+PLAIN_STAGES: dict[str, float] = {}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -212,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
 
         say("plain MONAI pipeline (eager fp32) ...")
         plain_monai(folders[:1], seg.network, settings, tmp / "warm")  # warm-up
+        PLAIN_STAGES.clear()
         t0 = time.perf_counter()
         plain = plain_monai(folders, seg.network, settings, tmp / "plain")
         plain_s = (time.perf_counter() - t0) / len(folders)
-        results["plain MONAI"] = {"seconds_per_series": plain_s}
+        results["plain MONAI"] = {"seconds_per_series": plain_s,
+                                  "stage_seconds_per_series": {k: round(v, 3) for k, v in PLAIN_STAGES.items()}}
+        say(f"  per series: {results['plain MONAI']['stage_seconds_per_series']}")
         say(f"  {plain_s:.2f} s per series")
         del seg
         gc.collect()

@@ -181,23 +181,23 @@ def preprocessing_figure(out: Path, shared: Path) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
 
-    fig, axes = plt.subplots(2, 4, figsize=(13.2, 7.4))
+    fig, axes = plt.subplots(2, 5, figsize=(16.5, 7.4))
     a = axes.ravel()
     show(a[0], original_image, f"original {w} x {h} (W x H), RGBA grey PNG\nACL mask outline", original_label)
-    show(a[1], snaps["ScalePercentilesd"], "1. percentile scaling\n0.5-99.5 % -> [0, 1], clipped", vmin=0, vmax=1)
-    show(a[2], snaps["SmoothPlanesd"], "2. Gaussian smoothing\nsigma 0.5 px", vmin=0, vmax=1)
-    show(a[3], snaps["HistogramEqualized"], "3. CLAHE (default)\nclip limit 0.01, 256 bins", vmin=0, vmax=1)
-    show(a[4], global_eq, "for comparison: global equalisation\n(paper's literal choice; not the default)", vmin=0, vmax=1)
-    show(
-        a[5], snaps["SpatialPadd"], f"4+5. resize longest side -> {rw} x {rh},\ncentre pad -> 512 x 512 (mask label-linear)",
-        processed_label, vmin=0, vmax=1,
-    )
+    show(a[1], snaps["ResizeLongestSided"], f"1. resize longest side -> {rw} x {rh}\n(anti-aliased bilinear; raw intensities)")
+    show(a[2], snaps["ScalePercentilesd"], "2. percentile scaling\n0.5-99.5 % -> [0, 1], clipped", vmin=0, vmax=1)
+    show(a[3], snaps["SmoothPlanesd"], "3. Gaussian smoothing\nsigma 0.5 px of the 512 grid", vmin=0, vmax=1)
+    show(a[4], snaps["HistogramEqualized"], "4. CLAHE (default)\nclip limit 0.01, 256 bins", vmin=0, vmax=1)
+    show(a[5], global_eq, "for comparison: global equalisation\n(paper's literal choice; not the default)", vmin=0, vmax=1)
+    show(a[6], snaps["SpatialPadd"], "5. centre pad -> 512 x 512\n(mask resized label-linear, padded)", processed_label,
+         vmin=0, vmax=1)  # fmt: skip
+    a[9].axis("off")
     # inverted vs original, cropped around the ACL
     ys = np.nonzero(original_label.T > 0)
     r0, r1 = max(0, ys[0].min() - 25), min(h, ys[0].max() + 26)
     c0, c1 = max(0, ys[1].min() - 25), min(w, ys[1].max() + 26)
     crop = (slice(c0, c1), slice(r0, r1))  # (W, H) indexing
-    ax = a[6]
+    ax = a[7]
     ax.imshow(original_image[crop].T, cmap="gray", interpolation="nearest")
     ax.contour(original_label[crop].T, levels=[0.5], colors=["#ffd400"], linewidths=1.4)
     ax.contour(inverted[crop].T, levels=[0.5], colors=["#00e5ff"], linewidths=1.0, linestyles="--")
@@ -205,7 +205,7 @@ def preprocessing_figure(out: Path, shared: Path) -> None:
     ax.set_yticks([])
     ax.set_title(f"chain.inverse: mask back at {w} x {h} (cyan, dashed)\nvs original (yellow), Dice {dice:.4f}; zoom on the ACL", fontsize=8.5)
     # intensity histograms of the equalisation choices
-    ax = a[7]
+    ax = a[8]
     bins = np.linspace(0, 1, 65)
     for arr, name, colour in (
         (snaps["SmoothPlanesd"], "after scaling + smoothing", "0.4"),
