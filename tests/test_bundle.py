@@ -242,7 +242,8 @@ def test_cli_train_then_evaluate_writes_reports(tiny_phantom, tmp_path, capsys):
     tiny = [f"--set={k}={v}" for k, v in {"spatial_size": 64, "width": 4, "batch_size": 4, "val_interval": 1}.items()]
     assert main(["train", *common, "--output-dir", str(tmp_path / "runs"), "--set=max_epochs=1", *tiny]) == 0
     assert (tmp_path / "models" / "model.pt").is_file()
-    assert main(["evaluate", *common, "--output-dir", str(tmp_path / "eval"), *tiny]) == 0
+    # evaluated on a 48 px grid (a fully convolutional network), so that the grid differs from the 64 px images
+    assert main(["evaluate", *common, "--output-dir", str(tmp_path / "eval"), *tiny, "--set=spatial_size=48"]) == 0
     summary = json.loads((tmp_path / "eval" / "metrics_summary.json").read_text())
     rows = (tmp_path / "eval" / "metrics_per_case.csv").read_text().splitlines()
     test_items = json.loads((tiny_phantom / "dataset_2d.json").read_text())["test"]
@@ -250,6 +251,24 @@ def test_cli_train_then_evaluate_writes_reports(tiny_phantom, tmp_path, capsys):
     assert "per_image_mean" in summary
     out = capsys.readouterr().out
     assert "Loss rate" in out and "MAE" in out and "F1" in out  # the Table-1 layout on the console
+    # the main report counts each image's own pixels (prediction inverted, the mask reloaded from its
+    # file); the grid report counts the network's 48 x 48 grid
+    import csv
+
+    from PIL import Image
+
+    native = list(csv.DictReader((tmp_path / "eval" / "metrics_per_case.csv").open()))
+    grid = list(csv.DictReader((tmp_path / "eval" / "metrics_per_case_grid.csv").open()))
+    assert len(native) == len(grid) == len(test_items)
+    cls = next(k for k in native[0] if k.startswith("tp_"))[3:]  # the foreground class's column suffix
+    for n, g in zip(native, grid):
+        w, h = Image.open(n["case_id"]).size
+        assert sum(int(float(n[f"{c}_{cls}"])) for c in ("tp", "fp", "fn", "tn")) == w * h == 64 * 64
+        assert sum(int(float(g[f"{c}_{cls}"])) for c in ("tp", "fp", "fn", "tn")) == 48 * 48
+        assert n["hd95_unit"] == "pixel"
+    assert summary["measured"] == "at each image's own resolution"
+    grid_summary = json.loads((tmp_path / "eval" / "metrics_summary_grid.json").read_text())
+    assert grid_summary["measured"].startswith("on the network grid (48 px")
     assert main(["train", "--preset", "no-such-preset"]) == 2
 
 

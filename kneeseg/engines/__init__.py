@@ -8,6 +8,7 @@ from kneeseg.engines.inferers import (
     SliceOrSimpleInferer,
 )
 from kneeseg.engines.loader import loader_workers
+from kneeseg.engines.schedule import LR_SCHEDULES, lr_scheduler
 from kneeseg.engines.runtime import (
     RUNTIMES,
     NetworkRunner,
@@ -26,5 +27,7 @@ __all__ = [
     "choose_runtime",
     "cpu_supports_bf16",
     "loader_workers",
+    "LR_SCHEDULES",
+    "lr_scheduler",
     "resolve_amp",
 ]

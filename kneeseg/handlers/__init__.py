@@ -7,6 +7,8 @@
 - :mod:`~kneeseg.handlers.checkpoint`: a resumable ``last.pt`` after every epoch, ``model.pt`` when
   validation improves, and resuming from ``last.pt``.
 - :mod:`~kneeseg.handlers.validation`: periodic validation that also validates after the last epoch.
+- :mod:`~kneeseg.handlers.convergence`: early stopping on the validation metric (and why a run
+  stopped: ``stop.json``), the learning-rate schedule stepped per epoch or per validation.
 - :mod:`~kneeseg.handlers.curves`: training curves (PNG and JSON) after every epoch.
 """
 
@@ -16,6 +18,7 @@ from kneeseg.handlers.checkpoint import (
     ResumeFromCheckpoint,
     save_checkpoint,
 )
+from kneeseg.handlers.convergence import EarlyStopping, ScheduleStepper, read_stop_record
 from kneeseg.handlers.curves import TrainingCurveHandler, plot_training_curves
 from kneeseg.handlers.metrics import (
     DiceHandler,
@@ -35,6 +38,9 @@ from kneeseg.handlers.validation import FinalValidationHandler
 __all__ = [
     "BestCheckpointSaver",
     "DiceHandler",
+    "EarlyStopping",
+    "ScheduleStepper",
+    "read_stop_record",
     "F1Handler",
     "FinalValidationHandler",
     "HD95Handler",

@@ -52,6 +52,8 @@ class MetricsReportHandler:
         print_table: also ``print`` the table (it is always logged).
         table_aggregation: ``"per_image_mean"`` (default) or ``"pooled"`` for the console table.
         name: logger name.
+        title: what the numbers are measured on, printed above the table and stored in the summary
+            (``"at each image's own resolution"``, ``"on the network grid ..."``).
     """
 
     def __init__(
@@ -73,8 +75,10 @@ class MetricsReportHandler:
         table_aggregation: str = "per_image_mean",
         name: str = "kneeseg.metrics",
         train_loss_fn: Callable[..., torch.Tensor] | None = None,
+        title: str | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.title = title
         self.method = method
         self.metrics = SegmentationMetrics(
             num_classes=num_classes, loss_fn=loss_fn, activation=activation, include_background=include_background,
@@ -105,6 +109,8 @@ class MetricsReportHandler:
     def _write(self, engine: Engine) -> None:
         summary = self.metrics.aggregate()
         summary = {"method": self.method, "epoch": int(getattr(engine.state, "epoch", 0) or 0), **summary}
+        if self.title:
+            summary["measured"] = self.title
         rows = self.metrics.rows()
         self.summary = summary
         engine.state.metrics_summary = summary  # type: ignore[attr-defined]
@@ -114,6 +120,8 @@ class MetricsReportHandler:
         csv_path = write_case_csv(rows, self.output_dir / self.csv_name)
         json_path = write_summary_json(summary, self.output_dir / self.json_name)
         table = format_table1({self.method: summary}, aggregation=self.table_aggregation)
+        if self.title:
+            table = f"{self.title}:\n{table}"
         self.logger.info("metrics over %d cases -> %s, %s\n%s", summary["num_cases"], csv_path, json_path, table)
         if self.print_table:
             print(table, flush=True)

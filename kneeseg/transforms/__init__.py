@@ -14,6 +14,7 @@
 - :mod:`.augmentation`: knee-MRI training augmentation (no anatomy-breaking flips).
 - :mod:`.chains`: ``train_transforms``, ``eval_transforms``, ``infer_transforms``,
   ``post_transforms``.
+- :mod:`.native`: evaluation in the image's own space (predictions inverted, the mask reloaded).
 """
 
 from kneeseg.transforms.augmentation import knee_augmentations
@@ -32,6 +33,7 @@ from kneeseg.transforms.checks import (
     source_of,
 )
 from kneeseg.transforms.loading import load_image, load_label
+from kneeseg.transforms.native import LoadSourceLabeld, native_transforms
 from kneeseg.transforms.orientation import OrientSlicesd
 from kneeseg.transforms.functional import (
     DEFAULT_STEPS,
@@ -62,6 +64,8 @@ from kneeseg.transforms.slicing import UNKNOWN_LABEL, SampleSlicesd, WeakSliceLa
 
 __all__ = [
     "DEFAULT_STEPS",
+    "LoadSourceLabeld",
+    "native_transforms",
     "NATIVE_RESOLUTION_STEPS",
     "PlaneIntensityd",
     "PreprocessingStep",
