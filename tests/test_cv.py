@@ -113,6 +113,22 @@ def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
     assert "loss rate (CE)" in (root / "cv_table.md").read_text() and "Partial" not in (root / "cv_table.md").read_text()
     for png in ("cv_paired_dots.png", "cv_fold_boxes.png"):
         assert (root / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # why each run stopped (quick mode: 1 epoch, so every run hit its cap -- and the table says so)
+    with open(root / "runs.csv", newline="") as fh:
+        runs = list(csv.DictReader(fh))
+    assert {r["stop_reason"] for r in runs} == {"max_epochs"} and {r["epochs"] for r in runs} == {"1"}
+    assert "stopped by the epoch cap" in (root / "cv_table.md").read_text() and len(table["capped_runs"]) == 4
+    # metrics at native resolution with the grid's Dice beside them, and the fold level
+    assert {"dice", "dice_grid"} <= set(rows[0]) and table["fold_level"]["dice"][0]["n"] == 2
+    # every number of the table from oof_per_case.csv alone
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cv_recompute", PROJECT / "docs" / "scripts" / "cv_recompute.py")
+    recompute = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recompute)
+    again = json.loads(json.dumps(recompute.recompute(root / "oof_per_case.csv", runs_csv=root / "runs.csv")))
+    for key in ("methods", "paired", "fold_level", "capped_runs"):
+        assert again[key] == table[key], key
     stamps = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/fold*/run.json")}
     assert len(stamps) == 4
     assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--out", str(out)]) == 0  # resumes: nothing retrained

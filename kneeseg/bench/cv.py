@@ -7,13 +7,19 @@ manifest by ``kneeseg data manifest --folds K`` when they match, else the same f
 bundle's ``training`` workflow trains on the other folds, picks its checkpoint on an inner,
 patient-grouped validation part of them (1/8 of their patients), and the ``evaluating`` workflow
 predicts the fold itself. Only ``network_name`` differs between methods; the preset (default:
-the bundle's ``cpu`` preset, unchanged) and the data config are the bundle's. One training seed
-per fold. Runs are resumable per (method, fold): a run whose ``run.json`` exists is not repeated.
+the bundle's ``cpu`` preset) and the data config are the bundle's, and every run trains under the
+same convergence rule (:data:`~kneeseg.bench.protocol.CONVERGENCE_RULE`: early stopping on the
+inner-validation Dice under an epoch cap; ``runs.csv`` says why each run stopped). Evaluation is at
+each image's own resolution (the bundle's ``metrics_per_case.csv``), with the network grid's Dice
+beside it. One training seed per fold. Runs are resumable per (method, fold): a run whose
+``run.json`` exists is not repeated.
 
-Outputs under ``OUT/cv`` (:func:`aggregate_cv`): ``oof_per_case.csv`` (every method and case),
-``folds.json``, ``runs.csv``, ``cv_table.json`` / ``cv_table.md`` (mean +- sd over cases and
-over folds; paired differences against the reference with bootstrap CIs, Wilcoxon p and Holm's
-correction across methods) and two PNG plots (per-case paired dots, per-fold boxes).
+Outputs under ``OUT/cv`` (:func:`aggregate_cv`): ``oof_per_case.csv`` (every method, fold and
+case), ``folds.json``, ``runs.csv``, ``cv_table.json`` / ``cv_table.md`` (mean +- sd over cases and
+over folds; paired differences against the reference per case -- bootstrap CIs, Wilcoxon p, Holm
+across methods -- and per fold -- t-based CIs, paired t-test, exact Wilcoxon) and two PNG plots
+(per-case paired dots, per-fold boxes). ``docs/scripts/cv_recompute.py`` recomputes the table's
+numbers from ``oof_per_case.csv`` alone.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 from kneeseg.atomic import atomic_write_text
 from kneeseg.bench.protocol import (
     ABLATIONS,
+    CONVERGENCE_RULE,
     EXTRA_PEERS,
     METHOD_LAYOUT,
     REFERENCE,
@@ -42,11 +49,16 @@ CV_METHODS = ["csam_unet", "res_unet", "unet", "unetpp", "fr_unet", *ABLATIONS, 
 CV_METRICS = ["loss", "mae", "f1", "dice", "hd95"]
 #: the inner split of a fold's training cases: fit : checkpoint selection, by patients
 INNER_RATIOS = (7.0, 1.0)
+#: the columns of ``runs.csv``: each run's result, its best inner-validation epoch and why it stopped
+RUN_COLUMNS = ["method", "fold", "dice", "val_f1", "epoch", "stop_reason", "epochs", "iterations", "max_epochs",
+               "n_train", "n_val", "n_test", "train_s", "wall_s"]
 
 
 @dataclass
 class CVConfig:
-    """What ``--cv`` runs. ``overrides`` go to every run (none by default: the preset as shipped)."""
+    """What ``--cv`` runs. Every run gets the preset, then the convergence rule
+    (:data:`~kneeseg.bench.protocol.CONVERGENCE_RULE`, unless ``rule`` is false: the preset's own
+    fixed epochs), then ``overrides``."""
 
     out: Path
     k: int = 5
@@ -56,6 +68,8 @@ class CVConfig:
     data: str = "knee_acl"
     dataset_dir: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: train every run under the convergence rule (early stopping under an epoch cap)
+    rule: bool = True
     #: a datalist key whose cases stay out of the CV (e.g. ``test_811``, to measure fold ensembles on them)
     exclude: str | None = None
     #: wall-clock budget in hours: no new (method, fold) run starts that would, at the mean time of
@@ -144,6 +158,8 @@ def run_overrides(cfg: CVConfig, method: str, **extra: Any) -> dict[str, Any]:
     """The bundle overrides of one method's runs: its layout, ``cfg.overrides``, the network, the
     seed and the data root, then ``extra``."""
     out: dict[str, Any] = dict(METHOD_LAYOUT.get(method, {}))
+    if cfg.rule:
+        out.update(CONVERGENCE_RULE)
     out.update(cfg.overrides)
     out.update(network_name=method, seed=cfg.seed)
     if cfg.dataset_dir:
@@ -156,6 +172,7 @@ def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Map
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """Train on the other folds and predict this one through the bundle; returns the run's record."""
     from kneeseg.bench.table1 import _best_val
+    from kneeseg.handlers.convergence import read_stop_record
     from kneeseg.workflows import run_workflow
 
     base = run_dir(cfg, method, fold)
@@ -175,9 +192,12 @@ def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Map
     run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(base / "eval")))
     summary = json.loads((base / "eval" / "metrics_summary.json").read_text())
     best_val, best_epoch = _best_val(base / "train" / "history.json")
+    stop = read_stop_record(base / "train") or {}
     row: dict[str, Any] = {"method": method, "fold": fold, "train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
                            "val_f1": best_val, "epoch": best_epoch, "n_train": sizes["cv_train"], "n_val": sizes["cv_val"],
-                           "n_test": sizes["cv_test"], "dice": summary["per_image_mean"].get("dice")}  # fmt: skip
+                           "n_test": sizes["cv_test"], "dice": summary["per_image_mean"].get("dice"),
+                           "stop_reason": stop.get("stop_reason"), "epochs": stop.get("epochs"),
+                           "iterations": stop.get("iterations"), "max_epochs": stop.get("max_epochs")}  # fmt: skip
     atomic_write_text(record, json.dumps(row, indent=1))
     _say(progress, f"[cv] {method} fold {fold}: Dice {row['dice']:.4f} on its cases")
     return row
@@ -185,13 +205,21 @@ def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Map
 
 def case_metrics(path: Path) -> Any:
     """An evaluate run's ``metrics_per_case.csv`` as a pandas table of ``case`` (the short case
-    name, as in the datalist's folds) and :data:`CV_METRICS`; the one reader of that file here."""
+    name, as in the datalist's folds) and :data:`CV_METRICS`, plus ``dice_grid`` (the Dice on the
+    network grid, from ``metrics_per_case_grid.csv`` beside it; NaN when the run has none); the one
+    reader of those files here."""
     import pandas as pd
 
     from kneeseg.bench.report import short_case
 
     frame = pd.read_csv(path)
-    return frame.assign(case=frame["case_id"].astype(str).map(short_case))[["case", *CV_METRICS]]
+    frame = frame.assign(case=frame["case_id"].astype(str).map(short_case))[["case", *CV_METRICS]]
+    grid = Path(path).with_name("metrics_per_case_grid.csv")
+    if grid.is_file():
+        g = pd.read_csv(grid)
+        g = g.assign(case=g["case_id"].astype(str).map(short_case))[["case", "dice"]].rename(columns={"dice": "dice_grid"})
+        return frame.merge(g, on="case", how="left")
+    return frame.assign(dice_grid=float("nan"))
 
 
 def oof_table(cfg: CVConfig, methods: Sequence[str]) -> Any:
@@ -206,8 +234,8 @@ def oof_table(cfg: CVConfig, methods: Sequence[str]) -> Any:
             if (run_dir(cfg, method, fold) / "run.json").is_file() and path.is_file():
                 frames.append(case_metrics(path).assign(method=method, fold=fold))
     if not frames:
-        return pd.DataFrame(columns=["method", "fold", "case", *CV_METRICS])
-    table = pd.concat(frames, ignore_index=True)[["method", "fold", "case", *CV_METRICS]]
+        return pd.DataFrame(columns=["method", "fold", "case", *CV_METRICS, "dice_grid"])
+    table = pd.concat(frames, ignore_index=True)[["method", "fold", "case", *CV_METRICS, "dice_grid"]]
     twice = table[table.duplicated(["method", "case"], keep=False)]
     if len(twice):
         raise ValueError(f"cases predicted more than once: {sorted(set(zip(twice['method'], twice['case'])))[:5]}")
@@ -230,8 +258,10 @@ def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping
     table = oof_table(cfg, methods)
     all_cases = sorted({c for part in folds["folds"] for c in (_case_name(e) for e in part)})
     write_csv(root / "oof_per_case.csv", table)
-    write_csv(root / "runs.csv", rows, ["method", "fold", "dice", "val_f1", "epoch", "n_train", "n_val", "n_test", "train_s", "wall_s"])
+    write_csv(root / "runs.csv", rows, RUN_COLUMNS)
     result = cv_statistics(table, methods, REFERENCE, all_cases, cfg.k)
+    result["capped_runs"] = [f"{r['method']} fold {r['fold']}" for r in rows if r.get("stop_reason") == "max_epochs"]
+    result["rule"] = dict(CONVERGENCE_RULE) if cfg.rule else None
     result.update(k=cfg.k, seed=cfg.seed, preset=cfg.preset, data=cfg.data, overrides=cfg.overrides, excluded=cfg.exclude,
                   folds_source=folds["source"], n_cases=len(all_cases))  # fmt: skip
     from kneeseg.bench.table1 import environment

@@ -1,10 +1,13 @@
 """The cross-validated Table 1 report: statistics over out-of-fold cases, the Markdown table, the plots.
 
 Input is the out-of-fold table of :func:`kneeseg.bench.cv.oof_table` (one row per method and
-case). Per method: mean +- sd over cases and over folds (of the fold means) of the paper's
-metrics (loss rate as cross-entropy, MAE, F1) and Dice / HD95; against the reference: per-case
-paired differences with bootstrap 95 % CIs and Wilcoxon signed-rank p, Holm-corrected across the
-methods (:mod:`kneeseg.bench.stats`).
+case; metrics at each image's own resolution, and the network grid's Dice as ``dice_grid``). Per
+method: mean +- sd over cases and over folds (of the fold means) of the paper's metrics (loss
+rate as cross-entropy, MAE, F1) and Dice / HD95; against the reference, at two levels
+(:mod:`kneeseg.bench.stats`): per case (paired differences, bootstrap 95 % CI, Wilcoxon
+signed-rank p, Holm-corrected across the methods) and per fold (the 5 fold means as the
+replicates: mean difference, t-based CI, paired t-test p Holm-corrected, exact Wilcoxon p).
+Every number can be recomputed from ``oof_per_case.csv`` alone (``docs/scripts/cv_recompute.py``).
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes, atomic_write_text
 from kneeseg.bench.plots import _figure_bytes
-from kneeseg.bench.stats import holm, mean_sd, paired_comparison
+from kneeseg.bench.stats import fold_level_comparison, holm, mean_sd, paired_comparison
 
 __all__ = ["cv_markdown", "cv_statistics", "plot_fold_boxes", "plot_paired_dots", "write_csv"]
 
 #: the table's metrics (per-case column, label), in the paper's order first
 TABLE_METRICS = [("loss", "loss rate (CE)"), ("mae", "MAE"), ("f1", "F1"), ("dice", "Dice"), ("hd95", "HD95 (px)")]
+#: an extra column when the table has it: the Dice on the network's N x N grid
+GRID_METRIC = ("dice_grid", "Dice on the N px grid")
 #: the metrics compared pairwise against the reference, with their direction (True: higher is better)
 PAIRED_METRICS = {"dice": True, "hd95": False}
 
@@ -56,7 +61,7 @@ def cv_statistics(table: Any, methods: Sequence[str], reference: str, all_cases:
         cases = set(map(str, mine["case"]))
         entry: dict[str, Any] = {"n_cases": len(cases), "n_folds": int(mine["fold"].nunique()), "folds": sorted(map(int, set(mine["fold"]))),
                                  "missing_cases": sorted(set(all_cases) - cases), "over_cases": {}, "over_folds": {}}  # fmt: skip
-        for metric, _ in TABLE_METRICS:
+        for metric, _ in TABLE_METRICS + ([GRID_METRIC] if GRID_METRIC[0] in table.columns else []):
             vals = mine[metric].astype(float)
             entry["over_cases"][metric] = mean_sd(list(vals))
             fold_means = [float(np.nanmean(g[metric].astype(float))) for _, g in mine.groupby("fold") if g[metric].notna().any()]
@@ -82,6 +87,34 @@ def cv_statistics(table: Any, methods: Sequence[str], reference: str, all_cases:
                             f"{reference} better" if adj < 0.05 and worse else
                             f"{p['method']} better" if adj < 0.05 else "no significant difference")  # fmt: skip
         out["paired"][metric] = rows
+    out["fold_level"] = {}
+    for metric, higher in PAIRED_METRICS.items():
+        ref = _fold_means(table, reference, metric)
+        rows = []
+        for m in methods:
+            if m == reference:
+                continue
+            p = fold_level_comparison(ref, _fold_means(table, m, metric))
+            p["method"] = m
+            rows.append(p)
+        for p, adj in zip(rows, holm([p["t_p"] for p in rows])):
+            p["holm_t_p"] = adj
+            worse = p["mean_diff"] < 0 if higher else p["mean_diff"] > 0
+            p["verdict"] = ("n/a" if math.isnan(adj) else
+                            f"{reference} better" if adj < 0.05 and worse else
+                            f"{p['method']} better" if adj < 0.05 else "no significant difference")  # fmt: skip
+        out["fold_level"][metric] = rows
+    return out
+
+
+def _fold_means(table: Any, method: str, metric: str) -> dict[int, float]:
+    """``{fold: mean over the fold's cases}`` of one method (NaN values left out of each mean)."""
+    mine = table[table["method"] == method]
+    out = {}
+    for fold, g in mine.groupby("fold"):
+        vals = g[metric].astype(float)
+        if vals.notna().any():
+            out[int(fold)] = float(np.nanmean(vals))
     return out
 
 
@@ -91,14 +124,17 @@ def _fmt(ms: Sequence[float], digits: int = 4) -> str:
 
 
 def cv_markdown(result: Mapping[str, Any]) -> str:
-    """The cross-validated table and the paired comparisons as Markdown."""
+    """The cross-validated table and the paired comparisons (per case and per fold) as Markdown."""
     k, ref = result.get("k"), result["reference"]
-    head = "| method | cases | " + " | ".join(label for _, label in TABLE_METRICS) + " | Dice over folds |"
+    grid = any(GRID_METRIC[0] in e["over_cases"] for e in result["methods"].values())
+    metrics = TABLE_METRICS + ([GRID_METRIC] if grid else [])
+    head = "| method | cases | " + " | ".join(label for _, label in metrics) + " | Dice over folds |"
+    space = result.get("measured", "at each image's own resolution")
     lines = [f"{k}-fold cross-validation, out-of-fold predictions, mean ± sd over cases "
-             f"({result.get('n_cases', '?')} cases; one training seed per fold):", "", head,
-             "|---|---:|" + "---:|" * len(TABLE_METRICS) + "---:|"]  # fmt: skip
+             f"({result.get('n_cases', '?')} cases; metrics {space}; one training seed per fold):", "", head,
+             "|---|---:|" + "---:|" * len(metrics) + "---:|"]  # fmt: skip
     for m, e in result["methods"].items():
-        cells = [_fmt(e["over_cases"][metric], 2 if metric == "hd95" else 4) for metric, _ in TABLE_METRICS]
+        cells = [_fmt(e["over_cases"][metric], 2 if metric == "hd95" else 4) for metric, _ in metrics]
         over_folds = _fmt(e["over_folds"]["dice"]) if e["n_folds"] > 1 else f"{e['over_folds']['dice'][0]:.4f} (1 fold)"
         lines.append(f"| {m} | {e['n_cases']} | " + " | ".join(cells) + f" | {over_folds} |")
     partial = {m: e for m, e in result["methods"].items() if e["missing_cases"]}
@@ -106,6 +142,10 @@ def cv_markdown(result: Mapping[str, Any]) -> str:
         done = "; ".join(f"{m} {', '.join(map(str, e.get('folds', [])))}" for m, e in result["methods"].items())
         lines += ["", f"**Partial table**: not every fold has run yet (folds finished: {done}). The means cover the "
                       "cases predicted so far; each paired comparison uses the cases both methods have."]  # fmt: skip
+    capped = result.get("capped_runs") or []
+    if capped:
+        lines += ["", "**Runs stopped by the epoch cap, not by the convergence rule** (not converged): "
+                  + ", ".join(capped) + "."]  # fmt: skip
     undefined = [f"{m} {e['hd95_undefined']}" for m, e in result["methods"].items() if e["hd95_undefined"]]
     if undefined:
         lines += ["", "HD95 is undefined where exactly one of prediction and truth is empty; cases left out of its mean: "
@@ -113,13 +153,25 @@ def cv_markdown(result: Mapping[str, Any]) -> str:
     for metric, rows in (result.get("paired") or {}).items():
         if not rows:
             continue
-        lines += ["", f"Per-case {metric} difference, method minus {ref} (paired over out-of-fold cases; bootstrap 95 % CI, "
-                      f"Wilcoxon signed-rank p, Holm-corrected over {len(rows)} methods):", "",
+        lines += ["", f"Per-case {metric} difference, method minus {ref} (paired over out-of-fold cases, each case one "
+                      f"replicate; bootstrap 95 % CI, Wilcoxon signed-rank p, Holm-corrected over {len(rows)} methods):", "",
                   "| method | cases | mean difference | 95 % CI | Wilcoxon p | Holm p | verdict |",
                   "|---|---:|---:|---|---:|---:|---|"]  # fmt: skip
         for p in rows:
             lines.append(f"| {p['method']} | {p['n']} | {p['mean_diff']:+.4f} | [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}] | "
                          f"{p['wilcoxon_p']:.3g} | {p['holm_p']:.3g} | {p['verdict']} |")  # fmt: skip
+    for metric, rows in (result.get("fold_level") or {}).items():
+        if not rows or all(p["n"] < 2 for p in rows):
+            continue
+        lines += ["", f"Per-fold {metric} difference, method minus {ref} (each fold's mean one replicate; t-based 95 % CI, "
+                      f"paired t-test p Holm-corrected over {len(rows)} methods, exact Wilcoxon p, which cannot fall below "
+                      "0.0625 with 5 folds):", "",
+                  "| method | folds | per fold | mean difference | 95 % CI | t-test p | Holm p | Wilcoxon p | verdict |",
+                  "|---|---:|---|---:|---|---:|---:|---:|---|"]  # fmt: skip
+        for p in rows:
+            per = " / ".join(f"{v:+.3f}" for v in p["per_fold"])
+            lines.append(f"| {p['method']} | {p['n']} | {per} | {p['mean_diff']:+.4f} | [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}] | "
+                         f"{p['t_p']:.3g} | {p['holm_t_p']:.3g} | {p['wilcoxon_p']:.3g} | {p['verdict']} |")  # fmt: skip
     env = result.get("environment")
     if env:
         lines += ["", f"Measured on {env['cpu']} ({env['cores']} cores, {env['torch_threads']} torch threads, GPU: "

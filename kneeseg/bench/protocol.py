@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "ABLATIONS",
     "ABLATION_VARIANTS",
+    "CONVERGENCE_RULE",
     "EXTRA_PEERS",
     "METHOD_LAYOUT",
     "PAPER_METHODS",
@@ -49,6 +50,8 @@ PROTOCOL: dict[str, Any] = _SPEC["overrides"]
 METHOD_LAYOUT: dict[str, dict[str, Any]] = _SPEC["method_layout"]
 #: What was tried to make csam_unet as good as it can be (seed 0; the protocol plus the override).
 ABLATION_VARIANTS: dict[str, dict[str, Any]] = _SPEC["ablation_variants"]
+#: The cross-validation's convergence rule (bundle overrides; why: ``notes`` in the JSON).
+CONVERGENCE_RULE: dict[str, Any] = _SPEC["convergence_rule"]
 #: data name -> (train, validation, test) datalist keys used by the protocol
 SPLITS: dict[str, list[str]] = _SPEC["splits"]
 

@@ -272,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="CI smoke test: 2 methods, 1 epoch, tiny phantom")
     p.add_argument("--paper-table", type=Path, default=None, help="JSON with the paper's Table 1, shown beside ours")
     p.add_argument("--cv", type=int, default=0, metavar="K",
-                   help="patient-grouped K-fold cross-validation at the preset as shipped (no protocol overrides): every case "
-                        "predicted once out of fold; per-case paired statistics (kneeseg.bench.cv); --seeds' first is the fold seed")
+                   help="patient-grouped K-fold cross-validation at the preset under the convergence rule (early stopping, "
+                        "no table1 protocol overrides): every case predicted once out of fold, metrics at native resolution; "
+                        "per-case and per-fold paired statistics (kneeseg.bench.cv); --seeds' first is the fold seed")
+    p.add_argument("--cv-fixed-epochs", action="store_true",
+                   help="with --cv: train for the preset's own max_epochs instead of the convergence rule")
     p.add_argument("--cv-exclude", default=None, metavar="KEY",
                    help="with --cv: keep the cases of this datalist part out of the folds (e.g. test_811, for fold-ensemble tests)")
     p.add_argument("--cv-budget", type=float, default=None, metavar="HOURS",
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cv = CVConfig(out=args.out, k=args.cv, seed=args.seeds[0], preset=args.preset, data=args.data,
                           dataset_dir=args.dataset_dir, overrides=parse_overrides(args.set or []), exclude=args.cv_exclude,
-                          budget_h=args.cv_budget)  # fmt: skip
+                          budget_h=args.cv_budget, rule=not args.cv_fixed_epochs)  # fmt: skip
             if args.methods:
                 cv.methods = list(args.methods)
         run_cv(cv)
