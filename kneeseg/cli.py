@@ -279,7 +279,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _add_infer_command(commands: Any) -> None:
-    from kneeseg.engines.runtime import RUNTIMES
+    from kneeseg.engines.choices import RUNTIMES
     from kneeseg.inference.outputs import FORMATS
 
     p = commands.add_parser(

@@ -262,15 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="kneeseg bench table1", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("out/table1"))
-    p.add_argument("--methods", nargs="+", default=None)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--preset", default="cpu")
-    p.add_argument("--data", default="knee_acl")
-    p.add_argument("--dataset-dir", default=None)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle override for every run")
+    p.add_argument("--out", type=Path, default=Path("out/table1"),
+                   help="output folder: runs, tables, plots; a rerun resumes there (default: %(default)s)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="NAME",
+                   help=f"networks to compare (default: the paper's {' '.join(PAPER_METHODS)}, the ablations "
+                        f"{' '.join(ABLATIONS)} and {' '.join(EXTRA_PEERS)}; with --cv the reference and the cheap baselines first)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S",
+                   help="training seeds per method (default: 0 1 2); with --cv the first is the fold seed")
+    p.add_argument("--preset", default="cpu", help="bundle preset every run starts from (default: %(default)s)")
+    p.add_argument("--data", default="knee_acl", help="bundle data config: knee_acl, phantom or a JSON file (default: %(default)s)")
+    p.add_argument("--dataset-dir", default=None, help="dataset root (default: the data config's, e.g. ../shared/data/knee-acl)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle override for every run (repeatable)")
     p.add_argument("--quick", action="store_true", help="CI smoke test: 2 methods, 1 epoch, tiny phantom")
-    p.add_argument("--paper-table", type=Path, default=None, help="JSON with the paper's Table 1, shown beside ours")
+    p.add_argument("--paper-table", type=Path, default=None, help="JSON with the paper's Table 1, shown beside ours (default: none)")
     p.add_argument("--cv", type=int, default=0, metavar="K",
                    help="patient-grouped K-fold cross-validation at the preset under the convergence rule (early stopping, "
                         "no table1 protocol overrides): every case predicted once out of fold, metrics at native resolution; "

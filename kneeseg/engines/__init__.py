@@ -1,33 +1,27 @@
-"""What MONAI's engines lack for kneeseg: the AMP policy (CUDA fp16 + GradScaler, CPU bf16), the inferers and the
-inference runtimes. The engines' event handlers are :mod:`kneeseg.handlers`."""
+"""What MONAI's engines lack for kneeseg: the AMP policy (CUDA fp16 + GradScaler, CPU bf16), the inferers, the
+inference runtimes, the learning-rate schedules and the data-loader settings. The engines' event handlers are
+:mod:`kneeseg.handlers`.
 
-from kneeseg.engines.amp import AmpPolicy, cpu_supports_bf16, resolve_amp
-from kneeseg.engines.inferers import (
-    AutocastInferer,
-    RuntimeInferer,
-    SliceOrSimpleInferer,
-)
-from kneeseg.engines.loader import loader_workers
-from kneeseg.engines.schedule import LR_SCHEDULES, lr_scheduler
-from kneeseg.engines.runtime import (
-    RUNTIMES,
-    NetworkRunner,
-    RuntimeChoice,
-    choose_runtime,
-)
+Imports are lazy, so ``import kneeseg.engines`` (and the names of :mod:`kneeseg.engines.choices`) do not load torch.
+"""
 
-__all__ = [
-    "SliceOrSimpleInferer",
-    "AmpPolicy",
-    "AutocastInferer",
-    "RuntimeInferer",
-    "RUNTIMES",
-    "NetworkRunner",
-    "RuntimeChoice",
-    "choose_runtime",
-    "cpu_supports_bf16",
-    "loader_workers",
-    "LR_SCHEDULES",
-    "lr_scheduler",
-    "resolve_amp",
-]
+from kneeseg.lazy import lazy_exports
+
+_EXPORTS = {
+    "AmpPolicy": "kneeseg.engines.amp",
+    "cpu_supports_bf16": "kneeseg.engines.amp",
+    "resolve_amp": "kneeseg.engines.amp",
+    "AutocastInferer": "kneeseg.engines.inferers",
+    "RuntimeInferer": "kneeseg.engines.inferers",
+    "SliceOrSimpleInferer": "kneeseg.engines.inferers",
+    "loader_workers": "kneeseg.engines.loader",
+    "LR_SCHEDULES": "kneeseg.engines.choices",
+    "lr_scheduler": "kneeseg.engines.schedule",
+    "RUNTIMES": "kneeseg.engines.choices",
+    "NetworkRunner": "kneeseg.engines.runtime",
+    "RuntimeChoice": "kneeseg.engines.runtime",
+    "choose_runtime": "kneeseg.engines.runtime",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

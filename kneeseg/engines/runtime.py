@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from kneeseg.engines.amp import cpu_supports_bf16
+from kneeseg.engines.choices import RUNTIMES
 from kneeseg.files import PathLike
 
 __all__ = [
@@ -46,8 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Accepted runtime names; ``auto`` resolves to one of the other three.
-RUNTIMES = ("auto", "eager", "bf16", "onnx")
 
 
 @dataclass(frozen=True)

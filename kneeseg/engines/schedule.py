@@ -7,12 +7,10 @@ from typing import Any
 
 import torch
 
+from kneeseg.engines.choices import LR_SCHEDULES
+
 __all__ = ["LR_SCHEDULES", "lr_scheduler"]
 
-#: ``step``: x ``gamma`` at each milestone epoch (the paper's: x0.1 after epoch 300); ``plateau``: x
-#: ``gamma`` when the validation metric has not improved for ``patience`` validations (it follows
-#: the convergence rule); ``cosine``: cosine annealing from the initial rate to 0 over ``max_epochs``.
-LR_SCHEDULES = ("step", "plateau", "cosine")
 
 
 def lr_scheduler(
