@@ -7,6 +7,7 @@ the previous complete file, and the next run removes the temporary file it left.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -189,6 +190,13 @@ class ResumeFromCheckpoint:
             logger.info("resumed the GradScaler at loss scale %s", scaler.get_scale())
 
 
+def _jsonable(value: Any) -> Any:
+    """Config values for a JSON record: sequences as lists, anything else by its text."""
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
 class BestCheckpointSaver:
     """Ignite handler on the validator: save ``model.pt`` when the key metric improves.
 
@@ -208,6 +216,9 @@ class BestCheckpointSaver:
         filename: the best-model file (default ``model.pt``).
         key_metric: metric name in the validator's state (default: its key metric).
         resume: whether this run resumes an earlier one (the bundle's ``resume``).
+        contract: what the model is (``train.json``'s ``model_contract``: network, width, input size,
+            classes, slice orientation, preprocessing), recorded in ``model.json`` as ``"model"`` so
+            that inference rebuilds it without being told (:mod:`kneeseg.networks.contract`).
     """
 
     def __init__(
@@ -217,7 +228,9 @@ class BestCheckpointSaver:
         filename: str = "model.pt",
         key_metric: str | None = None,
         resume: bool = False,
+        contract: Mapping[str, Any] | None = None,
     ) -> None:
+        self.contract = None if contract is None else json.loads(json.dumps(dict(contract), default=_jsonable))
         self.path = Path(save_dir) / filename
         self.record = self.path.with_suffix(".json")
         self.save_dict = dict(save_dict)
@@ -296,5 +309,7 @@ class BestCheckpointSaver:
         write_torch(state, self.path)
         info = {"metric": str(name), "score": score, "epoch": int(getattr(engine.state, "epoch", 0) or 0),
                 "sha256": file_sha256(self.path)}  # fmt: skip
+        if self.contract is not None:
+            info["model"] = self.contract
         atomic_write_text(self.record, json.dumps(info, indent=1) + "\n")
         logger.info("saved %s (%s %.4f)", self.path, name, score)

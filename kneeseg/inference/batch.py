@@ -171,7 +171,7 @@ def predict_folder(
     Returns:
         :class:`BatchResult` (the merged manifest on every rank).
     """
-    from kneeseg.inference.segmenter import load_segmenter
+    from kneeseg.inference.segmenter import load_model, load_segmenter
 
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     formats = tuple(dict.fromkeys(formats))
@@ -179,6 +179,10 @@ def predict_folder(
     if bad:
         raise ValueError(f"unknown output format(s) {bad}; choose from {list(FORMATS)}")
     out = Path(out)
+    # checks first: the input and the model, before anything is written
+    if not Path(root).exists():
+        raise FileNotFoundError(f"input not found: {root}")
+    model = load_model(bundle, ckpt, preset=preset, overrides=overrides)
     started = time.perf_counter()
     rank, world, own_group = _dist_context()
     try:
@@ -191,8 +195,8 @@ def predict_folder(
             if stale:
                 say(f"{tag}removed {stale} temporary file(s) left by an interrupted run")
         segmenter, settings = load_segmenter(
-            bundle, ckpt, runtime=runtime, device=device, preset=preset, overrides=overrides,
-            slice_batch=slice_batch, onnx_cache=out / ".kneeseg" / "cache" if rank == 0 else None,
+            runtime=runtime, device=device, slice_batch=slice_batch, model=model,
+            onnx_cache=out / ".kneeseg" / "cache" if rank == 0 else None,
         )  # fmt: skip
         say(f"{tag}runtime: {segmenter.runtime_choice.describe()}")
         items: list[WorkItem] | None = None

@@ -75,6 +75,7 @@ def bundle_settings(
         "bundle": root,
         "network": parser.get_parsed_content("network_def", instantiate=True),
         "network_name": parser.get_parsed_content("network_name"),
+        "width": int(parser.get_parsed_content("width")) if "width" in parser else None,
         "spatial_size": int(parser.get_parsed_content("spatial_size")),
         "num_classes": num_classes,
         "class_names": class_names,
@@ -110,21 +111,24 @@ def load_networks(
     """
     import copy
 
-    if isinstance(ckpt, (list, tuple)):
-        paths = [Path(c) for c in ckpt]
-        if not paths:
-            raise ValueError("no checkpoint given")
-    else:
+    from kneeseg.networks.contract import checkpoint_paths, read_contract
+
+    if isinstance(ckpt, (list, tuple)) and not ckpt:
+        raise ValueError("no checkpoint given")
+    if ckpt is None:
         default = Path(settings["ckpt_path"])
-        folds = fold_checkpoints(default.parent) if ckpt is None else []
-        paths = [Path(p) for p in folds] or [Path(ckpt) if ckpt is not None else default]
+        folds = fold_checkpoints(default.parent)
+        paths = [Path(p) for p in folds] or checkpoint_paths(default)
+    else:
+        paths = checkpoint_paths(ckpt)
     nets = []
     for i, path in enumerate(paths):
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path} (train the bundle first, or pass --ckpt)")
         net = settings["network"] if i == 0 else copy.deepcopy(settings["network"])
-        nets.append(load_weights(net, path, what=f"the bundle network {settings['network_name']!r}",
-                                 hint="; pass the preset/overrides it was trained with (e.g. --preset cpu)"))  # fmt: skip
+        hint = "" if read_contract(path) is not None else (
+            f" (no model.json beside {path.name} says how it was trained: pass its settings, e.g. --set width=8)")
+        nets.append(load_weights(net, path, what=f"the bundle network {settings['network_name']!r} "
+                                                 f"(width {settings.get('width')})",
+                                 hint=hint, network_name=settings["network_name"], width=settings.get("width")))  # fmt: skip
     digests = [file_digest(p) for p in paths]
     # one member: the checkpoint's digest; an ensemble: a digest of the members' digests (in order)
     digest = digests[0] if len(paths) == 1 else hashlib.sha256("|".join(digests).encode()).hexdigest()[:16]

@@ -51,7 +51,7 @@ from kneeseg.inference.postprocess import (
 from kneeseg.networks.ensemble import mean_softmax
 from kneeseg.transforms.functional import preprocess_planes, preprocessing_options, preprocessing_steps
 
-__all__ = ["Prediction", "PreparedVolume", "SliceSegmenter", "load_segmenter"]
+__all__ = ["Prediction", "PreparedVolume", "SliceSegmenter", "load_model", "load_segmenter"]
 
 logger = logging.getLogger(__name__)
 
@@ -316,6 +316,38 @@ class SliceSegmenter:
 # ---------------------------------------------------------------------------- loading from a bundle
 
 
+def load_model(
+    bundle: PathLike | None = None,
+    ckpt: PathLike | Sequence[PathLike] | None = None,
+    *,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[list[torch.nn.Module], dict[str, Any]]:
+    """The trained network(s) and the inference settings, with no side effect (nothing written).
+
+    The model's own record (``model.json`` beside the checkpoint, written by training) sets the
+    network, width, input size, classes, slice orientation and preprocessing, so no preset is
+    needed; an explicit override that contradicts it is refused. Arguments as :func:`load_segmenter`.
+
+    Returns:
+        ``(networks, settings)``: one network per checkpoint (several: a fold ensemble), and
+        :func:`bundle_settings` plus ``ckpt_path``, ``ckpt_digest`` and ``ensemble``.
+
+    Raises:
+        FileNotFoundError: missing checkpoint. ValueError: an unreadable checkpoint, one that does not
+        fit the network (saying what differs), or an override that contradicts the model's record.
+    """
+    from kneeseg.networks.contract import checkpoint_paths, contract_overrides, read_contract
+
+    paths = checkpoint_paths(ckpt) if ckpt is not None and not (isinstance(ckpt, (list, tuple)) and not ckpt) else None
+    merged = contract_overrides(read_contract(paths[0]) if paths else None, overrides)
+    model_classes = merged.pop("class_names", None)
+    settings = bundle_settings(bundle, preset, merged)
+    if model_classes:
+        settings["class_names"] = {i: str(name) for i, name in enumerate(model_classes)}
+    return load_networks(settings, paths if paths is not None else ckpt), settings
+
+
 def load_segmenter(
     bundle: PathLike | None = None,
     ckpt: PathLike | Sequence[PathLike] | None = None,
@@ -326,18 +358,23 @@ def load_segmenter(
     overrides: Mapping[str, Any] | None = None,
     slice_batch: int | None = None,
     onnx_cache: PathLike | None = None,
+    model: tuple[list[torch.nn.Module], dict[str, Any]] | None = None,
 ) -> tuple[SliceSegmenter, dict[str, Any]]:
     """A :class:`SliceSegmenter` for a bundle's network with trained weights.
 
     Args:
         bundle: bundle folder (default: the bundle shipped with kneeseg).
-        ckpt: checkpoint (a state dict or ``{"model": state_dict}``); default the bundle's
-            ``ckpt_path`` (``models/model.pt``). A list of checkpoints makes a fold ensemble
-            (softmax averaged over the members).
+        ckpt: checkpoint (a state dict or ``{"model": state_dict}``), a model folder (its
+            ``model.pt``, or its ``fold*/model.pt`` as an ensemble) or a list of checkpoints (a fold
+            ensemble: softmax averaged over the members); default the bundle's ``ckpt_path``
+            (``models/model.pt``). The model's ``model.json`` (written by training) sets the network,
+            width, input size, classes, orientation and preprocessing, so no preset is needed.
         runtime, device, slice_batch: see :class:`SliceSegmenter`.
         preset: a bundle preset (``cpu``, ``paper`` or a JSON file) that defines the network.
         overrides: bundle config overrides (``width``, ``spatial_size``, ``network_name``...).
         onnx_cache: folder for the exported ONNX model (named after the checkpoint's digest).
+        model: :func:`load_model`'s result, when already loaded (then ``bundle``, ``ckpt``,
+            ``preset`` and ``overrides`` are not read again).
 
     Returns:
         ``(segmenter, settings)`` with ``settings`` as :func:`bundle_settings` plus ``ckpt_path``
@@ -346,8 +383,7 @@ def load_segmenter(
     Raises:
         FileNotFoundError: missing checkpoint. ValueError: checkpoint does not fit the network.
     """
-    settings = bundle_settings(bundle, preset, overrides)
-    nets = load_networks(settings, ckpt)
+    nets, settings = model if model is not None else load_model(bundle, ckpt, preset=preset, overrides=overrides)
     digest = settings["ckpt_digest"]
     onnx_path = None
     if runtime in ("onnx", "auto") and onnx_cache is not None:

@@ -59,11 +59,31 @@ def fold_checkpoints(ckpt_dir: PathLike) -> list[str]:
     return [str(p) for p in sorted(found, key=lambda p: int(p.parent.name[4:]))]
 
 
-def load_weights(network: nn.Module, path: PathLike, *, what: str = "the network", hint: str = "") -> nn.Module:
+def load_weights(
+    network: nn.Module, path: PathLike, *, what: str = "the network", hint: str = "", network_name: str | None = None,
+    width: int | None = None,
+) -> nn.Module:
     """Load a checkpoint -- a state dict, or ``{"model": state_dict, ...}`` as the bundle saves it --
-    into ``network`` (CPU tensors, ``weights_only``); a ``ValueError`` naming the file if it is not
-    one or does not fit ``what`` (``hint`` is appended to that message)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    into ``network`` (CPU tensors, ``weights_only``).
+
+    Raises:
+        ValueError: one line naming the file: unreadable (truncated, corrupt, not a PyTorch file),
+            not a model checkpoint, or not fitting ``what`` -- then with what differs
+            (:func:`kneeseg.networks.contract.describe_mismatch`, given the ``network_name`` and
+            ``width`` asked for) and ``hint``.
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated or corrupt file, a pickle that is not plain tensors
+        text = str(exc)
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        if any(s in text for s in ("Weights only load failed", "weights_only", "Unsupported global", "WeightsUnpickler")):
+            reason = "it holds objects other than tensors (not a state dict saved by kneeseg or MONAI)"
+        else:
+            reason = f"cannot be read as a PyTorch checkpoint ({first[:160]})"
+        raise ValueError(f"{path}: {reason}") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         state = obj["model"]
     elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -73,7 +93,11 @@ def load_weights(network: nn.Module, path: PathLike, *, what: str = "the network
     try:
         network.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: checkpoint does not match {what} ({str(exc).strip().splitlines()[0]}){hint}") from exc
+        from kneeseg.networks.contract import describe_mismatch
+
+        differs = describe_mismatch(state, network, network_name, width)
+        detail = differs or " ".join(str(exc).split())[:200]
+        raise ValueError(f"{path}: checkpoint does not match {what}: {detail}{hint}") from None
     return network
 
 

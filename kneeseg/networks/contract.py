@@ -1,0 +1,148 @@
+"""What a trained model is: its contract (network, width, input size, classes, orientation,
+preprocessing) recorded beside its weights, read back at inference, and what differs when a
+checkpoint does not fit.
+
+Training writes the contract into ``model.json`` beside ``model.pt``
+(:class:`kneeseg.handlers.BestCheckpointSaver`, from ``train.json``'s ``model_contract``);
+:func:`read_contract` finds it for a checkpoint file or a model folder, and
+:func:`contract_overrides` turns it into the bundle overrides that rebuild exactly that model, so
+``kneeseg infer --ckpt models/`` needs no ``--preset``. For a bare state dict without a record,
+:func:`describe_mismatch` says what differs between the weights and the network asked for
+(``width 8 in the model, 16 asked``; ``network unet, bundle csam_unet``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kneeseg.files import PathLike
+
+__all__ = [
+    "CONTRACT_KEYS",
+    "checkpoint_paths",
+    "contract_overrides",
+    "describe_mismatch",
+    "read_contract",
+]
+
+#: the bundle config keys a model's contract records (``train.json``'s ``model_contract``)
+CONTRACT_KEYS = ("network_name", "width", "spatial_size", "num_classes", "class_names", "slice_orientation",
+                 "preprocessing_options")  # fmt: skip
+
+
+def checkpoint_paths(ckpt: PathLike | Sequence[PathLike]) -> list[Path]:
+    """The checkpoint file(s) of ``ckpt``: a file; a model folder (its ``fold*/model.pt`` as a fold
+    ensemble when it has them, else its ``model.pt``); or a list of files.
+
+    Raises:
+        FileNotFoundError: a path that does not exist, or a folder without a model.
+    """
+    from kneeseg.networks.ensemble import fold_checkpoints
+
+    items = [ckpt] if isinstance(ckpt, (str, Path)) else list(ckpt)
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            folds = fold_checkpoints(path)
+            if folds:
+                out += [Path(p) for p in folds]
+            elif (path / "model.pt").is_file():
+                out.append(path / "model.pt")
+            else:
+                raise FileNotFoundError(f"{path}: no model.pt (and no fold*/model.pt) in this folder; train the bundle first")
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"checkpoint not found: {path} (train the bundle first, or pass --ckpt)")
+    if not out:
+        raise FileNotFoundError("no checkpoint given")
+    return out
+
+
+def read_contract(ckpt: PathLike) -> dict[str, Any] | None:
+    """The contract recorded for checkpoint ``ckpt`` (``model.json`` beside it: its ``"model"``
+    entry), or ``None`` when there is none (a bare state dict from elsewhere)."""
+    record = Path(ckpt).with_suffix(".json")
+    if not record.is_file():
+        return None
+    try:
+        info = json.loads(record.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{record}: unreadable model record ({exc})") from exc
+    contract = info.get("model") if isinstance(info, Mapping) else None
+    return dict(contract) if isinstance(contract, Mapping) else None
+
+
+def contract_overrides(contract: Mapping[str, Any] | None, explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Bundle overrides that rebuild the recorded model, with ``explicit`` overrides on top.
+
+    ``class_names`` is not a bundle override of ``inference.json`` (its classes come from the model):
+    it is returned as is for the caller. An explicit override that contradicts the record is an
+    error, since the weights cannot follow it.
+
+    Raises:
+        ValueError: naming the key, the model's value and the one asked for.
+    """
+    out = {k: v for k, v in (contract or {}).items() if k in CONTRACT_KEYS}
+    for key, value in (explicit or {}).items():
+        if key in out and key != "class_names" and _norm(out[key]) != _norm(value):
+            raise ValueError(f"the model was trained with {key} {out[key]!r}; {key}={value!r} contradicts it "
+                             "(drop the override, or use a model trained with it)")  # fmt: skip
+        out[key] = value
+    return out
+
+
+def _norm(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _state_of(path: PathLike) -> Mapping[str, torch.Tensor]:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        return obj["model"]
+    return obj
+
+
+def _first_conv(state: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    return next((v for v in state.values() if isinstance(v, torch.Tensor) and v.dim() >= 4 and v.shape[1] == 1), None)
+
+
+def describe_mismatch(state: Mapping[str, torch.Tensor], network: torch.nn.Module, network_name: str | None = None,
+                      width: int | None = None) -> str:  # fmt: skip
+    """What differs between a state dict and the network it was loaded into, in a few words.
+
+    Checks, in order: the network family (the registered network whose parameter names the state
+    has), the width (the first convolution's output channels), the classes (the last layer's
+    outputs). Returns ``""`` when none of them explains it.
+    """
+    from kneeseg.networks.registry import build_network, list_networks
+
+    parts = []
+    keys = set(state)
+    own = set(network.state_dict())
+    first = _first_conv(state)
+    model_width = int(first.shape[0]) if first is not None else None
+    if keys != own and network_name:
+        for name in list_networks():
+            try:
+                probe = build_network(name, spatial_dims=2, in_channels=1, out_channels=2, width=model_width or 8)
+            except Exception:  # a builder that does not take these arguments
+                continue
+            if set(probe.state_dict()) == keys:
+                if name != network_name:
+                    parts.append(f"network {name} in the model, {network_name} asked")
+                break
+    own_first = _first_conv(network.state_dict())
+    if model_width is not None and own_first is not None and int(own_first.shape[0]) != model_width:
+        parts.append(f"width {model_width} in the model, {width or int(own_first.shape[0])} asked")
+    heads = [v for v in state.values() if isinstance(v, torch.Tensor) and v.dim() == 1]
+    own_heads = [v for v in network.state_dict().values() if isinstance(v, torch.Tensor) and v.dim() == 1]
+    if heads and own_heads and heads[-1].shape != own_heads[-1].shape and not parts:
+        parts.append(f"{heads[-1].shape[0]} output classes in the model, {own_heads[-1].shape[0]} asked")
+    return "; ".join(parts)

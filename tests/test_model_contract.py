@@ -1,0 +1,95 @@
+"""A trained model describes itself: ``model.json`` records its contract, ``kneeseg infer --ckpt
+MODEL_FOLDER`` rebuilds it with no preset, and a checkpoint that does not fit says what differs,
+in one ``kneeseg: error:`` line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from bundle_helpers import CONFIGS, TRAIN_CONFIGS, make_tiny_phantom, tiny_overrides
+from inference_helpers import smooth_knee_series
+from kneeseg.cli import main
+from kneeseg.networks import build_network
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 1-epoch phantom training at width 4, 48 px (neither is any preset's)."""
+    root = tmp_path_factory.mktemp("contract")
+    data = make_tiny_phantom(root / "phantom")
+    wf = ConfigWorkflow(config_file=TRAIN_CONFIGS, meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
+                        **tiny_overrides(data, root / "run", max_epochs=1, spatial_size=48, resume=False))  # fmt: skip
+    wf.initialize()
+    wf.run()
+    return root / "run" / "models"
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    return smooth_knee_series(tmp_path_factory.mktemp("contract_series"), seed=3)
+
+
+def test_model_json_records_what_the_model_is(trained):
+    record = json.loads((trained / "model.json").read_text())
+    model = record["model"]
+    assert model["network_name"] == "csam_unet" and model["width"] == 4 and model["spatial_size"] == 48
+    assert model["num_classes"] == 2 and model["class_names"][1] == "patellar_ligament"
+    assert model["slice_orientation"] == {"right": "inferior", "down": "posterior"}
+    assert model["preprocessing_options"]["steps"] == ["resize", "scale", "smooth", "equalize", "pad"]
+
+
+def test_infer_with_the_model_folder_needs_no_preset(trained, series, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["infer", str(series), "-o", str(out), "--ckpt", str(trained), "--runtime", "eager", "--quiet"]) == 0
+    header = (out / "manifest.csv").read_text().splitlines()[0]
+    assert "patellar_ligament" in header  # the model's own class names name the columns
+    # an override that contradicts the record is refused, before anything is written
+    bad = tmp_path / "bad"
+    assert main(["infer", str(series), "-o", str(bad), "--ckpt", str(trained), "--set", "width=8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("kneeseg: error: the model was trained with width 4; width=8 contradicts it "
+                       "(drop the override, or use a model trained with it)")  # fmt: skip
+    assert not bad.exists()
+
+
+@pytest.mark.parametrize("name, width, expected", [
+    ("unet", 4, "network unet in the model, csam_unet asked"),
+    ("csam_unet", 8, "width 8 in the model, 4 asked"),
+])  # fmt: skip
+def test_a_bare_checkpoint_that_does_not_fit_names_what_differs(name, width, expected, series, tmp_path, capsys):
+    ckpt = tmp_path / "foreign.pt"
+    torch.save(build_network(name, spatial_dims=2, in_channels=1, out_channels=2, width=width).state_dict(), ckpt)
+    out = tmp_path / "out"
+    code = main(["infer", str(series), "-o", str(out), "--ckpt", str(ckpt), "--set", "width=4", "--set", "spatial_size=48"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"kneeseg: error: {ckpt}: checkpoint does not match")
+    assert expected in err[0] and "no model.json" in err[0] and not out.exists()
+
+
+def test_a_corrupt_checkpoint_is_one_line_without_the_unsafe_advice(series, trained, tmp_path, capsys):
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes((trained / "model.pt").read_bytes()[:5000])  # truncated
+    code = main(["infer", str(series), "-o", str(tmp_path / "out"), "--ckpt", str(ckpt)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"kneeseg: error: {ckpt}: cannot be read as a PyTorch checkpoint")
+    assert "weights_only" not in err[0] and not (tmp_path / "out").exists()
+    # a pickle of other objects: refused without unpickling them (and without advice to allow it)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": Foreign()}, pickled)
+    code = main(["infer", str(series), "-o", str(tmp_path / "out2"), "--ckpt", str(pickled)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == (f"kneeseg: error: {pickled}: it holds objects other than tensors "
+                                     "(not a state dict saved by kneeseg or MONAI)")  # fmt: skip
+    listed = tmp_path / "listed.pt"
+    torch.save({"x": [1, 2]}, listed)
+    code = main(["infer", str(series), "-o", str(tmp_path / "out3"), "--ckpt", str(listed)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == f"kneeseg: error: {listed}: not a model checkpoint (expected a state dict or {{'model': state_dict}})"
+
+
+class Foreign:
+    """Not a tensor: ``torch.load(weights_only=True)`` refuses to unpickle it."""
