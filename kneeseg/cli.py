@@ -261,11 +261,22 @@ def _add_workflow_commands(commands: Any) -> None:
 
 # ----------------------------------------------------------------------------- batch inference
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from kneeseg.inference.batch import predict_folder
+    from kneeseg.inference.batch import Interrupted, predict_folder
     from kneeseg.workflows import parse_overrides
 
     echo: Any = args.echo if args.echo == "all" else int(args.echo)
-    result = predict_folder(
+    try:
+        result = _predict(args, predict_folder, parse_overrides, echo)
+    except Interrupted as stop:
+        print(f"kneeseg: {stop}", file=sys.stderr)
+        return 130
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
+    print(f"{result.manifest}: {counts}")
+    return result.exit_code
+
+
+def _predict(args: argparse.Namespace, predict_folder: Any, parse_overrides: Any, echo: Any) -> Any:
+    return predict_folder(
         args.input, args.output, bundle=args.bundle, ckpt=(args.ckpt[0] if args.ckpt and len(args.ckpt) == 1 else args.ckpt),
         preset=args.preset,
         overrides=parse_overrides(args.set or []), runtime=args.runtime, device=args.device,
@@ -273,9 +284,6 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         any_body_part=args.any_body_part, overwrite=args.overwrite, slice_batch=args.slice_batch,
         progress=(lambda line: None) if args.quiet else None,
     )  # fmt: skip
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
-    print(f"{result.manifest}: {counts}")
-    return result.exit_code
 
 
 def _add_infer_command(commands: Any) -> None:
@@ -355,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``kneeseg`` command; returns the exit status (0 ok, 2 usage or input error)."""
+    """Run the ``kneeseg`` command; returns the exit status (0 ok, 2 usage or input error, 130 interrupted)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["bench", "table1"]:  # its own parser owns every option after the sub-command
@@ -377,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"kneeseg: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside a batch run's own handling (which says how far it got)
+        print("kneeseg: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ series, a series with a missing slice and a non-DICOM file.
 
 from __future__ import annotations
 
+import collections
+import csv
 import os
 import re
 import signal
@@ -311,6 +313,45 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, phantom_model):
     rerun = subprocess.run(_infer_cmd(root, out, phantom_model), capture_output=True, text=True, env=env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"{done_before} series already done" in rerun.stderr
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "temporary files left"
+    assert output_snapshot(out) == output_snapshot(tmp_path / "ref")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_run_writes_its_manifest_says_so_and_resumes_to_the_same_result(sig, tmp_path, phantom_model):
+    """Ctrl-C (or SIGTERM) part way: exit 130, one line saying how far it got and how to resume, the
+    manifest written from the records (the rest ``interrupted``), nothing half-written; a rerun
+    completes to what an uninterrupted run writes."""
+    from inference_helpers import PHANTOM_SHAPE, output_snapshot
+
+    from kneeseg.data.phantom import generate_phantom
+
+    generate_phantom(tmp_path / "src", cases=5, seed=22, shape=PHANTOM_SHAPE, png=False)
+    root = tmp_path / "src" / "dicom"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    reference = subprocess.run(_infer_cmd(root, tmp_path / "ref", phantom_model), capture_output=True, text=True, env=env)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(_infer_cmd(root, out, phantom_model), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)  # fmt: skip
+    records = out / ".kneeseg" / "records"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(records.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    done = len(list(records.glob("*.json")))
+    assert proc.returncode == 130, err[-3000:]
+    assert 0 < done < 5, f"the signal landed outside the run ({done} series recorded)"
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"kneeseg: interrupted after {done} of 5 series; rerun the same command to resume"), last
+    with open(out / "manifest.csv", newline="") as fh:
+        statuses = collections.Counter(r["status"] for r in csv.DictReader(fh))
+    assert statuses == {"ok": done, "interrupted": 5 - done}
+    assert "Traceback" not in err
+    rerun = subprocess.run(_infer_cmd(root, out, phantom_model), capture_output=True, text=True, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{done} series already done" in rerun.stderr
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "temporary files left"
     assert output_snapshot(out) == output_snapshot(tmp_path / "ref")
 

@@ -104,6 +104,13 @@ def test_data_loaders_follow_the_device_and_train_with_worker_processes(tiny_pha
     loader = wf.parser.get_parsed_content("train#dataloader")
     if not torch.cuda.is_available():
         assert loader.num_workers == 0 and not loader.pin_memory
+    # MONAI Label overrides the device with a plain string ("cpu", "cuda:0")
+    wf = ConfigWorkflow(
+        config_file=TRAIN_CONFIGS, meta_file=str(CONFIGS / "metadata.json"), workflow_type="train", **{**default, "device": "cpu"}
+    )  # fmt: skip
+    wf.initialize()
+    loader = wf.parser.get_parsed_content("train#dataloader")
+    assert loader.num_workers == 0 and not loader.pin_memory
     wf = _train(tiny_phantom, tmp_path / "b", max_epochs=1, num_workers=2, resume=False)
     loader = wf.parser.get_parsed_content("train#dataloader")
     assert loader.num_workers == 2 and loader.persistent_workers and loader.prefetch_factor == 4

@@ -32,14 +32,16 @@ sharding); its parts live in :mod:`kneeseg.inference.planning` (step 2, work ite
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,7 @@ from kneeseg.inference.results import (
     write_results_csv,
 )
 
-__all__ = ["BatchResult", "iter_rows", "predict_folder"]
+__all__ = ["BatchResult", "Interrupted", "iter_rows", "predict_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -218,10 +220,16 @@ def predict_folder(
         if rank == 0:
             say(f"{tag}{len(items)} manifest row(s): {todo} series to segment, {len(items) - todo} skipped/failed at discovery")
         produced: dict[str, dict[str, Any]] = {}
-        resumed = _run_items(out, mine, segmenter, settings, formats, overwrite, say, tag, produced)
+        interrupted = False
+        with _interrupt_on_sigterm():
+            try:
+                resumed = _run_items(out, mine, segmenter, settings, formats, overwrite, say, tag, produced)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the series in hand were finished or dropped whole
+                interrupted, resumed = True, 0
         segmenter.close()
-        _barrier(world)
-        rows = collect_rows(out, items, produced)
+        if not interrupted:
+            _barrier(world)
+        rows = collect_rows(out, items, produced, missing="interrupted" if interrupted else None)
         manifest = out / RESULTS_CSV
         manifest_error = ""
         if rank == 0:
@@ -230,10 +238,14 @@ def predict_folder(
             except OSError as exc:  # the records are complete; a rerun writes the manifest
                 manifest_error = f"could not write {manifest}: {exc.strerror or exc} (rerun to write it from the records)"
                 say(f"{tag}error: {manifest_error}")
-        _barrier(world)
+        if not interrupted:
+            _barrier(world)
         counts: dict[str, int] = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
+        if interrupted:
+            raise Interrupted(done=sum(1 for it, r in zip(items, rows) if it.todo and r["status"] != "interrupted"),
+                              total=sum(1 for it in items if it.todo), manifest=manifest)  # fmt: skip
         if rank == 0:
             say(f"{tag}done in {time.perf_counter() - started:.1f} s: "
                 + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; manifest {manifest}")  # fmt: skip
@@ -244,6 +256,34 @@ def predict_folder(
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+class Interrupted(Exception):
+    """A batch run stopped by Ctrl-C or SIGTERM: ``done`` of ``total`` series finished (their outputs
+    complete and recorded), the manifest written from the records; a rerun resumes."""
+
+    def __init__(self, done: int, total: int, manifest: Path) -> None:
+        super().__init__(f"interrupted after {done} of {total} series; rerun the same command to resume "
+                         f"(manifest so far: {manifest})")  # fmt: skip
+        self.done, self.total, self.manifest = done, total, manifest
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt`` like Ctrl-C does (in the main thread), so that both end
+    a batch run the same way: the series in hand finished or dropped whole, the manifest written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _progress_line(tag: str, it: WorkItem, row: Mapping[str, Any], seconds: float) -> str:

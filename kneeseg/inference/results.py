@@ -139,15 +139,19 @@ def write_record(out: Path, key: str, row: Mapping[str, Any], **extra: Any) -> N
 
 
 def collect_rows(
-    out: Path, items: Sequence[WorkItem], produced: Mapping[str, dict[str, Any]] | None = None
+    out: Path, items: Sequence[WorkItem], produced: Mapping[str, dict[str, Any]] | None = None,
+    missing: str | None = None,
 ) -> list[dict[str, Any]]:
     """One row per item: its record, else the row this process produced (a record it could not
-    write), else a ``failed`` row saying that no result was recorded. No item is ever dropped."""
+    write), else a row saying that no result was recorded -- ``failed``, or with ``missing="interrupted"``
+    an ``interrupted`` row that a rerun segments. No item is ever dropped."""
     rows = []
     for it in items:
         rec = read_record(out, it.key)
         if rec is None and produced and it.key in produced:
             rec = dict(produced[it.key])
+        if rec is None and missing == "interrupted":
+            rec = dict(it.row, status="interrupted", reason="not segmented: the run was interrupted (rerun to resume)")
         if rec is None:  # not reached (e.g. a rank died): say so instead of dropping the row
             rec = dict(it.row, status="failed", reason="no result recorded (the worker stopped before finishing)")
         rows.append(rec)
