@@ -29,8 +29,10 @@ it from :py:func:`build_parser`. Library errors (``ValueError``, ``OSError``) ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kneeseg import __version__
@@ -222,19 +224,104 @@ def _add_data_commands(commands: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- bundle workflows
+#: where ``kneeseg train|evaluate|infer-datalist`` write when not told: folders of the current
+#: directory, never the installed package
+DEFAULT_DIRS = {"train": ("models", "runs"), "evaluate": ("models", "eval"), "infer": ("models", "predictions")}
+
+
 def _cmd_workflow(args: argparse.Namespace) -> int:
-    from kneeseg.workflows import parse_overrides, run_workflow
+    from kneeseg.workflows import check_override_keys, parse_overrides, run_workflow, workflow_config_files
 
     overrides = parse_overrides(args.set or [])
+    files = workflow_config_files(args.workflow, args.bundle, args.preset, args.data, args.config or ())
+    check_override_keys(files, overrides)
+    ckpt_default, out_default = DEFAULT_DIRS[args.workflow]
     for key in ("dataset_dir", "ckpt_dir", "output_dir"):
         value = getattr(args, key, None)
         if value:
             overrides[key] = value
-    run_workflow(
-        args.workflow, bundle=args.bundle, preset=args.preset, data=args.data,
-        extra_configs=args.config or (), overrides=overrides,
-    )  # fmt: skip
+    overrides.setdefault("ckpt_dir", ckpt_default)
+    overrides.setdefault("output_dir", out_default)
+    if args.workflow == "train":
+        _decide_resume(args, overrides)
+    try:
+        with _signals_stop_training(args.workflow == "train"):
+            run_workflow(
+                args.workflow, bundle=args.bundle, preset=args.preset, data=args.data,
+                extra_configs=args.config or (), overrides=overrides,
+            )  # fmt: skip
+    except Exception as exc:  # MONAI's config evaluation wraps errors in RuntimeError("Failed to evaluate ...")
+        stop = _cause(exc, _TrainingStopped)
+        if stop is None:
+            raise
+        print(f"kneeseg: training interrupted ({stop}); {Path(overrides['ckpt_dir']) / 'last.pt'} holds the last "
+              "finished epoch: rerun the same command with --resume to continue", file=sys.stderr)  # fmt: skip
+        return 130
+    if args.workflow == "train":
+        from kneeseg.workflows import training_summary
+
+        print("\n".join(training_summary(overrides["ckpt_dir"], overrides["output_dir"])))
     return 0
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of type ``kind`` in its chain of causes."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, kind):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+class _TrainingStopped(Exception):
+    """Ctrl-C or SIGTERM during training (an ``Exception``, so that the engines pass it up like any
+    error and Python never treats it as an unhandled ``KeyboardInterrupt``)."""
+
+
+@contextlib.contextmanager
+def _signals_stop_training(enabled: bool) -> Iterator[None]:
+    """During training, SIGINT and SIGTERM raise :class:`_TrainingStopped` in the main thread;
+    ``last.pt`` is written atomically after each epoch, so the one on disk stays whole."""
+    import signal
+    import threading
+
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise _TrainingStopped("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _decide_resume(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    """``--resume`` continues ``last.pt``, ``--fresh`` starts again; over an earlier run without
+    either, stop and say which flag does what (a silent choice either way loses work or mixes runs)."""
+    from kneeseg.workflows import earlier_run
+
+    if args.resume and args.fresh:
+        raise ValueError("--resume and --fresh exclude each other")
+    if args.resume or args.fresh:
+        overrides["resume"] = bool(args.resume)
+        return
+    if "resume" in overrides:  # --set resume=true|false: the bundle's own switch
+        return
+    held = earlier_run(overrides["ckpt_dir"], overrides["output_dir"])
+    if held is not None:
+        last = Path(overrides["ckpt_dir"]) / "last.pt"
+        raise ValueError(
+            f"{last} holds {held}: add --resume to continue it, or --fresh to start a new run "
+            "(an earlier model.pt is then kept aside as model.<date>.pt)"
+        )
 
 
 def _add_workflow_commands(commands: Any) -> None:
@@ -244,18 +331,29 @@ def _add_workflow_commands(commands: Any) -> None:
         ("infer-datalist", "infer", "run the bundle's inference config on a datalist (slice-wise, NIfTI out)"),
     ]
     for name, workflow, text in specs:
+        ckpt_default, out_default = DEFAULT_DIRS[workflow]
         p = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("--bundle", default=None, help="bundle folder (default: the bundle shipped with kneeseg)")
         p.add_argument("--preset", default=None, help="preset override: cpu, paper, or a JSON file")
         p.add_argument("--data", default=None, help="data config: phantom, knee_acl, or a JSON file")
         p.add_argument("--config", action="append", help="extra override JSON file (repeatable; later wins)")
         p.add_argument("--dataset-dir", dest="dataset_dir", default=None, help="dataset root (overrides dataset_dir)")
-        p.add_argument("--ckpt-dir", dest="ckpt_dir", default=None, help="checkpoint folder (overrides ckpt_dir)")
-        p.add_argument("--output-dir", dest="output_dir", default=None, help="output folder (overrides output_dir)")
+        p.add_argument(
+            "--model", "--ckpt-dir", "--ckpt", dest="ckpt_dir", default=None, metavar="MODEL_DIR",
+            help=f"model folder: model.pt, model.json, last.pt (default: ./{ckpt_default}; "
+            "--ckpt-dir and --ckpt are the same option)",
+        )  # fmt: skip
+        p.add_argument("--output-dir", dest="output_dir", default=None,
+                       help=f"output folder (default: ./{out_default})")  # fmt: skip
         p.add_argument(
             "--set", action="append", metavar="KEY=VALUE",
-            help="any bundle config override, e.g. --set max_epochs=2 --set amp=false (repeatable)",
+            help="any bundle config override, e.g. --set max_epochs=2 --set amp=false (repeatable; unknown keys are refused)",
         )  # fmt: skip
+        if workflow == "train":
+            p.add_argument("--resume", action="store_true",
+                           help="continue the run in MODEL_DIR/last.pt (exactly: same losses as without the stop)")  # fmt: skip
+            p.add_argument("--fresh", action="store_true",
+                           help="start a new run over an earlier one (its model.pt is kept aside)")  # fmt: skip
         p.set_defaults(handler=_cmd_workflow, workflow=workflow)
 
 
@@ -276,10 +374,17 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace, predict_folder: Any, parse_overrides: Any, echo: Any) -> Any:
+    from kneeseg.workflows import check_override_keys, workflow_config_files
+
+    overrides = parse_overrides(args.set or [])
+    check_override_keys(workflow_config_files("infer", args.bundle, args.preset), overrides)
+    ckpt = args.ckpt
+    if ckpt is None and (Path("models") / "model.pt").is_file():  # where `kneeseg train` writes by default
+        ckpt = ["models"]
     return predict_folder(
-        args.input, args.output, bundle=args.bundle, ckpt=(args.ckpt[0] if args.ckpt and len(args.ckpt) == 1 else args.ckpt),
+        args.input, args.output, bundle=args.bundle, ckpt=(ckpt[0] if ckpt and len(ckpt) == 1 else ckpt),
         preset=args.preset,
-        overrides=parse_overrides(args.set or []), runtime=args.runtime, device=args.device,
+        overrides=overrides, runtime=args.runtime, device=args.device,
         formats=args.formats, series_filter=args.series_filter, any_plane=args.any_plane, echo=echo,
         any_body_part=args.any_body_part, overwrite=args.overwrite, slice_batch=args.slice_batch,
         progress=(lambda line: None) if args.quiet else None,
@@ -303,9 +408,11 @@ def _add_infer_command(commands: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--bundle", default=None, help="bundle folder (default: the bundle shipped with kneeseg)")
     p.add_argument(
-        "--ckpt", nargs="+", default=None,
-        help="checkpoint (default: <bundle>/models/model.pt); several checkpoints (e.g. the folds of a "
-        "cross-validation) make an ensemble that averages their softmax before the argmax",
+        "--model", "--ckpt", "--ckpt-dir", dest="ckpt", nargs="+", default=None, metavar="MODEL",
+        help="model folder (as training writes it: model.pt + model.json) or checkpoint file (default: ./models "
+        "when it holds a model.pt, else <bundle>/models/model.pt); several (e.g. the folds of a "
+        "cross-validation) make an ensemble that averages their softmax before the argmax; "
+        "--ckpt and --ckpt-dir are the same option",
     )  # fmt: skip
     p.add_argument("--preset", default=None, help="bundle preset the checkpoint was trained with (cpu, paper, JSON)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle config override (repeatable)")
@@ -314,7 +421,7 @@ def _add_infer_command(commands: Any) -> None:
         help="network runtime (default: auto: on CUDA eager or bf16, on CPUs with native bf16 bf16 or onnx, "
         "whichever measures faster; else onnx when ONNX Runtime is installed, else eager; printed and in the manifest)",
     )  # fmt: skip
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:i] (default: %(default)s)")
     p.add_argument(
         "--formats", nargs="+", choices=FORMATS, default=list(FORMATS),
         help="outputs per series (default: all: nifti seg png)",

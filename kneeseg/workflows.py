@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,10 @@ from typing import Any
 
 from kneeseg.files import PathLike
 
-__all__ = ["WORKFLOWS", "default_bundle_dir", "parse_overrides", "parse_value", "workflow_config_files", "run_workflow"]
+__all__ = [
+    "WORKFLOWS", "check_override_keys", "default_bundle_dir", "earlier_run", "parse_overrides", "parse_value",
+    "run_workflow", "training_summary", "workflow_config_files",
+]  # fmt: skip
 
 
 # workflow -> (config files in order, run id)
@@ -148,13 +152,119 @@ def run_workflow(
         shipped = root.resolve() == default_bundle_dir().resolve()
     except FileNotFoundError:
         shipped = False
-    with warnings.catch_warnings():
-        if shipped:  # MONAI's notice that configs may run code, on every run: this bundle is kneeseg's own
-            warnings.filterwarnings("ignore", message="parsing config_file", category=UserWarning)
-        run(
-            run_id=WORKFLOWS[workflow][1],
-            meta_file=str(root / "configs" / "metadata.json"),
-            config_file=files,
-            logging_file=str(root / "configs" / "logging.conf"),
-            **kwargs,
-        )
+    # MONAI warns, per config, that presets and data configs live outside configs/ -- a notice about
+    # its defaults for meta_file and logging_file, which are always given here
+    quiet = _DropMessage("Not all config files are in")
+    bundle_logger = logging.getLogger("monai.bundle.workflows")
+    bundle_logger.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            if shipped:  # MONAI's notice that configs may run code, on every run: this bundle is kneeseg's own
+                warnings.filterwarnings("ignore", message="parsing config_file", category=UserWarning)
+            run(
+                run_id=WORKFLOWS[workflow][1],
+                meta_file=str(root / "configs" / "metadata.json"),
+                config_file=files,
+                logging_file=str(root / "configs" / "logging.conf"),
+                **kwargs,
+            )
+    finally:
+        bundle_logger.removeFilter(quiet)
+
+
+class _DropMessage:
+    """A ``logging`` filter that drops records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def filter(self, record: Any) -> bool:
+        return not str(record.getMessage()).startswith(self.prefix)
+
+
+def check_override_keys(config_files: Sequence[PathLike], overrides: Mapping[str, Any], option: str = "--set") -> None:
+    """Refuse an override whose key the configs do not define, naming the nearest known key.
+
+    ``widht=16`` would otherwise add an unused key and train the default width without a word.
+    Each ``#``-separated part of a key must exist in the merged configs (``train#dataset#cache_rate``
+    as well as ``width``); the message suggests the closest key at the level that failed.
+
+    Raises:
+        ValueError: ``unknown setting 'widht' (--set widht=...): did you mean 'width'?``.
+    """
+    import difflib
+
+    merged: dict[str, Any] = {}
+    for f in config_files:
+        with open(f, encoding="utf-8") as fh:
+            merged.update(json.load(fh))
+    for key in overrides:
+        node: Any = merged
+        path: list[str] = []
+        for part in key.split("#"):
+            if isinstance(node, Mapping) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, (Mapping, list)):
+                known = [str(k) for k in node] if isinstance(node, Mapping) else []
+                near = difflib.get_close_matches(part, known, n=1, cutoff=0.6)
+                where = "#".join(path)
+                hint = f": did you mean '{'#'.join([*path, near[0]])}'?" if near else (
+                    f"; the keys under '{where}' are {sorted(known)[:12]}" if where and known else "")
+                raise ValueError(f"unknown setting '{key}' ({option} {key}=...){hint}")
+            else:  # a value (expression, number) reached before the end of the key: MONAI replaces it
+                break
+            path.append(part)
+
+
+def earlier_run(ckpt_dir: PathLike, output_dir: PathLike | None = None) -> str | None:
+    """What ``ckpt_dir/last.pt`` holds, in words (``epoch 3 of 24, not finished``), or ``None``
+    when there is no ``last.pt``."""
+    last = Path(ckpt_dir) / "last.pt"
+    if not last.is_file():
+        return None
+    try:
+        import torch
+
+        state = torch.load(last, map_location="cpu", weights_only=True)["trainer"]
+        length = max(1, int(state["epoch_length"] or 1))
+        epoch, cap = int(state["iteration"]) // length, int(state["max_epochs"])
+    except Exception as exc:  # noqa: BLE001 -- any unreadable file is described, not raised
+        return f"an unreadable checkpoint ({type(exc).__name__})"
+    stop = None
+    if output_dir is not None and (Path(output_dir) / "stop.json").is_file():
+        try:
+            stop = json.loads((Path(output_dir) / "stop.json").read_text())
+        except (OSError, ValueError):
+            stop = None
+    if stop and stop.get("stop_reason") == "patience" and int(stop.get("epochs", -1)) == epoch:
+        return f"a run that stopped early at epoch {epoch} of {cap}"
+    if epoch >= cap:
+        return f"a finished run of {cap} epochs"
+    return f"epoch {epoch} of {cap}, not finished"
+
+
+def training_summary(ckpt_dir: PathLike, output_dir: PathLike) -> list[str]:
+    """The lines a training run ends with: best metric and epoch, where the model and curves are."""
+    ckpt, out = Path(ckpt_dir), Path(output_dir)
+    lines = []
+    record: dict[str, Any] = {}
+    try:
+        record = json.loads((ckpt / "model.json").read_text())
+    except (OSError, ValueError):
+        pass
+    stop: dict[str, Any] = {}
+    try:
+        stop = json.loads((out / "stop.json").read_text())
+    except (OSError, ValueError):
+        pass
+    if record.get("score") is not None:
+        lines.append(f"best {record.get('metric', 'metric')} {float(record['score']):.4f} at epoch {record.get('epoch')}"
+                     + (f"; stopped: {stop['stop_reason']} after {stop['epochs']} epochs" if stop.get("stop_reason") else ""))  # fmt: skip
+    model = ckpt / "model.pt"
+    lines.append(f"model:  {model}" if model.is_file() else f"model:  none written (no validation improved) in {ckpt}")
+    for name in ("training_curves.png", "history.json"):
+        if (out / name).is_file():
+            lines.append(f"{'curves' if name.endswith('png') else 'history'}: {out / name}")
+    return lines

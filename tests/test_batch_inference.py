@@ -285,6 +285,21 @@ def _infer_cmd(root: Path, out: Path, ckpt: Path) -> list:
             "--runtime", "eager", *sum((["--set", o] for o in OVERRIDES), [])]  # fmt: skip
 
 
+def test_rows_decided_at_discovery_are_listed_on_the_console(tmp_path, phantom_model):
+    """Not only a count: each file or series skipped or failed at discovery gets its console line."""
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    (root / "README.txt").write_text("export notes\n")
+    (root / "sub" / "IM0001.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10")  # a header cut short
+    proc = subprocess.run(_infer_cmd(root, tmp_path / "out", phantom_model), capture_output=True, text=True)
+    rows = read_results_csv(tmp_path / "out" / "manifest.csv")
+    assert len(rows) == 2 and all(r["status"] in ("skipped", "failed") for r in rows), rows
+    assert proc.returncode == (1 if any(r["status"] == "failed" for r in rows) else 0), proc.stderr[-2000:]
+    assert "2 skipped/failed at discovery" in proc.stderr
+    for r in rows:
+        assert f"  {r['status']}: {r['source']}: {r['reason']}" in proc.stderr, (r, proc.stderr[-2000:])
+
+
 def test_killed_run_resumes_to_the_same_result(tmp_path, phantom_model):
     from inference_helpers import PHANTOM_SHAPE, output_snapshot
 

@@ -161,6 +161,20 @@ def test_undecodable_compressed_data_names_the_file(synthetic):
         load_series(folder)
 
 
+def test_a_header_promising_more_than_the_pixel_data_holds_is_refused_before_decoding(synthetic):
+    """A 65535 x 65535 header over a few bytes of RLE would allocate GiB in the decoder; a native
+    frame cut short would decode garbage or fail deep in numpy. Both are named before any decode."""
+    folder, _, paths = synthetic
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        h.encapsulate_frame(ds, b"\x00\x01\x02\x03" * 8, uid.RLELossless)
+        ds.Rows = ds.Columns = 65535
+        h.save_dataset(ds, p)
+    with pytest.raises(DicomSeriesError, match=r": header and pixel data disagree: the header says 65535 x 65535 x 1 "
+                       r"sample\(s\) x 1 frame\(s\) x 16 bits = 8589672450 bytes, over 200x the \d+ bytes of RLE Lossless"):
+        load_series(folder)
+
+
 def test_empty_or_missing_input(tmp_path: Path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(DicomSeriesError, match="no DICOM image series found"):

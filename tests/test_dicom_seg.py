@@ -418,6 +418,24 @@ def test_one_echo_of_multi_echo_series(tmp_path: Path):
     np.testing.assert_array_equal(decode_seg(out, volume, [1, 2]), labels)
 
 
+def test_slice_orientations_within_the_readers_tolerance_make_one_seg(tmp_path: Path):
+    """One slice's ImageOrientationPatient 2e-5 off: the reader takes it as one series (tolerance
+    1e-4), and the SEG is written for that series' one orientation instead of highdicom's refusal."""
+    frames = h.synthetic_volume(rows=32, columns=24, slices=4)
+    paths = h.write_series(tmp_path / "s", frames)
+    ds = pydicom.dcmread(paths[2])
+    iop = [float(v) for v in ds.ImageOrientationPatient]
+    ds.ImageOrientationPatient = [iop[0] + 2e-5, *iop[1:]]
+    ds.save_as(paths[2])
+    volume = select_volume(discover_series(tmp_path / "s"))
+    assert not volume.issues and volume.num_slices == 4
+    labels = ellipsoid_labels(volume.shape, classes=1)
+    out = write_dicom_seg(volume, labels, tmp_path / "seg.dcm", class_names={1: "femur"})
+    assert_valid(out)
+    np.testing.assert_array_equal(decode_seg(out, volume, [1]), labels)
+    assert [float(v) for v in pydicom.dcmread(paths[2]).ImageOrientationPatient][0] == iop[0] + 2e-5  # file untouched
+
+
 # ---------------------------------------------------------------------------- real data
 
 

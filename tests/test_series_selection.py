@@ -6,6 +6,7 @@ the shared knee series must pass every rule. Pure pydicom + numpy (no torch).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,16 @@ def test_mosaic_file_is_detected(tmp_path: Path) -> None:
     )
     assert vol.describe()["image_type"] == "ORIGINAL\\PRIMARY\\M\\ND\\MOSAIC"
     assert vol.describe()["mosaic_images"] == 9
+    # the library's readers refuse it rather than return one tiled slice with a wrong geometry
+    from kneeseg.data.dicom.loading import load_series
+    from kneeseg.data.dicom_reader import KneeDicomReader
+
+    message = (f"a Siemens MOSAIC (9 images tiled in each 24 x 24 file, {tmp_path / 'MOSAIC.IMA'}): not supported, "
+               "the tiles are not unpacked; convert the series first (e.g. dcm2niix) or export it as single slices")
+    for read in (lambda: load_volume(vol), lambda: load_series(tmp_path),
+                 lambda: KneeDicomReader().get_data(KneeDicomReader().read(str(tmp_path)))):
+        with pytest.raises(DicomSeriesError, match=re.escape(message)):
+            read()
 
 
 def test_mosaic_time_series_gives_one_reason(tmp_path: Path) -> None:

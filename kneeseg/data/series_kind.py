@@ -166,7 +166,7 @@ def is_mosaic(volume: SeriesVolume) -> bool:
 
     True when ImageType contains MOSAIC or NumberOfImagesInMosaic (0019,xx0A) is above 1 on a slice.
     """
-    return "MOSAIC" in volume.image_type or (volume.mosaic_images or 0) > 1
+    return volume.is_mosaic
 
 
 def _diffusion_evidence(volumes: Sequence[SeriesVolume]) -> str:

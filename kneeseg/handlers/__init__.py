@@ -10,6 +10,10 @@
 - :mod:`~kneeseg.handlers.convergence`: early stopping on the validation metric (and why a run
   stopped: ``stop.json``), the learning-rate schedule stepped per epoch or per validation.
 - :mod:`~kneeseg.handlers.curves`: training curves (PNG and JSON) after every epoch.
+- :mod:`~kneeseg.handlers.progress`: :class:`TrainingProgress`, a bar with the time left on a
+  terminal, one line per epoch elsewhere.
+- :mod:`~kneeseg.handlers.rng`: :class:`RandomStreams`, the run's random states in ``last.pt``, so
+  that a resumed run draws what the uninterrupted one would have.
 """
 
 from kneeseg.handlers.checkpoint import (
@@ -32,11 +36,14 @@ from kneeseg.handlers.metrics import (
     RecallHandler,
     metric_handler,
 )
+from kneeseg.handlers.progress import TrainingProgress
 from kneeseg.handlers.report import MetricsReportHandler
+from kneeseg.handlers.rng import RandomStreams
 from kneeseg.handlers.validation import FinalValidationHandler
 
 __all__ = [
     "BestCheckpointSaver",
+    "RandomStreams",
     "DiceHandler",
     "EarlyStopping",
     "ScheduleStepper",
@@ -54,6 +61,7 @@ __all__ = [
     "RecallHandler",
     "ResumeFromCheckpoint",
     "TrainingCurveHandler",
+    "TrainingProgress",
     "metric_handler",
     "plot_training_curves",
     "save_checkpoint",

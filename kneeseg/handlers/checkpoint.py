@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,15 +127,19 @@ class ResumeFromCheckpoint:
         load_dict: ``{name: object}`` to restore besides the trainer (network, optimizer, scheduler).
         enabled: ``False`` disables resuming (always start fresh).
         map_location: passed to ``torch.load``.
+        optional: names in ``load_dict`` a checkpoint may lack (older checkpoints without the
+            random streams, ``"rng"``): the run then resumes with a warning that it is not exact.
     """
 
     def __init__(
-        self, load_path: PathLike, load_dict: Mapping[str, Any], enabled: bool = True, map_location: Any = None
-    ) -> None:
+        self, load_path: PathLike, load_dict: Mapping[str, Any], enabled: bool = True, map_location: Any = None,
+        optional: Sequence[str] = ("rng",),
+    ) -> None:  # fmt: skip
         self.load_path = Path(load_path)
         self.load_dict = dict(load_dict)
         self.enabled = enabled
         self.map_location = map_location
+        self.optional = tuple(optional)
 
     def attach(self, engine: Any) -> None:
         """Register with an ignite engine (the trainer to resume).
@@ -146,8 +150,11 @@ class ResumeFromCheckpoint:
         """
         from monai.handlers import CheckpointLoader
 
-        if not self.enabled or not self.load_path.is_file():
-            logger.info("no checkpoint to resume from at %s: starting fresh", self.load_path)
+        if not self.load_path.is_file():
+            logger.info("no checkpoint at %s: starting a new run", self.load_path)
+            return
+        if not self.enabled:
+            logger.info("resume is off: starting a new run; %s is replaced after its first epoch", self.load_path)
             return
         logger.info("resuming from %s", self.load_path)
         try:
@@ -158,6 +165,11 @@ class ResumeFromCheckpoint:
                 "delete it to start again, or train with resume=false"
             ) from exc
         load_dict = {**self.load_dict, "trainer": engine}
+        absent = [k for k in self.optional if k in load_dict and isinstance(saved, dict) and k not in saved]
+        for k in absent:  # e.g. a checkpoint from before the random streams were saved
+            logger.warning("%s holds no '%s' state: the run resumes, but not exactly as it would have gone on",
+                           self.load_path, k)  # fmt: skip
+            del load_dict[k]
         missing = [k for k in load_dict if not isinstance(saved, dict) or k not in saved]
         if missing:
             raise ValueError(f"{self.load_path}: cannot resume, the checkpoint lacks {missing}; train with resume=false")

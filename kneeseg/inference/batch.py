@@ -159,7 +159,8 @@ def predict_folder(
         runtime: ``auto`` (default: the fastest exact runtime this machine has, see
             :func:`kneeseg.engines.runtime.choose_runtime`), ``eager``, ``bf16`` or ``onnx``. The
             resolved runtime is printed once and is each row's ``runtime``.
-        device: ``cpu`` or ``cuda[:i]`` (under torchrun with CUDA, rank r uses ``cuda:<local rank>``).
+        device: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda[:i]`` (under torchrun
+            with CUDA, rank r uses ``cuda:<local rank>``).
         formats: subset of :data:`FORMATS`.
         series_filter: regex on SeriesDescription.
         any_plane: segment series in any plane (default: only the model's plane).
@@ -188,6 +189,10 @@ def predict_folder(
     started = time.perf_counter()
     rank, world, own_group = _dist_context()
     try:
+        if device == "auto":  # the GPU when there is one, as nnU-Net and TotalSegmentator choose
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and world > 1 and ":" not in device:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         tag = f"[rank {rank}/{world}] " if world > 1 else ""
@@ -219,6 +224,9 @@ def predict_folder(
         todo = sum(1 for it in items if it.todo)
         if rank == 0:
             say(f"{tag}{len(items)} manifest row(s): {todo} series to segment, {len(items) - todo} skipped/failed at discovery")
+            for it in items:
+                if not it.todo:  # one line each: what it is and why, as the manifest row says
+                    say(f"{tag}  {it.status}: {_row_name(it.row)}: {it.reason}")
         produced: dict[str, dict[str, Any]] = {}
         interrupted = False
         with _interrupt_on_sigterm():
@@ -284,6 +292,15 @@ def _interrupt_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _row_name(row: Mapping[str, Any]) -> str:
+    """A manifest row's series or file, for a console line."""
+    for key in ("source", "series_instance_uid"):
+        if row.get(key):
+            desc = f" '{row['series_description']}'" if row.get("series_description") else ""
+            return f"{row[key]}{desc}"
+    return "?"
 
 
 def _progress_line(tag: str, it: WorkItem, row: Mapping[str, Any], seconds: float) -> str:

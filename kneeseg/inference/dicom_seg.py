@@ -33,6 +33,7 @@ import pydicom
 
 import kneeseg
 from kneeseg.atomic import atomic_path
+from kneeseg.data.dicom.discovery import ORIENTATION_TOL
 from kneeseg.data.dicom.volume import SeriesVolume
 from kneeseg.data.orientation import volume_to_dicom_frames
 from kneeseg.files import PathLike
@@ -210,6 +211,23 @@ def _read_header(path: str) -> Any:
     return ds
 
 
+def _share_orientation(sources: Sequence[Any], volume: SeriesVolume) -> None:
+    """Give the single-frame source headers (in memory) the series' one orientation.
+
+    Discovery accepts orientations within its tolerance (``ORIENTATION_TOL``, 1e-4 per direction
+    cosine) as one series, and the SEG describes that series; highdicom compares them exactly and
+    would refuse a series whose slices differ by 2e-5. The reader's tolerance is the one rule: within
+    it the slices share the first slice's orientation, beyond it the volume has issues and no SEG
+    is written (checked before)."""
+    first = [float(v) for v in sources[0].ImageOrientationPatient]
+    for ds in sources[1:]:
+        ori = [float(v) for v in ds.ImageOrientationPatient]
+        if ori != first:
+            if not np.allclose(ori, first, atol=ORIENTATION_TOL):  # not reached: discovery split or flagged it
+                raise ValueError(f"{volume.label}: slice orientations {first} and {ori} differ beyond {ORIENTATION_TOL}")
+            ds.ImageOrientationPatient = list(sources[0].ImageOrientationPatient)
+
+
 def _source_datasets(volume: SeriesVolume) -> tuple[list, set | None]:
     """Source datasets (headers only) and, for a multi-frame source, the 1-based frame numbers of ``volume``.
 
@@ -324,6 +342,8 @@ def write_dicom_seg(
     mapped = _label_lut(labels, [c for c, _ in classes], volume)
     frames = volume_to_dicom_frames(mapped)  # (slices, rows, columns), frame k = volume.slices[k]
     sources, own_frames = _source_datasets(volume)
+    if own_frames is None:
+        _share_orientation(sources, volume)
     descriptions = segment_descriptions(
         class_names, algorithm_name=algorithm_name, algorithm_version=algorithm_version, codes=codes
     )

@@ -101,30 +101,36 @@ def write_outputs(
         f"{vol.series_number if vol.series_number is not None else 'x'}_{vol.volume_id}", item.key
     )
     fields: dict[str, Any] = {"qc": qc.verdict, "nifti": "", "dicom_seg": "", "preview": ""}
-    if "nifti" in formats:
-        rel = folder / FILE_NAMES["nifti"]
-        write_nifti(out / rel, labels.astype(np.uint8), affine, time_unit="sec")
-        fields["nifti"] = rel.as_posix()
-    if "seg" in formats:
-        from kneeseg.inference.dicom_seg import write_dicom_seg
+    try:
+        if "nifti" in formats:
+            rel = folder / FILE_NAMES["nifti"]
+            write_nifti(out / rel, labels.astype(np.uint8), affine, time_unit="sec")
+            fields["nifti"] = rel.as_posix()
+        if "seg" in formats:
+            from kneeseg.inference.dicom_seg import write_dicom_seg
 
-        rel = folder / FILE_NAMES["seg"]
-        write_dicom_seg(
-            vol, labels, out / rel, class_names=class_names,
-            algorithm_name=f"kneeseg {settings['network_name']}",
-            uid_seed=f"{vol.volume_id}|{settings.get('ckpt_digest', '')}",
-        )  # fmt: skip
-        fields["dicom_seg"] = rel.as_posix()
-    if "png" in formats:
-        from kneeseg.inference.preview import save_overlay_png
+            rel = folder / FILE_NAMES["seg"]
+            write_dicom_seg(
+                vol, labels, out / rel, class_names=class_names,
+                algorithm_name=f"kneeseg {settings['network_name']}",
+                uid_seed=f"{vol.volume_id}|{settings.get('ckpt_digest', '')}",
+            )  # fmt: skip
+            fields["dicom_seg"] = rel.as_posix()
+        if "png" in formats:
+            from kneeseg.inference.preview import save_overlay_png
 
-        rel = folder / FILE_NAMES["png"]
-        desc = f" '{vol.series_description}'" if vol.series_description else ""
-        save_overlay_png(
-            image, labels, out / rel, title=f"{vol.patient_id} series {vol.series_number}{desc}",
-            class_names={c: n for c, n in class_names.items() if c > 0}, affine=affine,
-            subtitle=f"QC: {qc.verdict}",
-        )  # fmt: skip
-        fields["preview"] = rel.as_posix()
+            rel = folder / FILE_NAMES["png"]
+            desc = f" '{vol.series_description}'" if vol.series_description else ""
+            save_overlay_png(
+                image, labels, out / rel, title=f"{vol.patient_id} series {vol.series_number}{desc}",
+                class_names={c: n for c, n in class_names.items() if c > 0}, affine=affine,
+                subtitle=f"QC: {qc.verdict}",
+            )  # fmt: skip
+            fields["preview"] = rel.as_posix()
+    except BaseException:  # a failed row leaves no output of its own behind (the row names the error)
+        for key in ("nifti", "dicom_seg", "preview"):
+            if fields[key]:
+                (out / fields[key]).unlink(missing_ok=True)
+        raise
     fields.update(measurement_fields(class_names, qc.measurements))
     return fields

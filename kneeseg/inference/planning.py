@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,20 @@ def _file_key(prefix: str, path: str) -> str:
     return f"{prefix}-{hashlib.sha1(path.encode()).hexdigest()[:16]}"
 
 
+def _unreadable_note(vol: Any, unreadable: Mapping[str, Sequence[Any]]) -> str:
+    """``segmented from 11 files; 1 unreadable file(s) beside them ...: IM12.dcm: ...`` when files beside the
+    series' own could not be read (a broken file of the series would otherwise go unmentioned)."""
+    folders = sorted({os.path.dirname(f) for f in vol.files})
+    broken = [p for d in folders for p in unreadable.get(d, [])]
+    if not broken:
+        return ""
+    first = broken[0]
+    more = f" (+{len(broken) - 1} more)" if len(broken) > 1 else ""
+    n = len(set(vol.files))
+    return (f"segmented from {n} files; {len(broken)} unreadable file(s) beside them, the series may lack a slice: "
+            f"{os.path.basename(first.path)}: {first.message}{more}")
+
+
 def plan_work(
     root: PathLike,
     *,
@@ -132,6 +146,14 @@ def plan_work(
     if not root.exists():
         raise FileNotFoundError(f"input not found: {root}")
     result = discover_series(root)
+    unreadable: dict[str, list[Any]] = {}  # folder -> files in it that could not be read at all
+    for problem in result.problems:
+        if problem.volume_id is None:
+            unreadable.setdefault(os.path.dirname(problem.path), []).append(problem)
+    series_in: dict[str, set[str]] = {}  # folder -> series read from it
+    for vol in result.volumes:
+        for f in vol.files:
+            series_in.setdefault(os.path.dirname(f), set()).add(vol.series_uid)
     pattern = re.compile(series_filter, re.IGNORECASE) if series_filter else None
     items: list[WorkItem] = []
     by_series: dict[str, list[Any]] = {}
@@ -158,7 +180,10 @@ def plan_work(
         row = _volume_row(vol, root)
         item = WorkItem(key=safe_name(vol.volume_id, "volume"), row=row, volume=vol)
         accept, note = (True, "") if body_part is None else body_part_decision(vol, body_part, any_body_part)
-        row["notes"] = "; ".join([n for n in [note, *vol.extra.get("notes", [])] if n])
+        echo_note = (f"echo {int(echo)} of {n_echoes} segmented (--echo all segments every echo)"
+                     if echo != "all" and n_echoes > 1 else "")  # fmt: skip
+        row["notes"] = "; ".join([n for n in [note, echo_note, _unreadable_note(vol, unreadable),
+                                              *vol.extra.get("notes", [])] if n])  # fmt: skip
         if vol.modality not in modalities:
             item.status = "skipped"
             item.reason = f"modality {vol.modality or 'unknown'}: the model segments {'/'.join(modalities)} images"
@@ -181,10 +206,12 @@ def plan_work(
         items.append(item)
     for problem in result.problems:
         if problem.volume_id is None:
-            items.append(
-                WorkItem(key=_file_key("file", problem.path), row=_file_row(problem.path, root),
-                         status="failed", reason=problem.message)
-            )  # fmt: skip
+            row = _file_row(problem.path, root)
+            beside = series_in.get(os.path.dirname(problem.path), set())
+            if len(beside) == 1:  # the file's folder holds one series: most likely it was one of its files
+                row["series_uid"] = next(iter(beside))
+            items.append(WorkItem(key=_file_key("file", problem.path), row=row, status="failed",
+                                  reason=problem.message))  # fmt: skip
     ignored_by_folder: dict[str, list[str]] = {}
     for path in result.ignored:  # one row per folder, however many such files it holds
         ignored_by_folder.setdefault(os.path.dirname(path), []).append(os.path.basename(path))

@@ -99,7 +99,7 @@ def quality_check(
         if cid == 0:
             continue
         m = measure_class(labels == cid, confidence, affine, normal_ras)
-        m["raw_components"] = None if raw_components is None else float(raw_components.get(cid, 0))
+        m["raw_components"] = None if raw_components is None else int(raw_components.get(cid, 0))
         measurements[cid] = m
         spec = _checks_for(checks, cid, name)
         vol = float(m["volume_ml"] or 0.0)

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kneeseg.atomic import atomic_write_text
 from kneeseg.files import PathLike
 from kneeseg.inference.planning import WorkItem, safe_name
@@ -87,7 +89,13 @@ def measurement_fields(class_names: Mapping[int, str], measurements: Mapping[int
             measured = measurements.get(c, {})
             for prefix, key in _MEASURES:
                 value = measured.get(key)
-                fields[f"{prefix}_{safe_name(name, f'class_{c}')}"] = "" if value is None else round(float(value), 4)
+                if value is None:
+                    shown: Any = ""
+                elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                    shown = int(value)  # counts stay integers (components_<class> = 2, not 2.0)
+                else:
+                    shown = round(float(value), 4)
+                fields[f"{prefix}_{safe_name(name, f'class_{c}')}"] = shown
     return fields
 
 

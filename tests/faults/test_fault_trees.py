@@ -145,3 +145,16 @@ def test_a_file_that_vanishes_between_discovery_and_reading(tmp_path, model, mon
     assert by["other"]["status"] == "ok"
     assert by["knee"]["status"] == "failed" and paths[1].name in by["knee"]["reason"]
     assert "No such file or directory" in by["knee"]["reason"] and res.exit_code == 1
+
+
+def test_a_folder_of_symlinks_to_series_is_followed_once(tmp_path, model):
+    """A folder holding only a link to a series (and a second link to it) segments that series once."""
+    vol = synthetic_volume(rows=16, columns=16, slices=3, seed=6)
+    write_series(tmp_path / "store" / "knee", vol, orientation=SAGITTAL_IOP)
+    root = tmp_path / "in"
+    root.mkdir()
+    os.symlink(tmp_path / "store" / "knee", root / "study")
+    os.symlink(tmp_path / "store" / "knee", root / "study_again")
+    res = run(root, tmp_path / "out", model, formats=["nifti"])
+    assert [r["status"] for r in res.rows] == ["ok"], res.rows
+    assert res.rows[0]["source"].split("/")[0] == "study"

@@ -30,12 +30,12 @@ from kneeseg.data.dicom.headers import (
 from kneeseg.data.dicom.volume import DiscoveryResult, Problem, SeriesVolume, SliceRef
 from kneeseg.files import PathLike
 
-__all__ = ["discover_series"]
+__all__ = ["ORIENTATION_TOL", "discover_series"]
 
 logger = logging.getLogger(__name__)
 
 
-_ORIENTATION_TOL = 1e-4  # max abs difference of direction cosines treated as "same orientation"
+ORIENTATION_TOL = 1e-4  # max abs difference of direction cosines treated as "same orientation"
 _DUPLICATE_TOL_MM = 1e-2  # slices closer than this along the normal are duplicates
 _GAP_FACTOR = 1.5  # a step larger than 1.5 x the nominal spacing is a gap (missing slices)
 _IRREGULAR_REL_TOL = 0.05  # steps deviating more than 5 % from the nominal spacing are irregular
@@ -174,11 +174,11 @@ def _build_volume(
     ref_ori = orientations.most_common(1)[0][0] if orientations else (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     distinct: list[tuple[float, ...]] = []
     for ori, _ in orientations.most_common():
-        if not any(np.allclose(ori, d, atol=_ORIENTATION_TOL) for d in distinct):
+        if not any(np.allclose(ori, d, atol=ORIENTATION_TOL) for d in distinct):
             distinct.append(ori)
     if len(distinct) > 1:
         desc = "; ".join(
-            "[" + ", ".join(f"{v:.4g}" for v in d) + "]" + f" ({sum(n for o, n in orientations.items() if np.allclose(o, d, atol=_ORIENTATION_TOL))} slices)"
+            "[" + ", ".join(f"{v:.4g}" for v in d) + "]" + f" ({sum(n for o, n in orientations.items() if np.allclose(o, d, atol=ORIENTATION_TOL))} slices)"
             for d in distinct
         )
         issues.append(f"mixed orientations (ImageOrientationPatient): {desc}")

@@ -229,7 +229,19 @@ def _iter_files(source: PathLike | Sequence[PathLike]) -> tuple[list[str], list[
     for src in sources:
         p = Path(src)
         if p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p):
+            # symlinked folders are followed (a PACS export or a study folder is often a link); each
+            # real folder is read once, so a link loop or a second link to a folder ends there
+            seen: set[tuple[int, int]] = set()
+            for dirpath, dirnames, filenames in os.walk(p, followlinks=True):
+                try:
+                    st = os.stat(dirpath)
+                except OSError:
+                    dirnames[:] = []
+                    continue
+                if (st.st_dev, st.st_ino) in seen:
+                    dirnames[:] = []
+                    continue
+                seen.add((st.st_dev, st.st_ino))
                 dirnames.sort()
                 files.extend(os.path.join(dirpath, name) for name in sorted(filenames))
         elif p.is_file():

@@ -110,6 +110,46 @@ def select_volume(
     return volumes[0]
 
 
+#: a compressed frame may decode to at most this many times its encoded size before the header is
+#: doubted (real MR compresses 2-10x losslessly; RLE cannot exceed 64x, a blank JPEG frame a few 100x)
+MAX_EXPANSION = 200
+#: decoded sizes below this are never doubted
+_DOUBT_ABOVE = 1 << 30
+
+
+def check_pixel_data_size(ds: Any, path: str) -> None:
+    """Compare the pixel data with what the header promises, before any decode or allocation.
+
+    Native (uncompressed) pixel data must hold Rows x Columns x SamplesPerPixel x NumberOfFrames x
+    BitsAllocated / 8 bytes; compressed pixel data may not promise more than ``MAX_EXPANSION`` times
+    its encoded size when that is over 1 GiB (a 65535 x 65535 header over a few kB of RLE would
+    otherwise allocate tens of GiB).
+
+    Raises:
+        DicomSeriesError: naming the file, the header's numbers and the pixel data's size.
+    """
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DicomSeriesError(f"{path}: incomplete image header ({type(exc).__name__}: {exc})") from exc
+    if "PixelData" not in ds:
+        raise DicomSeriesError(f"{path}: no pixel data")
+    expected = rows * cols * samples * frames * max(bits, 1) // 8
+    stored = len(ds.PixelData)
+    header = f"{rows} x {cols} x {samples} sample(s) x {frames} frame(s) x {bits} bits = {expected} bytes"
+    ts = _transfer_syntax(ds)
+    if not ts.is_compressed:
+        if stored < expected:
+            raise DicomSeriesError(f"{path}: header and pixel data disagree: the header says {header}, "
+                                   f"the pixel data holds {stored} bytes")  # fmt: skip
+    elif expected > _DOUBT_ABOVE and expected > MAX_EXPANSION * stored:
+        raise DicomSeriesError(f"{path}: header and pixel data disagree: the header says {header}, "
+                               f"over {MAX_EXPANSION}x the {stored} bytes of {ts.name} pixel data")  # fmt: skip
+
+
 def _decode(path: str, ds_cache: dict[str, np.ndarray]) -> np.ndarray:
     if path not in ds_cache:
         try:
@@ -117,6 +157,7 @@ def _decode(path: str, ds_cache: dict[str, np.ndarray]) -> np.ndarray:
         except Exception as exc:
             raise DicomSeriesError(f"{path}: cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
         ts = _transfer_syntax(ds)
+        check_pixel_data_size(ds, path)
         try:
             ds_cache[path] = np.asarray(ds.pixel_array)
         except Exception as exc:  # decoder plugins raise various types
@@ -136,15 +177,25 @@ def load_volume(volume: SeriesVolume) -> tuple[np.ndarray, dict[str, Any]]:
         :meth:`SeriesVolume.describe`.
 
     Raises:
-        DicomSeriesError: the volume has geometry issues, or a file cannot be read/decoded.
+        DicomSeriesError: the volume has geometry issues, is a Siemens MOSAIC, or a file cannot be
+            read/decoded.
     """
     if volume.issues:
         raise DicomSeriesError(f"{volume.label}: " + "; ".join(volume.issues))
+    if volume.is_mosaic:  # read as one tiled slice its geometry would be wrong by the whole tile layout
+        tiles = f"{volume.mosaic_images} images" if volume.mosaic_images else "several images"
+        raise DicomSeriesError(
+            f"{volume.label}: a Siemens MOSAIC ({tiles} tiled in each {volume.rows} x {volume.columns} file, "
+            f"{volume.slices[0].path if volume.slices else ''}): not supported, the tiles are not unpacked; "
+            "convert the series first (e.g. dcm2niix) or export it as single slices"
+        )
     # slice-major storage (each plane contiguous, written and later read as a whole), seen as
     # (columns, rows, slices)
+    cache: dict[str, np.ndarray] = {}
+    if volume.slices:  # the first file's header against its pixel data, before the volume is allocated
+        _decode(volume.slices[0].path, cache)
     planes = np.empty((volume.num_slices, volume.columns, volume.rows), dtype=np.float32)
     out = np.moveaxis(planes, 0, 2)
-    cache: dict[str, np.ndarray] = {}
     for k, ref in enumerate(volume.slices):
         pixels = _decode(ref.path, cache)
         if ref.frame is not None:

@@ -109,6 +109,12 @@ class SeriesVolume:
 
     # ------------------------------------------------------------------ descriptive
     @property
+    def is_mosaic(self) -> bool:
+        """Siemens MOSAIC images: several slices tiled in one 2D image (ImageType MOSAIC, or
+        NumberOfImagesInMosaic above 1 on a slice)."""
+        return "MOSAIC" in self.image_type or (self.mosaic_images or 0) > 1
+
+    @property
     def label(self) -> str:
         """Short description used in messages: UID, description, echo."""
         desc = f" '{self.series_description}'" if self.series_description else ""
