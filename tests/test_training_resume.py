@@ -4,6 +4,7 @@ a rerun over an earlier run that asks for --resume or --fresh, Ctrl-C, and the c
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -135,3 +136,31 @@ def test_ctrl_c_during_training_says_how_to_continue_and_leaves_a_valid_last_pt(
     )
     assert "Traceback" not in err
     assert 1 <= _epoch_of(last) <= EPOCHS
+
+
+def test_on_a_terminal_training_draws_a_bar_with_the_time_left(phantom, tmp_path):
+    """Through a real pseudo-terminal (as a user's shell): a tqdm bar redrawn in place, with the
+    epoch, the loss and the time left; no per-epoch lines."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(_cmd(phantom, tmp_path / "run", "--set=max_epochs=2"), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave, close_fds=True)  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    frames = [f for f in screen.split("\r") if f.strip()]
+    assert any(f.startswith("epoch 2/2: 100%|") and "loss=" in f for f in frames), screen[-1500:]
+    assert any(re.search(r"\[\d\d:\d\d<\d\d:\d\d", f) for f in frames), "no elapsed<left time in the bar"
+    assert "epoch 1/2: loss" not in screen  # the per-epoch lines are for logs, not terminals
+    assert frames[-1].strip() == "training: 2 epochs in " + frames[-1].strip().split(" in ")[-1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from typing import IO, Any
@@ -95,8 +96,14 @@ class TrainingProgress:
             from tqdm.auto import tqdm
 
             total = self._total(engine) or None
+            try:  # a terminal that reports no size (a fresh pty) would get an empty or hidden bar
+                size = os.get_terminal_size(self._out.fileno())
+                width, lines = size.columns, size.lines
+            except (AttributeError, OSError, ValueError):
+                width, lines = 0, 0
             self._tqdm = tqdm(total=total, initial=int(engine.state.iteration or 0), file=self._out, unit="it",
-                              dynamic_ncols=True, leave=True, desc="training")  # fmt: skip
+                              dynamic_ncols=width > 0, ncols=None if width > 0 else 100,
+                              nrows=None if lines > 0 else 24, leave=True, desc="training")  # fmt: skip
 
     def _epoch_start(self, engine: Any) -> None:
         self._epoch_started = time.perf_counter()
