@@ -253,6 +253,9 @@ def _cmd_workflow(args: argparse.Namespace) -> int:
     except Exception as exc:  # MONAI's config evaluation wraps errors in RuntimeError("Failed to evaluate ...")
         stop = _cause(exc, _TrainingStopped)
         if stop is None:
+            reason = _cause(exc, (ValueError, OSError))  # a bad input or setting, as the transform said it
+            if reason is not None and reason is not exc:
+                raise reason from None  # one "kneeseg: error:" line, not MONAI's chain of config evaluations
             raise
         print(f"kneeseg: training interrupted ({stop}); {Path(overrides['ckpt_dir']) / 'last.pt'} holds the last "
               "finished epoch: rerun the same command with --resume to continue", file=sys.stderr)  # fmt: skip
@@ -264,7 +267,7 @@ def _cmd_workflow(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+def _cause(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
     """``exc`` or the first exception of type ``kind`` in its chain of causes."""
     seen: set[int] = set()
     cur: BaseException | None = exc

@@ -346,6 +346,9 @@ def test_interrupted_run_writes_its_manifest_says_so_and_resumes_to_the_same_res
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     reference = subprocess.run(_infer_cmd(root, tmp_path / "ref", phantom_model), capture_output=True, text=True, env=env)
     assert reference.returncode == 0, reference.stderr[-3000:]
+    # one progress line per series with the count and the time left
+    assert re.search(r"\[1/5, (\d+ s|\d+ min \d\d s) left\] ok ", reference.stderr), reference.stderr[-2000:]
+    assert "[5/5] ok " in reference.stderr
     out = tmp_path / "stopped"
     proc = subprocess.Popen(_infer_cmd(root, out, phantom_model), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)  # fmt: skip

@@ -279,6 +279,28 @@ def test_cli_train_then_evaluate_writes_reports(tiny_phantom, tmp_path, capsys):
     assert main(["train", "--preset", "no-such-preset"]) == 2
 
 
+def test_infer_datalist_names_an_image_with_nans_in_one_line(tiny_phantom, trained, tmp_path, capsys):
+    """A bad image is one ``kneeseg: error:`` line naming the file and the NaN count, exit 2 --
+    not the chain of MONAI's config and transform errors around it."""
+    from kneeseg.cli import main
+
+    run_dir, _ = trained
+    src = nib.load(tiny_phantom / json.loads((tiny_phantom / "dataset.json").read_text())["training"][0]["image"])
+    data = np.asarray(src.dataobj, dtype=np.float32).copy()
+    data[:3, :4, 0] = np.nan
+    bad = tmp_path / "nan_case.nii.gz"
+    nib.save(nib.Nifti1Image(data, src.affine), bad)
+    datalist = tmp_path / "list.json"
+    datalist.write_text(json.dumps({"test": [{"image": str(bad)}]}))
+    code = main(["infer-datalist", "--model", str(run_dir / "models"), "--output-dir", str(tmp_path / "out"),
+                 "--dataset-dir", "/", f"--set=data_list_file_path={datalist}", "--set=spatial_size=64",
+                 "--set=width=4"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"kneeseg: error: {bad}: image contains 12 NaN values"
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("data", ["phantom", "knee_acl"])
 def test_2d_data_configs_cache_the_whole_preprocessing(data):
     """CacheDataset caches everything up to the first random transform: the whole preprocessing.

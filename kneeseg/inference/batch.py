@@ -336,6 +336,7 @@ def _run_items(
     sums do not.
     """
     from kneeseg.data.dicom.loading import load_volume
+    from kneeseg.handlers.progress import format_duration
 
     def record(it: WorkItem, row: dict[str, Any], **extra: Any) -> dict[str, Any]:
         try:
@@ -365,6 +366,7 @@ def _run_items(
     if not pending:
         return resumed
 
+    progress: dict[str, Any] = {"done": 0, "t0": time.perf_counter()}  # the writer's count, for the time left
     loaded: queue.Queue[Any] = queue.Queue(maxsize=1)
     finished: queue.Queue[Any] = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -407,7 +409,11 @@ def _run_items(
             row = dict(it.row, status="failed", reason=_describe(error, it), seconds=seconds, runtime=runtime)
         row = record(it, row, model=settings.get("ckpt_digest"), formats=list(formats), runtime_reason=runtime_reason,
                      stage_seconds={k: round(v, 3) for k, v in stages.items()})  # fmt: skip
-        say(_progress_line(tag, it, row, seconds))
+        progress["done"] += 1
+        done, total = progress["done"], len(pending)
+        per_series = (time.perf_counter() - progress["t0"]) / done
+        left = f", {format_duration(per_series * (total - done))} left" if done < total else ""
+        say(f"{tag}[{done}/{total}{left}] " + _progress_line("", it, row, seconds))
 
     def writer() -> None:
         while True:
