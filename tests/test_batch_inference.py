@@ -398,7 +398,7 @@ def test_torchrun_two_processes_share_the_series(tmp_path, phantom_model):
     rows = read_results_csv(out / "manifest.csv")
     assert len(rows) == 6 and sum(r["status"] == "ok" for r in rows) == 5
     assert len({r["series_uid"] for r in rows if r["status"] == "ok"}) == 5
-    done = re.findall(r"\[rank (\d)/2\] ok +(\S+) \(series", proc.stderr)  # the series' folder
+    done = re.findall(r"\[rank (\d)/2\] \[\d/\d[^\]]*\] ok +(\S+) \(series", proc.stderr)  # the series' folder
     assert len(done) == 5, proc.stderr[-3000:]
     assert {rank for rank, _ in done} == {"0", "1"}
     assert len({folder for _, folder in done}) == 5, "a series was segmented twice"
