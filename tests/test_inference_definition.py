@@ -56,12 +56,12 @@ def test_bundle_settings_read_every_inference_setting(tmp_path):
     bundle = _bundle_copy(
         tmp_path / "b", **{"preprocessing_options#smooth_sigma": 1.5, "preprocessing_options#equalization": "global",
                            "largest_component": False, "slice_orientation": {"right": "posterior", "down": "inferior"},
-                           "qc#1#volume_ml": [1.0, 2.0], "body_part": "ANKLE"}
+                           "ligament_qc#volume_ml": [1.0, 2.0], "body_part": "ANKLE"}
     )  # fmt: skip
     s = bundle_settings(bundle, overrides=TINY)
     assert s["preprocessing"]["smooth_sigma"] == 1.5 and s["preprocessing"]["equalization"] == "global"
     assert s["largest_component"] is False and s["slice_orientation"].code == "PI" and s["slice_plane"] == "sagittal"
-    assert s["qc"]["1"]["volume_ml"] == [1.0, 2.0] and s["body_part"] == "ANKLE"
+    assert s["qc"]["ligament"]["volume_ml"] == [1.0, 2.0] and s["body_part"] == "ANKLE"
     bad = _bundle_copy(tmp_path / "bad", **{"preprocessing_options#sigma": 1.0})
     with pytest.raises(ValueError, match=r"unknown preprocessing option\(s\) \['sigma'\]"):
         bundle_settings(bad, overrides=TINY)

@@ -56,6 +56,35 @@ def test_infer_with_the_model_folder_needs_no_preset(trained, series, tmp_path, 
     assert not bad.exists()
 
 
+def test_a_five_class_model_names_its_structures_and_checks_only_the_ligament(series, tmp_path):
+    """Trained on the phantom's five labels (no value map): the model folder names femur, tibia,
+    patella and patellar ligament; the manifest's columns and the SEG's segments follow them, and the
+    ligament's quality checks apply to the patellar ligament alone."""
+    import pydicom
+
+    from kneeseg.inference.results import read_results_csv
+
+    data = make_tiny_phantom(tmp_path / "phantom")
+    wf = ConfigWorkflow(config_file=TRAIN_CONFIGS, meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
+                        **tiny_overrides(data, tmp_path / "run", max_epochs=1, spatial_size=48, resume=False,
+                                         num_classes=5, label_value_map=None))  # fmt: skip
+    wf.initialize()
+    wf.run()
+    models = tmp_path / "run" / "models"
+    names = json.loads((models / "model.json").read_text())["model"]["class_names"]
+    assert names == ["background", "femur", "tibia", "patella", "patellar_ligament"]
+    out = tmp_path / "out"
+    assert main(["infer", str(series), "-o", str(out), "--model", str(models), "--runtime", "eager", "--quiet"]) in (0, 1)
+    (row,) = read_results_csv(out / "manifest.csv")
+    assert row["status"] == "ok", row
+    for n in names[1:]:
+        assert f"volume_ml_{n}" in row and row[f"components_{n}"].isdigit()
+    reasons = row["qc"].removeprefix("review: ").split("; ") if row["qc"] != "pass" else []
+    assert all(r.startswith(("patellar_ligament", "no patellar_ligament")) for r in reasons), row["qc"]  # no limits on bones
+    seg = pydicom.dcmread(out / row["dicom_seg"])
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == names[1:]
+
+
 @pytest.mark.parametrize("name, width, expected", [
     ("unet", 4, "network unet in the model, csam_unet asked"),
     ("csam_unet", 8, "width 8 in the model, 4 asked"),
