@@ -4,7 +4,7 @@
     python benchmarks/table1.py --quick --out out/table1-quick   # CI smoke test (about 10 s)
 """
 
-from kneeseg.bench.table1 import main
+from kneeseg.bench.command import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -13,7 +13,7 @@ library function (the module named beside it).
         the bundle's inference config over a datalist (NIfTI out)
     kneeseg infer INPUT -o OUTPUT [--ckpt A.pt [B.pt ...]] ... kneeseg.inference.batch.predict_folder
         every knee MR series under a DICOM folder tree -> NIfTI, DICOM SEG, PNG, manifest.csv
-    kneeseg bench table1 [--methods ...] [--seeds ...] ...     kneeseg.bench.table1.main
+    kneeseg bench table1 [--methods ...] [--seeds ...] ...     kneeseg.bench.command.main
         the paper's Table 1: every method x seed trained and evaluated through the bundle;
         with --cv K: K-fold cross-validation, every case predicted once (kneeseg.bench.cv.run_cv)
 
@@ -444,7 +444,7 @@ def _add_infer_command(commands: Any) -> None:
 
 # ----------------------------------------------------------------------------- benchmarks
 def _cmd_bench_table1(args: argparse.Namespace) -> int:
-    from kneeseg.bench.table1 import main as table1_main
+    from kneeseg.bench.command import main as table1_main
 
     return table1_main(args.rest)
 
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["bench", "table1"]:  # its own parser owns every option after the sub-command
-        from kneeseg.bench.table1 import main as table1_main
+        from kneeseg.bench.command import main as table1_main
 
         try:
             return int(table1_main(argv[2:]))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kneeseg.atomic import atomic_write_text
+from kneeseg.bench.runs import best_val, environment, say
 from kneeseg.bench.protocol import (
     ABLATIONS,
     CONVERGENCE_RULE,
@@ -86,7 +87,7 @@ def _group(entry: Mapping[str, Any]) -> str:
     return str(entry.get("patient") or entry.get("case") or entry["image"])
 
 
-def _data_settings(cfg: CVConfig) -> dict[str, Any]:
+def data_settings(cfg: CVConfig) -> dict[str, Any]:
     """The data config's datalist file and data root as the bundle resolves them."""
     parser = training_parser(cfg.preset, cfg.data, cfg.overrides, cfg.dataset_dir)
     return {"datalist": Path(parser.get_parsed_content("data_list_file_path")), "dataset_dir": parser.get_parsed_content("dataset_dir")}
@@ -100,7 +101,7 @@ def cv_folds(cfg: CVConfig) -> dict[str, Any]:
     """
     from kneeseg.data.splits import assign_folds
 
-    path = _data_settings(cfg)["datalist"]
+    path = data_settings(cfg)["datalist"]
     manifest = json.loads(path.read_text(encoding="utf-8"))
     recorded = manifest.get("folds") if isinstance(manifest.get("folds"), Mapping) else None
     if recorded and not cfg.exclude and int(recorded.get("k", 0)) == cfg.k and int(recorded.get("seed", -1)) == cfg.seed:
@@ -146,10 +147,6 @@ def fold_datalist(folds: Sequence[Sequence[Mapping[str, Any]]], fold: int, seed:
     }
 
 
-def _say(progress: Callable[[str], None] | None, line: str) -> None:
-    (progress or (lambda s: print(s, flush=True)))(line)
-
-
 def run_dir(cfg: CVConfig, method: str, fold: int) -> Path:
     return cfg.root / "runs" / method / f"fold{fold}"
 
@@ -171,7 +168,6 @@ def run_overrides(cfg: CVConfig, method: str, **extra: Any) -> dict[str, Any]:
 def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Mapping[str, Any]]],
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """Train on the other folds and predict this one through the bundle; returns the run's record."""
-    from kneeseg.bench.table1 import _best_val
     from kneeseg.handlers.convergence import read_stop_record
     from kneeseg.workflows import run_workflow
 
@@ -184,22 +180,22 @@ def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Map
     common = run_overrides(cfg, method, data_list_file_path=str(base / "datalist.json"), train_list_key="cv_train",
                            val_list_key="cv_val", test_list_key="cv_test", ckpt_dir=str(base / "models"))  # fmt: skip
     sizes = {k: len(v) for k, v in datalist.items()}
-    _say(progress, f"[cv] {method} fold {fold}: training on {sizes['cv_train']} cases (checkpoint on {sizes['cv_val']})")
+    say(progress, f"[cv] {method} fold {fold}: training on {sizes['cv_train']} cases (checkpoint on {sizes['cv_val']})")
     t0 = time.perf_counter()
     run_workflow("train", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(base / "train"), resume=False))
     train_s = time.perf_counter() - t0
-    _say(progress, f"[cv] {method} fold {fold}: trained in {train_s:.0f} s; predicting its {sizes['cv_test']} cases")
+    say(progress, f"[cv] {method} fold {fold}: trained in {train_s:.0f} s; predicting its {sizes['cv_test']} cases")
     run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(base / "eval")))
     summary = json.loads((base / "eval" / "metrics_summary.json").read_text())
-    best_val, best_epoch = _best_val(base / "train" / "history.json")
+    val_f1, best_epoch = best_val(base / "train" / "history.json")
     stop = read_stop_record(base / "train") or {}
     row: dict[str, Any] = {"method": method, "fold": fold, "train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
-                           "val_f1": best_val, "epoch": best_epoch, "n_train": sizes["cv_train"], "n_val": sizes["cv_val"],
+                           "val_f1": val_f1, "epoch": best_epoch, "n_train": sizes["cv_train"], "n_val": sizes["cv_val"],
                            "n_test": sizes["cv_test"], "dice": summary["per_image_mean"].get("dice"),
                            "stop_reason": stop.get("stop_reason"), "epochs": stop.get("epochs"),
                            "iterations": stop.get("iterations"), "max_epochs": stop.get("max_epochs")}  # fmt: skip
     atomic_write_text(record, json.dumps(row, indent=1))
-    _say(progress, f"[cv] {method} fold {fold}: Dice {row['dice']:.4f} on its cases")
+    say(progress, f"[cv] {method} fold {fold}: Dice {row['dice']:.4f} on its cases")
     return row
 
 
@@ -264,7 +260,6 @@ def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping
     result["rule"] = dict(CONVERGENCE_RULE) if cfg.rule else None
     result.update(k=cfg.k, seed=cfg.seed, preset=cfg.preset, data=cfg.data, overrides=cfg.overrides, excluded=cfg.exclude,
                   folds_source=folds["source"], n_cases=len(all_cases))  # fmt: skip
-    from kneeseg.bench.table1 import environment
 
     result["environment"] = environment()
     result["train_s_total"] = round(sum(float(r.get("train_s") or 0) for r in rows), 1)
@@ -272,7 +267,7 @@ def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping
     atomic_write_text(root / "cv_table.md", cv_markdown(result))
     plot_paired_dots(table, methods, REFERENCE, root / "cv_paired_dots.png")
     plot_fold_boxes(table, methods, cfg.k, root / "cv_fold_boxes.png")
-    _say(progress, cv_markdown(result))
+    say(progress, cv_markdown(result))
     return result
 
 
@@ -305,18 +300,13 @@ def run_cv(cfg: CVConfig, progress: Callable[[str], None] | None = None) -> dict
         per_run = elapsed / fresh_done if fresh_done else None
         left = sum(not (run_dir(cfg, m, f) / "run.json").is_file() for m, f in order[i - 1 :])
         if fresh and cfg.budget_h is not None and per_run is not None and elapsed + per_run > cfg.budget_h * 3600:
-            _say(progress, f"[cv] budget of {cfg.budget_h:g} h reached after {elapsed / 60:.1f} min: {left} run(s) left for a rerun")
+            say(progress, f"[cv] budget of {cfg.budget_h:g} h reached after {elapsed / 60:.1f} min: {left} run(s) left for a rerun")
             break
         if not fresh:
-            _say(progress, f"[cv] run {i}/{total}: {method} fold {fold}: finished earlier")
+            say(progress, f"[cv] run {i}/{total}: {method} fold {fold}: finished earlier")
         else:
             eta = f", about {per_run * left / 60:.0f} min left" if per_run else ""
-            _say(progress, f"[cv] run {i}/{total}: {method} fold {fold} ({elapsed / 60:.1f} min elapsed{eta})")
+            say(progress, f"[cv] run {i}/{total}: {method} fold {fold} ({elapsed / 60:.1f} min elapsed{eta})")
         rows.append(run_fold(cfg, method, fold, folds["folds"], progress))
         fresh_done += int(fresh)
-    result = aggregate_cv(cfg, folds, rows, progress)
-    if cfg.exclude and REFERENCE in cfg.methods:
-        from kneeseg.bench.cv_ensemble import ensemble_gain
-
-        ensemble_gain(cfg, REFERENCE, progress)
-    return result
+    return aggregate_cv(cfg, folds, rows, progress)

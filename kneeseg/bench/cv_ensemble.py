@@ -25,13 +25,13 @@ from kneeseg.atomic import atomic_path, atomic_write_text
 from kneeseg.bench.cv import (
     CV_METRICS,
     CVConfig,
-    _data_settings,
-    _say,
+    data_settings,
     case_metrics,
     run_dir,
     run_overrides,
 )
 from kneeseg.bench.protocol import REFERENCE
+from kneeseg.bench.runs import environment, say
 from kneeseg.bench.stats import mean_sd, paired_comparison
 
 __all__ = ["ensemble_gain", "ensemble_markdown"]
@@ -55,9 +55,9 @@ def _evaluate(cfg: CVConfig, method: str, ckpt_dir: Path, out_dir: Path, progres
 
     if (out_dir / "metrics_per_case.csv").is_file():
         return None
-    overrides = run_overrides(cfg, method, data_list_file_path=str(_data_settings(cfg)["datalist"]), test_list_key=cfg.exclude,
+    overrides = run_overrides(cfg, method, data_list_file_path=str(data_settings(cfg)["datalist"]), test_list_key=cfg.exclude,
                               ckpt_dir=str(ckpt_dir), output_dir=str(out_dir))  # fmt: skip
-    _say(progress, f"[ensemble] {method}: evaluating {out_dir.name} on the {cfg.exclude} cases")
+    say(progress, f"[ensemble] {method}: evaluating {out_dir.name} on the {cfg.exclude} cases")
     t0 = time.perf_counter()
     run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=overrides)
     return round(time.perf_counter() - t0, 2)
@@ -83,7 +83,7 @@ def ensemble_gain(cfg: CVConfig, method: str = REFERENCE, progress: Callable[[st
         return None
     missing = [f for f in range(cfg.k) if not (run_dir(cfg, method, f) / "run.json").is_file()]
     if missing:
-        _say(progress, f"[ensemble] {method}: folds {missing} not finished; no ensemble measurement yet")
+        say(progress, f"[ensemble] {method}: folds {missing} not finished; no ensemble measurement yet")
         return None
     root = cfg.root / "ensemble" / method
     timing_path = root / "timing.json"
@@ -123,12 +123,11 @@ def ensemble_gain(cfg: CVConfig, method: str = REFERENCE, progress: Callable[[st
     single_s = [timing[n] for n in names if n in timing]
     if single_s and "ensemble" in timing:
         result["time_ratio"] = round(timing["ensemble"] / float(np.mean(single_s)), 2)
-    from kneeseg.bench.table1 import environment
 
     result["environment"] = environment()
     atomic_write_text(root / "ensemble_gain.json", json.dumps(result, indent=1))
     atomic_write_text(root / "ensemble_gain.md", ensemble_markdown(result))
-    _say(progress, ensemble_markdown(result))
+    say(progress, ensemble_markdown(result))
     return result
 
 

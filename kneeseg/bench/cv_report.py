@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes, atomic_write_text
-from kneeseg.bench.plots import _figure_bytes
+from kneeseg.bench.plots import figure_bytes
 from kneeseg.bench.stats import fold_level_comparison, holm, mean_sd, paired_comparison
 
 __all__ = ["cv_markdown", "cv_statistics", "plot_fold_boxes", "plot_paired_dots", "write_csv"]
@@ -203,7 +203,7 @@ def plot_paired_dots(table: Any, methods: Sequence[str], reference: str, path: P
         ax.set_title(f"{m}: {len(cases)} cases", fontsize=9)
     axes[0][0].set_ylabel("out-of-fold Dice per case")
     fig.tight_layout()
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig))
 
 
 def plot_fold_boxes(table: Any, methods: Sequence[str], k: int, path: Path) -> None:
@@ -231,4 +231,4 @@ def plot_fold_boxes(table: Any, methods: Sequence[str], k: int, path: Path) -> N
     ax.set_ylabel("out-of-fold Dice per case")
     ax.set_title(f"Dice per fold (boxes: folds 0-{k - 1})", fontsize=9)
     fig.tight_layout()
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig))

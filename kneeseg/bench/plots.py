@@ -22,7 +22,7 @@ from kneeseg.bench.report import per_case, short_case
 __all__ = ["plot_bars", "plot_curves", "plot_overlays"]
 
 
-def _figure_bytes(fig: Any) -> bytes:
+def figure_bytes(fig: Any) -> bytes:
     """The figure as PNG bytes (110 dpi); closes it."""
     import io
 
@@ -51,7 +51,7 @@ def plot_bars(table: Mapping[str, Any], path: Path) -> None:
         ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=8)
         ax.set_title(f"test {title} (mean ± sd over seeds)", fontsize=9)
     fig.tight_layout()
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig))
 
 
 def plot_curves(out: Path, methods: Sequence[str], seeds: Sequence[int], path: Path) -> None:
@@ -79,7 +79,7 @@ def plot_curves(out: Path, methods: Sequence[str], seeds: Sequence[int], path: P
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig))
 
 
 def _test_items(cfg: Table1Config) -> tuple:
@@ -137,4 +137,4 @@ def plot_overlays(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], path: Pa
         ax.axis("off")
     fig.suptitle(f"{REFERENCE} seed {best['seed']}: prediction (fill) vs truth (cyan contour)", fontsize=9)
     fig.tight_layout()
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig))

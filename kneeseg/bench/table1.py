@@ -19,7 +19,7 @@ Runs are resumable: a run whose evaluation summary exists is not repeated.
 
 The protocol is data (``table1_protocol.json``, :mod:`kneeseg.bench.protocol`); the statistics
 are :mod:`kneeseg.bench.stats`, the tables :mod:`kneeseg.bench.report`, the plots
-:mod:`kneeseg.bench.plots`; this module runs the methods and holds the command line.
+:mod:`kneeseg.bench.plots`; this module runs the methods; the command line is :mod:`kneeseg.bench.command`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from kneeseg.atomic import atomic_write_text
 from kneeseg.bench.plots import plot_bars, plot_curves, plot_overlays
@@ -43,7 +40,6 @@ from kneeseg.bench.protocol import (
     EXTRA_PEERS,
     METHOD_LAYOUT,
     PAPER_METHODS,
-    PROTOCOL,
     REFERENCE,
     Table1Config,
     effective_protocol,
@@ -60,13 +56,10 @@ from kneeseg.bench.report import (
     write_per_case,
     write_runs_csv,
 )
+from kneeseg.bench.runs import best_val, environment, say
 from kneeseg.bench.stats import mean_sd, paired_comparison
 
 __all__ = ["PAPER_METHODS", "ABLATIONS", "EXTRA_PEERS", "Table1Config", "run_table1", "aggregate"]
-
-
-def _say(progress: Callable[[str], None] | None, line: str) -> None:
-    (progress or (lambda s: print(s, flush=True)))(line)
 
 
 def run_one(cfg: Table1Config, method: str, seed: int, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -83,20 +76,20 @@ def run_one(cfg: Table1Config, method: str, seed: int, progress: Callable[[str],
     common.update(network_name=method, seed=seed, ckpt_dir=str(dirs["models"]))
     if cfg.dataset_dir:
         common["dataset_dir"] = cfg.dataset_dir
-    _say(progress, f"[table1] {method} seed {seed}: training")
+    say(progress, f"[table1] {method} seed {seed}: training")
     t0 = time.perf_counter()
     run_workflow("train", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(dirs["train"]), resume=False))
     train_s = time.perf_counter() - t0
-    _say(progress, f"[table1] {method} seed {seed}: trained in {train_s:.0f} s; evaluating on the test part")
+    say(progress, f"[table1] {method} seed {seed}: trained in {train_s:.0f} s; evaluating on the test part")
     run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(dirs["eval"])))
     summary = json.loads((dirs["eval"] / "metrics_summary.json").read_text())
-    best_val, best_epoch = _best_val(dirs["train"] / "history.json")
+    val_f1, best_epoch = best_val(dirs["train"] / "history.json")
     row: dict[str, Any] = {"method": method, "seed": seed, "train_s": round(train_s, 1),
-                           "wall_s": round(time.perf_counter() - t0, 1), "val_f1": best_val, "epoch": best_epoch}  # fmt: skip
+                           "wall_s": round(time.perf_counter() - t0, 1), "val_f1": val_f1, "epoch": best_epoch}  # fmt: skip
     row.update({m: summary["per_image_mean"].get(m) for m in METRICS})
     row["num_cases"] = summary.get("num_cases")
     atomic_write_text(record, json.dumps(row, indent=1))
-    _say(progress, f"[table1] {method} seed {seed}: test F1 {row['f1']:.4f}, Dice {row['dice']:.4f}")
+    say(progress, f"[table1] {method} seed {seed}: test F1 {row['f1']:.4f}, Dice {row['dice']:.4f}")
     return row
 
 
@@ -114,26 +107,6 @@ def model_cost(method: str, width: int | None, size: int) -> dict[str, float]:
     with torch.no_grad(), counter:
         net(torch.zeros(1, 1, size, size))
     return {"params_m": sum(p.numel() for p in net.parameters()) / 1e6, "gflops": counter.get_total_flops() / 1e9}
-
-
-def environment() -> dict[str, Any]:
-    """Where the table was measured: CPU, threads, library versions, precision policy."""
-    import platform
-
-    import monai
-    import torch
-
-    from kneeseg.engines import resolve_amp
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "monai": monai.__version__, "python": platform.python_version(), "gpu": torch.cuda.is_available(),
-            "precision": resolve_amp("auto").describe()}  # fmt: skip
 
 
 def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -174,7 +147,7 @@ def aggregate(cfg: Table1Config, rows: Sequence[Mapping[str, Any]], progress: Ca
     plot_curves(out, methods, cfg.seeds, out / "table1_val_curves.png")
     if REFERENCE in methods:
         plot_overlays(cfg, rows, out / "table1_overlays.png")
-    _say(progress, markdown(table))
+    say(progress, markdown(table))
     return table
 
 
@@ -188,7 +161,7 @@ def run_table1(cfg: Table1Config, progress: Callable[[str], None] | None = None)
     for i, (method, seed) in enumerate([(m, s) for s in cfg.seeds for m in cfg.methods], 1):
         elapsed = time.perf_counter() - t0
         eta = f", about {elapsed / done_here * (total - i + 1) / 60:.0f} min left" if done_here else ""
-        _say(progress, f"[table1] run {i}/{total}: {method} seed {seed} ({elapsed / 60:.1f} min elapsed{eta})")
+        say(progress, f"[table1] run {i}/{total}: {method} seed {seed} ({elapsed / 60:.1f} min elapsed{eta})")
         fresh = not (run_dirs(cfg.out, method, seed)["base"] / "run.json").is_file()
         rows.append(run_one(cfg, method, seed, progress))
         done_here += int(fresh)
@@ -197,18 +170,6 @@ def run_table1(cfg: Table1Config, progress: Callable[[str], None] | None = None)
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.split("(")[0].strip().lower()).strip("_")
-
-
-def _best_val(hist_path: Path) -> tuple:
-    """(best validation F1, its epoch) from a training run's history.json."""
-    if not hist_path.is_file():
-        return (None, None)
-    h = json.loads(hist_path.read_text())
-    vals = h.get("val", {}).get("val_f1") or []
-    if not vals:
-        return (None, None)
-    i = int(np.argmax(vals))
-    return (float(vals[i]), int(h["val_epoch"][i]))
 
 
 def run_ablations(cfg: Table1Config, variants: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
@@ -221,13 +182,13 @@ def run_ablations(cfg: Table1Config, variants: Mapping[str, Mapping[str, Any]] |
     variants = ABLATION_VARIANTS if variants is None else variants
     rows: list[dict[str, Any]] = []
     for i, (name, extra) in enumerate(variants.items(), 1):
-        _say(progress, f"[ablation] {i}/{len(variants)}: {name}")
+        say(progress, f"[ablation] {i}/{len(variants)}: {name}")
         # the protocol itself is the table's own run (reused when it exists)
         sub_out = cfg.out if not extra else cfg.out / "ablations" / _slug(name)
         sub = Table1Config(out=sub_out, methods=[REFERENCE], seeds=[seed], preset=cfg.preset,
                            data=cfg.data, dataset_dir=cfg.dataset_dir, overrides=dict(cfg.overrides, **extra))  # fmt: skip
         row = dict(run_one(sub, REFERENCE, seed, progress))
-        best, epoch = _best_val(run_dirs(sub.out, REFERENCE, seed)["train"] / "history.json")
+        best, epoch = best_val(run_dirs(sub.out, REFERENCE, seed)["train"] / "history.json")
         row.update(variant=name, overrides=json.dumps(dict(extra)), val_f1=best, val_epoch=epoch)
         rows.append(row)
     keys = ["variant", "overrides", "val_f1", "val_epoch", *METRICS, "train_s"]
@@ -256,74 +217,3 @@ def quick_config(out: Path) -> Table1Config:
         out=out, methods=["unet", "csam_unet"], seeds=[0], preset="cpu", data="phantom", dataset_dir=str(data_dir),
         overrides={"max_epochs": 1, "spatial_size": 64, "width": 4, "batch_size": 4, "val_interval": 1, "num_workers": 0},
     )  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="kneeseg bench table1", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("out/table1"),
-                   help="output folder: runs, tables, plots; a rerun resumes there (default: %(default)s)")
-    p.add_argument("--methods", nargs="+", default=None, metavar="NAME",
-                   help=f"networks to compare (default: the paper's {' '.join(PAPER_METHODS)}, the ablations "
-                        f"{' '.join(ABLATIONS)} and {' '.join(EXTRA_PEERS)}; with --cv the reference and the cheap baselines first)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S",
-                   help="training seeds per method (default: 0 1 2); with --cv the first is the fold seed")
-    p.add_argument("--preset", default="cpu", help="bundle preset every run starts from (default: %(default)s)")
-    p.add_argument("--data", default="knee_acl", help="bundle data config: knee_acl, phantom or a JSON file (default: %(default)s)")
-    p.add_argument("--dataset-dir", default=None, help="dataset root (default: the data config's, e.g. ../shared/data/knee-acl)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle override for every run (repeatable)")
-    p.add_argument("--quick", action="store_true", help="CI smoke test: 2 methods, 1 epoch, tiny phantom")
-    p.add_argument("--paper-table", type=Path, default=None, help="JSON with the paper's Table 1, shown beside ours (default: none)")
-    p.add_argument("--cv", type=int, default=0, metavar="K",
-                   help="patient-grouped K-fold cross-validation at the preset under the convergence rule (early stopping, "
-                        "no table1 protocol overrides): every case predicted once out of fold, metrics at native resolution; "
-                        "per-case and per-fold paired statistics (kneeseg.bench.cv); --seeds' first is the fold seed")
-    p.add_argument("--cv-fixed-epochs", action="store_true",
-                   help="with --cv: train for the preset's own max_epochs instead of the convergence rule")
-    p.add_argument("--cv-exclude", default=None, metavar="KEY",
-                   help="with --cv: keep the cases of this datalist part out of the folds (e.g. test_811, for fold-ensemble tests)")
-    p.add_argument("--cv-budget", type=float, default=None, metavar="HOURS",
-                   help="with --cv: start no run that would end past this many hours (runs go fold by fold, every method "
-                        "on a fold first); the table covers what finished, a rerun continues")
-    p.add_argument("--ablations", action="store_true",
-                   help=f"instead of the table: {REFERENCE} once per variant in ABLATION_VARIANTS (loss, augmentation, size, schedule)")
-    args = p.parse_args(argv)
-    from kneeseg.workflows import parse_overrides
-
-    if args.cv:
-        from kneeseg.bench.cv import CVConfig, run_cv
-
-        if args.quick:
-            quick = quick_config(args.out)
-            cv = CVConfig(out=args.out, k=args.cv, methods=quick.methods, seed=args.seeds[0], preset=quick.preset,
-                          data=quick.data, dataset_dir=quick.dataset_dir, overrides=quick.overrides, exclude=args.cv_exclude, budget_h=args.cv_budget)  # fmt: skip
-        else:
-            cv = CVConfig(out=args.out, k=args.cv, seed=args.seeds[0], preset=args.preset, data=args.data,
-                          dataset_dir=args.dataset_dir, overrides=parse_overrides(args.set or []), exclude=args.cv_exclude,
-                          budget_h=args.cv_budget, rule=not args.cv_fixed_epochs)  # fmt: skip
-            if args.methods:
-                cv.methods = list(args.methods)
-        run_cv(cv)
-        print(f"wrote {cv.root / 'cv_table.md'}, {cv.root / 'oof_per_case.csv'}, PNG plots")
-        return 0
-    if args.quick:
-        cfg = quick_config(args.out)
-    else:
-        overrides = dict(PROTOCOL, **parse_overrides(args.set or []))
-        cfg = Table1Config(out=args.out, seeds=args.seeds, preset=args.preset, data=args.data,
-                           dataset_dir=args.dataset_dir, overrides=overrides)  # fmt: skip
-        if args.methods:
-            cfg.methods = list(args.methods)
-    cfg.paper_table = args.paper_table
-    if args.ablations:
-        run_ablations(cfg, seed=cfg.seeds[0])
-        print(f"wrote {cfg.out / 'ablations.md'}, {cfg.out / 'ablations.csv'}")
-        return 0
-    run_table1(cfg)
-    print(f"wrote {cfg.out / 'table1.md'}, {cfg.out / 'runs.csv'}, {cfg.out / 'paired.csv'}, PNG plots")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from monai.data.image_reader import ImageReader, _copy_compatible_dict, _stack_images
-from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
+from monai.data.image_reader import ImageReader
+from monai.utils import MetaKeys, SpaceKeys, TraceKeys, ensure_tuple
 
 from kneeseg.data.dicom.discovery import discover_series
 from kneeseg.data.dicom.loading import load_volume, select_volume
@@ -157,5 +157,32 @@ class KneeDicomReader(ImageReader):
             meta["pixel_spacing"] = np.asarray(meta["pixel_spacing"], dtype=float)
             meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan") if self.channel_dim is None else self.channel_dim
             arrays.append(array)
-            _copy_compatible_dict(meta, compatible)
-        return _stack_images(arrays, compatible), compatible
+            _merge_meta(meta, compatible)
+        return _as_channels(arrays, compatible), compatible
+
+
+def _merge_meta(meta: dict, merged: dict) -> None:
+    """The first series' meta into ``merged`` (values that batch collation cannot take -- string or
+    object arrays -- left out, ``None`` written as MONAI's ``"none"``); a further series, stacked as
+    a channel, must have the same affine and spatial shape."""
+    if not merged:
+        for key, value in meta.items():
+            if isinstance(value, np.ndarray) and value.dtype.kind in "SUO":
+                continue
+            merged[key] = str(TraceKeys.NONE) if value is None else value
+        return
+    for key, what in ((MetaKeys.AFFINE, "affine"), (MetaKeys.SPATIAL_SHAPE, "spatial shape")):
+        if key in meta and not np.allclose(meta[key], merged[key]):
+            raise DicomSeriesError(f"series read as channels must share their {what}: {merged[key]} and {meta[key]}")
+
+
+def _as_channels(arrays: list[np.ndarray], merged: dict) -> np.ndarray:
+    """One series as it is; several concatenated along the declared channel axis, or stacked on a new
+    first axis (then recorded as the channel axis) when none was declared."""
+    if len(arrays) == 1:
+        return arrays[0]
+    channel = merged.get(MetaKeys.ORIGINAL_CHANNEL_DIM)
+    if channel is not None and not (isinstance(channel, float) and np.isnan(channel)) and channel != "no_channel":
+        return np.concatenate(arrays, axis=int(channel))
+    merged[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
+    return np.stack(arrays, axis=0)

@@ -38,7 +38,7 @@ from kneeseg.data.splits import (
     DEFAULT_RATIOS,
     ManifestError,
     PatientKey,
-    _check_seed,
+    check_seed,
     assign_folds,
     assign_groups,
     natural_key,
@@ -251,7 +251,7 @@ def build_manifest(
     root = _check_root(root)
     keys = [str(k) for k in split_keys]
     values = validate_ratios(ratios, n_parts=len(keys))
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     if len(set(keys)) != len(keys):
         raise ManifestError(f"split keys must be distinct, got {keys}")
     entries = find_image_mask_pairs(root, image_glob, mask_glob)

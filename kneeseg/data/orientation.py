@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "LPS_TO_RAS",
     "STANDARD_DISPLAY",
     "AxisMap",
     "SliceOrientation",
@@ -55,7 +56,9 @@ _LPS: dict[str, tuple[float, float, float]] = {
 }  # fmt: skip
 _NAMES = {"L": "left", "R": "right", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
 _LETTERS = {name: letter for letter, name in _NAMES.items()}
-_RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0])
+#: diag(-1, -1, 1, 1): converts between DICOM LPS and NIfTI/MONAI RAS world coordinates (the
+#: one home of this rule; ``LPS_TO_RAS[:3, :3]`` for directions).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _SAME_PLANE_COS = float(np.cos(np.deg2rad(45.0)))  # slice normals within 45 degrees: the same plane
 
 
@@ -142,7 +145,7 @@ class SliceOrientation:
         """Unit vectors ``(right, down)`` in patient space ``"LPS"`` or ``"RAS"``."""
         r, d = np.asarray(_LPS[self.right]), np.asarray(_LPS[self.down])
         if space.upper() == "RAS":
-            return _RAS_FROM_LPS @ r, _RAS_FROM_LPS @ d
+            return LPS_TO_RAS[:3, :3] @ r, LPS_TO_RAS[:3, :3] @ d
         return r, d
 
     @property
@@ -319,7 +322,7 @@ def map_volume(
         raise ValueError(f"cannot orient slices: the affine is singular or not 3D:\n{np.asarray(affine)}")
     dirs = mat / norms
     if space.upper() == "RAS":
-        dirs = _RAS_FROM_LPS @ dirs
+        dirs = LPS_TO_RAS[:3, :3] @ dirs
     elif space.upper() != "LPS":
         raise ValueError(f"space must be 'RAS' or 'LPS', got {space!r}")
     align = np.abs(dirs.T @ tgt.normal)

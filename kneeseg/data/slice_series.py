@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes
+from kneeseg.data.dicom.values import decimal_string
 from kneeseg.data.orientation import SliceOrientation, map_2d
 from kneeseg.files import PathLike
 
@@ -25,11 +26,6 @@ __all__ = ["write_slice_series"]
 
 
 _MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-
-
-def _ds(value: float) -> str:
-    text = f"{float(value):.6f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
 
 
 def write_slice_series(
@@ -109,10 +105,10 @@ def write_slice_series(
         if body_part:
             ds.BodyPartExamined = body_part
         position = first + normal * slice_step * k
-        ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.ImageOrientationPatient = [_ds(v) for v in (*row_dir, *col_dir)]
-        ds.PixelSpacing = [_ds(spacing), _ds(spacing)]
-        ds.SliceThickness = _ds(slice_step)
+        ds.ImagePositionPatient = [decimal_string(v) for v in position]
+        ds.ImageOrientationPatient = [decimal_string(v) for v in (*row_dir, *col_dir)]
+        ds.PixelSpacing = [decimal_string(spacing), decimal_string(spacing)]
+        ds.SliceThickness = decimal_string(slice_step)
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0

@@ -136,7 +136,7 @@ def assign_groups(
     if any(int(s) < 1 for s in sizes.values()):
         raise ManifestError("every group must contain at least one item")
     names = sorted(sizes, key=natural_key)
-    rng = np.random.default_rng(_check_seed(seed))
+    rng = np.random.default_rng(check_seed(seed))
     shuffled = [names[i] for i in rng.permutation(len(names))]
     shuffled.sort(key=lambda g: -sizes[g])  # stable: random order within equal sizes
     total = sum(sizes.values())
@@ -176,7 +176,7 @@ def assign_folds(groups: Mapping[str, int] | Sequence[str], k: int, seed: int = 
     return assign_groups(groups, [1.0] * int(k), seed)
 
 
-def _check_seed(seed: int) -> int:
+def check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ManifestError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)

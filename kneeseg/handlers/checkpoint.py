@@ -25,7 +25,7 @@ __all__ = ["BestCheckpointSaver", "LastCheckpointSaver", "ResumeFromCheckpoint",
 logger = logging.getLogger(__name__)
 
 
-def _is_rank0() -> bool:
+def is_rank0() -> bool:
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
 
 
@@ -98,13 +98,13 @@ class LastCheckpointSaver:
         from ignite.engine import Events
 
         self.save_dict.setdefault("trainer", engine)
-        if _is_rank0():
+        if is_rank0():
             _remove_stale_temporaries(self.path.parent, self.path.name)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self._save)
         engine.add_event_handler(Events.COMPLETED, self._save)
 
     def _save(self, engine: Any) -> None:
-        if _is_rank0():
+        if is_rank0():
             objects = dict(self.save_dict)
             # MONAI's Trainer.run() makes its GradScaler when the run starts, after the handlers
             # were attached: look for it at save time (fp16 AMP on CUDA; None or disabled otherwise)
@@ -230,7 +230,7 @@ class BestCheckpointSaver:
         resume: whether this run resumes an earlier one (the bundle's ``resume``).
         contract: what the model is (``train.json``'s ``model_contract``: network, width, input size,
             classes, slice orientation, preprocessing), recorded in ``model.json`` as ``"model"`` so
-            that inference rebuilds it without being told (:mod:`kneeseg.networks.contract`).
+            that inference rebuilds it without being told (:mod:`kneeseg.networks.checkpoints`).
     """
 
     def __init__(
@@ -254,7 +254,7 @@ class BestCheckpointSaver:
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
 
-        if _is_rank0():
+        if is_rank0():
             for target in (self.path.name, self.record.name):
                 _remove_stale_temporaries(self.path.parent, target)
         if self.resume:
@@ -310,7 +310,7 @@ class BestCheckpointSaver:
         if self.best is not None and not score > self.best:
             return
         self.best = score
-        if not _is_rank0():
+        if not is_rank0():
             return
         self._keep_previous()
         states = {}

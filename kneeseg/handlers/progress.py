@@ -75,9 +75,9 @@ class TrainingProgress:
         """Register with an ignite engine (the trainer)."""
         from ignite.engine import Events
 
-        from kneeseg.handlers.checkpoint import _is_rank0
+        from kneeseg.handlers.checkpoint import is_rank0
 
-        if not _is_rank0():
+        if not is_rank0():
             return
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_start)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from kneeseg.files import PathLike, file_sha256
-from kneeseg.networks.ensemble import fold_checkpoints, load_weights
+from kneeseg.networks.checkpoints import fold_checkpoints, load_weights
 
 __all__ = ["bundle_settings", "file_digest", "load_networks"]
 
@@ -111,7 +111,7 @@ def load_networks(
     """
     import copy
 
-    from kneeseg.networks.contract import checkpoint_paths, read_contract
+    from kneeseg.networks.checkpoints import checkpoint_paths, read_contract
 
     if isinstance(ckpt, (list, tuple)) and not ckpt:
         raise ValueError("no checkpoint given")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from kneeseg.data.nifti import write_nifti
+from kneeseg.data.orientation import LPS_TO_RAS
 from kneeseg.inference.planning import WorkItem, safe_name
 from kneeseg.inference.results import RECORDS_DIR, RESULTS_CSV, measurement_fields
 
@@ -94,7 +95,7 @@ def write_outputs(
     labels = prediction.labels
     affine = np.asarray(meta["affine"], dtype=float)
     class_names: Mapping[int, str] = settings["class_names"]
-    normal_ras = np.diag([-1.0, -1.0, 1.0]) @ settings["slice_orientation"].normal
+    normal_ras = LPS_TO_RAS[:3, :3] @ settings["slice_orientation"].normal
     qc = quality_check(labels, prediction.confidence, affine, class_names, settings.get("qc", {}), normal_ras,
                        prediction.raw_components)  # fmt: skip
     folder = Path(safe_name(vol.patient_id, "anonymous")) / safe_name(

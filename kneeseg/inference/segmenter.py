@@ -337,7 +337,7 @@ def load_model(
         FileNotFoundError: missing checkpoint. ValueError: an unreadable checkpoint, one that does not
         fit the network (saying what differs), or an override that contradicts the model's record.
     """
-    from kneeseg.networks.contract import checkpoint_paths, contract_overrides, read_contract
+    from kneeseg.networks.checkpoints import checkpoint_paths, contract_overrides, read_contract
 
     paths = checkpoint_paths(ckpt) if ckpt is not None and not (isinstance(ckpt, (list, tuple)) and not ckpt) else None
     merged = contract_overrides(read_contract(paths[0]) if paths else None, overrides)

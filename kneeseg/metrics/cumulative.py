@@ -49,14 +49,14 @@ def _check_aggregation(aggregation: str) -> str:
     return aggregation
 
 
-def _num_classes(num_classes: int | None, y_pred: torch.Tensor) -> int:
+def class_count(num_classes: int | None, y_pred: torch.Tensor) -> int:
     c = int(y_pred.shape[1])
     if num_classes is not None and int(num_classes) != c:
         raise ValueError(f"y_pred has {c} channels but num_classes={num_classes}.")
     return c
 
 
-def _nanmean(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+def nan_mean(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     return torch.nanmean(x.double(), dim=dim) if dim is not None else torch.nanmean(x.double())
 
 
@@ -95,19 +95,19 @@ class OverlapMetric(CumulativeIterationMetric):
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
         """``y_pred (B, C, *spatial)``, ``y (B, 1|C, *spatial)`` -> counts ``(B, K, 4)``."""
-        c = _num_classes(self.num_classes, y_pred)
+        c = class_count(self.num_classes, y_pred)
         counts = KF.segmentation_counts(KF.pred_to_class_ids(y_pred), y, c, self.include_background)
         return torch.stack(counts, dim=-1)
 
     def scores(self) -> torch.Tensor:
         """Per-image, per-class scores ``(N, K)`` float64."""
-        counts = _buffer(self)
+        counts = metric_buffer(self)
         return OVERLAP_METRICS[self.metric_name](counts[..., 0], counts[..., 1], counts[..., 2])
 
     def aggregate(self, aggregation: str | None = None) -> torch.Tensor:  # type: ignore[override]
         """Scalar tensor; ``aggregation`` overrides the constructor's choice."""
         agg = _check_aggregation(aggregation or self.aggregation)
-        counts = _buffer(self)
+        counts = metric_buffer(self)
         if agg == "image":
             return self.scores().mean(dim=0).mean()
         total = counts.sum(dim=0)
@@ -142,7 +142,7 @@ class MAEMetric(CumulativeIterationMetric):
         self.aggregation = _check_aggregation(aggregation)
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: Any):  # type: ignore[override]
-        c = _num_classes(self.num_classes, y_pred)
+        c = class_count(self.num_classes, y_pred)
         probs = KF.to_probabilities(y_pred, self.activation)
         mae = KF.mae_per_class(probs, KF.to_onehot(y, c), self.include_background)
         pixels = torch.full((y_pred.shape[0],), float(np.prod(y_pred.shape[2:])), dtype=torch.float64,
@@ -151,7 +151,7 @@ class MAEMetric(CumulativeIterationMetric):
 
     def aggregate(self, aggregation: str | None = None) -> torch.Tensor:  # type: ignore[override]
         agg = _check_aggregation(aggregation or self.aggregation)
-        mae, pixels = _buffer(self)
+        mae, pixels = metric_buffer(self)
         per_image = mae.mean(dim=1)
         if agg == "image":
             return per_image.mean()
@@ -204,7 +204,7 @@ class HD95Metric(CumulativeIterationMetric):
         return None, False
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: Any):  # type: ignore[override]
-        c = _num_classes(self.num_classes, y_pred)
+        c = class_count(self.num_classes, y_pred)
         spacing, known = self.resolve_spacing(y_pred, y, kwargs.get("spacing"))
         hd = KF.hausdorff_distance(
             KF.pred_to_class_ids(y_pred), y, c, spacing=spacing, percentile=self.percentile,
@@ -213,18 +213,18 @@ class HD95Metric(CumulativeIterationMetric):
         return hd, torch.full((y_pred.shape[0],), float(known), dtype=torch.float64, device=hd.device)
 
     def aggregate(self) -> torch.Tensor:  # type: ignore[override]
-        hd, _ = _buffer(self)
-        return _nanmean(_nanmean(hd, dim=0))
+        hd, _ = metric_buffer(self)
+        return nan_mean(nan_mean(hd, dim=0))
 
     def skipped(self) -> int:
         """Number of (image, class) pairs whose HD95 is NaN (exactly one mask empty)."""
-        hd, _ = _buffer(self)
+        hd, _ = metric_buffer(self)
         return int(torch.isnan(hd).sum())
 
     def unit(self) -> str:
         """``"mm"``, ``"pixel"`` or ``"mixed"`` for the buffered images."""
-        _, known = _buffer(self)
-        return _unit(known)
+        _, known = metric_buffer(self)
+        return distance_unit(known)
 
 
 def _cpu(buf: Any) -> Any:
@@ -236,7 +236,7 @@ def _cpu(buf: Any) -> Any:
     return buf
 
 
-def _buffer(metric: CumulativeIterationMetric) -> Any:
+def metric_buffer(metric: CumulativeIterationMetric) -> Any:
     """The metric's buffer on CPU; ``ValueError`` when nothing was evaluated yet."""
     buf = metric.get_buffer()
     if buf is None or (isinstance(buf, torch.Tensor) and buf.numel() == 0) or (
@@ -246,7 +246,7 @@ def _buffer(metric: CumulativeIterationMetric) -> Any:
     return _cpu(buf)
 
 
-def _unit(known: torch.Tensor) -> str:
+def distance_unit(known: torch.Tensor) -> str:
     if known.numel() == 0 or bool((known == 0).all()):
         return "pixel"
     return "mm" if bool((known == 1).all()) else "mixed"
@@ -284,5 +284,5 @@ class LossRateMetric(CumulativeIterationMetric):
         return self.per_sample(y_pred, y)
 
     def aggregate(self) -> torch.Tensor:  # type: ignore[override]
-        losses = _buffer(self)
+        losses = metric_buffer(self)
         return torch.as_tensor(KF.loss_rate(losses), dtype=torch.float64)

@@ -20,10 +20,10 @@ from kneeseg.metrics.cumulative import (
     LossRateMetric,
     MAEMetric,
     OverlapMetric,
-    _buffer,
-    _nanmean,
-    _num_classes,
-    _unit,
+    metric_buffer,
+    nan_mean,
+    class_count,
+    distance_unit,
 )
 
 __all__ = ["SegmentationMetrics"]
@@ -115,7 +115,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
         return ret
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, **kwargs: Any):  # type: ignore[override]
-        c = _num_classes(self.num_classes, y_pred)
+        c = class_count(self.num_classes, y_pred)
         if self._seen_classes is not None and self._seen_classes != c:
             raise ValueError(f"y_pred changed from {self._seen_classes} to {c} channels between calls.")
         self._seen_classes = c
@@ -144,7 +144,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
         return [str(names[i]) for i in range(first, c)]
 
     def _results(self):
-        return _buffer(self)
+        return metric_buffer(self)
 
     def case_ids(self) -> list[str]:
         """Case ids in buffer order (gathered across ranks under torch.distributed)."""
@@ -199,7 +199,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
         tot = counts.sum(dim=0)
         pooled_cls = {k: f(tot[:, 0], tot[:, 1], tot[:, 2]) for k, f in OVERLAP_METRICS.items()}  # (K,)
         mae_pooled_cls = (mae * pixels[:, None]).sum(0) / pixels.sum()
-        hd_cls = _nanmean(hd, dim=0)  # (K,)
+        hd_cls = nan_mean(hd, dim=0)  # (K,)
         lr = KF.loss_rate(loss)
         image_mean: dict[str, float | None] = {"loss_rate": lr, "mae": float(mae.mean(0).mean())}
         pooled: dict[str, float | None] = {"loss_rate": lr, "mae": float(mae_pooled_cls.mean())}
@@ -253,7 +253,7 @@ class SegmentationMetrics(CumulativeIterationMetric):
             "per_image_std": std,
             "per_class": per_class,
             "hd95_percentile": self._hd95.percentile if self.compute_hd95 else None,
-            "hd95_unit": _unit(known) if self.compute_hd95 else None,
+            "hd95_unit": distance_unit(known) if self.compute_hd95 else None,
             "hd95_evaluated": int((~torch.isnan(hd)).sum()) if self.compute_hd95 else 0,
             "hd95_skipped": int(torch.isnan(hd).sum()) if self.compute_hd95 else 0,
         }

@@ -17,13 +17,8 @@ from kneeseg.networks.csam_unet import (
     CSAMUNet,
     csam_unet_preset,
 )
-from kneeseg.networks.ensemble import (
-    SoftmaxEnsemble,
-    fold_checkpoints,
-    load_fold_ensemble,
-    load_weights,
-    mean_softmax,
-)
+from kneeseg.networks.checkpoints import fold_checkpoints, load_weights
+from kneeseg.networks.ensemble import SoftmaxEnsemble, load_fold_ensemble, mean_softmax
 from kneeseg.networks.fr_unet import FRUNet
 from kneeseg.networks.registry import (
     NetworkSpec,

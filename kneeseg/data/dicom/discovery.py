@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from kneeseg.data.dicom.headers import (
-    _FrameRecord,
-    _iter_files,
-    _read_dataset,
-    _records_from_dataset,
+    FrameRecord,
+    iter_files,
+    read_dataset,
+    records_from_dataset,
 )
 from kneeseg.data.dicom.volume import DiscoveryResult, Problem, SeriesVolume, SliceRef
 from kneeseg.files import PathLike
@@ -41,7 +41,7 @@ _GAP_FACTOR = 1.5  # a step larger than 1.5 x the nominal spacing is a gap (miss
 _IRREGULAR_REL_TOL = 0.05  # steps deviating more than 5 % from the nominal spacing are irregular
 
 
-def _echo_groups(records: list[_FrameRecord]) -> list[list[_FrameRecord]]:
+def _echo_groups(records: list[FrameRecord]) -> list[list[FrameRecord]]:
     """Split the records of one series into echoes (EchoNumbers, else EchoTime), sorted by echo time."""
     numbers = {r.echo_number for r in records}
     times = {None if r.echo_time is None else round(r.echo_time, 2) for r in records}
@@ -51,11 +51,11 @@ def _echo_groups(records: list[_FrameRecord]) -> list[list[_FrameRecord]]:
         key = lambda r: (r.echo_time is None, round(r.echo_time or 0.0, 2))  # noqa: E731
     else:
         return [records]
-    groups: dict[Any, list[_FrameRecord]] = defaultdict(list)
+    groups: dict[Any, list[FrameRecord]] = defaultdict(list)
     for r in records:
         groups[key(r)].append(r)
 
-    def order(group: list[_FrameRecord]) -> tuple:
+    def order(group: list[FrameRecord]) -> tuple:
         tes = [r.echo_time for r in group if r.echo_time is not None]
         nums = [r.echo_number for r in group if r.echo_number is not None]
         return (not tes, float(np.median(tes)) if tes else 0.0, min(nums) if nums else 0)
@@ -63,16 +63,16 @@ def _echo_groups(records: list[_FrameRecord]) -> list[list[_FrameRecord]]:
     return sorted(groups.values(), key=order)
 
 
-def _has_duplicate_positions(records: list[_FrameRecord]) -> bool:
+def _has_duplicate_positions(records: list[FrameRecord]) -> bool:
     pos = [tuple(np.round(r.position, 2)) for r in records if r.position is not None]
     return len(pos) != len(set(pos))
 
 
-def _acquisition_groups(records: list[_FrameRecord]) -> list[list[_FrameRecord]] | None:
+def _acquisition_groups(records: list[FrameRecord]) -> list[list[FrameRecord]] | None:
     """Split by AcquisitionNumber when positions repeat and each acquisition alone does not."""
     if not _has_duplicate_positions(records):
         return None
-    groups: dict[Any, list[_FrameRecord]] = defaultdict(list)
+    groups: dict[Any, list[FrameRecord]] = defaultdict(list)
     for r in records:
         groups[r.acquisition_number].append(r)
     if len(groups) < 2 or any(_has_duplicate_positions(g) for g in groups.values()):
@@ -80,13 +80,13 @@ def _acquisition_groups(records: list[_FrameRecord]) -> list[list[_FrameRecord]]
     return [groups[k] for k in sorted(groups, key=lambda a: (a is None, a or 0))]
 
 
-def _diffusion_key(r: _FrameRecord) -> tuple[float | None, tuple[float, ...] | None]:
+def _diffusion_key(r: FrameRecord) -> tuple[float | None, tuple[float, ...] | None]:
     b = None if r.b_value is None else round(r.b_value, 1)
     d = None if r.diffusion_direction is None else tuple(round(v, 4) for v in r.diffusion_direction)
     return (b, d)
 
 
-def _diffusion_groups(records: list[_FrameRecord]) -> list[list[_FrameRecord]] | None:
+def _diffusion_groups(records: list[FrameRecord]) -> list[list[FrameRecord]] | None:
     """Split by (b-value, gradient direction) when positions repeat and these differ; else None.
 
     Groups are ordered by b-value (missing last), then by their lowest InstanceNumber (acquisition
@@ -94,7 +94,7 @@ def _diffusion_groups(records: list[_FrameRecord]) -> list[list[_FrameRecord]] |
     """
     if not _has_duplicate_positions(records):
         return None
-    groups: dict[Any, list[_FrameRecord]] = defaultdict(list)
+    groups: dict[Any, list[FrameRecord]] = defaultdict(list)
     for r in records:
         groups[_diffusion_key(r)].append(r)
     if len(groups) < 2:
@@ -109,7 +109,7 @@ def _diffusion_groups(records: list[_FrameRecord]) -> list[list[_FrameRecord]] |
 
 
 def _split_acquisitions(
-    records: list[_FrameRecord], echo_index: int, base_id: str, diffusion_index: int | None = None
+    records: list[FrameRecord], echo_index: int, base_id: str, diffusion_index: int | None = None
 ) -> list[SeriesVolume]:
     """One volume, or one per AcquisitionNumber (``<base_id>_a<n>``) when that removes repeated positions."""
     acq_groups = _acquisition_groups(records)
@@ -130,7 +130,7 @@ def _most_common_text(values: Sequence[str]) -> str:
     return counts.most_common(1)[0][0] if counts else ""
 
 
-def _selection_fields(records: list[_FrameRecord]) -> dict[str, Any]:
+def _selection_fields(records: list[FrameRecord]) -> dict[str, Any]:
     """Volume-level selection facts (see :class:`SeriesVolume`) from the records of its slices."""
     image_type = tuple(dict.fromkeys(t for r in records for t in r.image_type))
     mosaic = [r.mosaic_images for r in records if r.mosaic_images is not None]
@@ -149,7 +149,7 @@ def _selection_fields(records: list[_FrameRecord]) -> dict[str, Any]:
 
 
 def _build_volume(
-    records: list[_FrameRecord], echo_index: int, volume_id: str, diffusion_index: int | None = None
+    records: list[FrameRecord], echo_index: int, volume_id: str, diffusion_index: int | None = None
 ) -> SeriesVolume:
     """Order slices along the normal and check geometry; problems go to ``issues``."""
     first = records[0]
@@ -185,7 +185,7 @@ def _build_volume(
 
     normal = np.cross(np.asarray(ref_ori[:3]), np.asarray(ref_ori[3:]))
 
-    def proj(r: _FrameRecord) -> float:
+    def proj(r: FrameRecord) -> float:
         return float(np.dot(normal, r.position)) if r.position is not None else 0.0
 
     ordered = sorted(records, key=lambda r: (proj(r), r.instance_number or 0, r.path, r.frame or 0))
@@ -267,19 +267,19 @@ def _build_volume(
     return volume
 
 
-def _slice_name(r: _FrameRecord) -> str:
+def _slice_name(r: FrameRecord) -> str:
     name = os.path.basename(r.path)
     return name if r.frame is None else f"{name} frame {r.frame}"
 
 
-def _slice_identity(r: _FrameRecord) -> tuple:
+def _slice_identity(r: FrameRecord) -> tuple:
     """What makes two slices of one series the same slice: position, echo, acquisition, diffusion."""
     pos = None if r.position is None else tuple(round(v, 2) for v in r.position)
     te = None if r.echo_time is None else round(r.echo_time, 2)
     return (pos, r.echo_number, te, r.acquisition_number, r.b_value, r.diffusion_direction)
 
 
-def _series_groups(uid: str, records: list[_FrameRecord]) -> list[tuple[str, list[_FrameRecord], list[str]]]:
+def _series_groups(uid: str, records: list[FrameRecord]) -> list[tuple[str, list[FrameRecord], list[str]]]:
     """``(series key, records, notes)`` for the records of one SeriesInstanceUID.
 
     - The same instance (SOPInstanceUID and frame) in several files -- a series copied twice, a
@@ -290,8 +290,8 @@ def _series_groups(uid: str, records: list[_FrameRecord]) -> list[tuple[str, lis
       such overlap stays one series.
     """
     notes: list[str] = []
-    kept: list[_FrameRecord] = []
-    seen: dict[tuple, _FrameRecord] = {}
+    kept: list[FrameRecord] = []
+    seen: dict[tuple, FrameRecord] = {}
     copies: list[str] = []
     for r in sorted(records, key=lambda r: (r.path, r.frame or 0)):
         key = (r.sop_uid, r.frame)
@@ -303,7 +303,7 @@ def _series_groups(uid: str, records: list[_FrameRecord]) -> list[tuple[str, lis
     if copies:
         shown = ", ".join(os.path.basename(c) for c in copies[:3]) + (" ..." if len(copies) > 3 else "")
         notes.append(f"{len(copies)} duplicate file(s) of instances already read ignored ({shown})")
-    by_dir: dict[str, list[_FrameRecord]] = defaultdict(list)
+    by_dir: dict[str, list[FrameRecord]] = defaultdict(list)
     for r in kept:
         by_dir[os.path.dirname(r.path)].append(r)
     if len(by_dir) > 1:
@@ -323,7 +323,7 @@ def _series_groups(uid: str, records: list[_FrameRecord]) -> list[tuple[str, lis
     return [(uid, kept, notes)]
 
 
-def _series_volumes(key: str, records: list[_FrameRecord]) -> list[SeriesVolume]:
+def _series_volumes(key: str, records: list[FrameRecord]) -> list[SeriesVolume]:
     """The volumes of one series: per echo, then per diffusion volume, then per acquisition."""
     volumes: list[SeriesVolume] = []
     for echo_index, echo_records in enumerate(_echo_groups(records)):
@@ -358,11 +358,11 @@ def discover_series(source: PathLike | Sequence[PathLike]) -> DiscoveryResult:
         geometry issue of a volume, with the series folder as path) and the ignored non-DICOM files.
         It does not raise for bad files.
     """
-    files, problems = _iter_files(source)
+    files, problems = iter_files(source)
     ignored: list[str] = []
-    by_series: dict[str, list[_FrameRecord]] = defaultdict(list)
+    by_series: dict[str, list[FrameRecord]] = defaultdict(list)
     for path in files:
-        ds, message = _read_dataset(path)
+        ds, message = read_dataset(path)
         if ds is None:
             if message is None:
                 logger.debug("ignoring non-DICOM file %s", path)
@@ -371,7 +371,7 @@ def discover_series(source: PathLike | Sequence[PathLike]) -> DiscoveryResult:
                 problems.append(Problem(path, message))
             continue
         try:
-            records, message = _records_from_dataset(ds, path)
+            records, message = records_from_dataset(ds, path)
         except Exception as exc:  # malformed values (e.g. non-numeric IS/DS) end up here
             records, message = [], f"unreadable DICOM header ({type(exc).__name__}: {exc})"
         if message is not None:

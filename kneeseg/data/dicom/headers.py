@@ -1,8 +1,8 @@
 """Reading DICOM files: which files to read, and the header facts of every slice in them.
 
-:func:`_iter_files` lists the files of a folder tree or file list; :func:`_read_dataset` reads
+:func:`iter_files` lists the files of a folder tree or file list; :func:`read_dataset` reads
 one file (files without the ``DICM`` marker are not DICOM, except damaged ``*.dcm`` files, which
-are reported); :func:`_records_from_dataset` turns a dataset into one :class:`_FrameRecord` per
+are reported); :func:`records_from_dataset` turns a dataset into one :class:`FrameRecord` per
 slice (a single-frame image, or each frame of an enhanced multi-frame image), or a message saying
 why the file cannot be used (truncated, no pixel data, no SeriesInstanceUID ...). Grouping the
 records into volumes is :mod:`kneeseg.data.dicom.discovery`'s job.
@@ -20,12 +20,12 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from kneeseg.data.dicom.tags import (
-    _diffusion_facts,
-    _float_or_none,
-    _floats,
-    _int_or_none,
-    _selection_facts,
-    _transfer_syntax,
+    diffusion_facts,
+    float_or_none,
+    float_list,
+    int_or_none,
+    selection_facts,
+    transfer_syntax,
 )
 from kneeseg.data.dicom.volume import Problem
 from kneeseg.files import PathLike
@@ -34,7 +34,7 @@ _DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 
 
 @dataclass
-class _FrameRecord:
+class FrameRecord:
     """Header facts of one slice (a single-frame file or one frame of an enhanced file)."""
 
     path: str
@@ -81,7 +81,7 @@ def _fg_item(frame_item: Any, shared_item: Any, seq_name: str) -> Any:
 
 def _expected_native_bytes(ds: Any) -> int:
     rows, cols = int(ds.Rows), int(ds.Columns)
-    frames = int(_float_or_none(ds.get("NumberOfFrames")) or 1)
+    frames = int(float_or_none(ds.get("NumberOfFrames")) or 1)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     bits = int(ds.get("BitsAllocated", 16) or 16)
     if bits == 1:
@@ -95,7 +95,7 @@ def _has_dicm_marker(path: str) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _read_dataset(path: str) -> tuple[Any | None, str | None]:
+def read_dataset(path: str) -> tuple[Any | None, str | None]:
     """Read a DICOM file; return ``(dataset, None)``, ``(None, None)`` if not DICOM, or ``(None, message)``."""
     try:
         size = os.path.getsize(path)
@@ -121,7 +121,7 @@ def _read_dataset(path: str) -> tuple[Any | None, str | None]:
         return None, f"unreadable DICOM file ({type(exc).__name__}: {exc})"
 
 
-def _records_from_dataset(ds: Any, path: str) -> tuple[list[_FrameRecord], str | None]:
+def records_from_dataset(ds: Any, path: str) -> tuple[list[FrameRecord], str | None]:
     """Header facts of every slice in ``ds``; ``([], None)`` for non-image DICOM, ``([], msg)`` on error."""
     has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
     sop_name = pydicom.uid.UID(str(ds.get("SOPClassUID", ""))).name if "SOPClassUID" in ds else ""
@@ -131,7 +131,7 @@ def _records_from_dataset(ds: Any, path: str) -> tuple[list[_FrameRecord], str |
         return [], None  # DICOMDIR, structured report, presentation state ...: not an image
     if "Rows" not in ds or "Columns" not in ds:
         return [], "image without Rows/Columns"
-    ts = _transfer_syntax(ds)
+    ts = transfer_syntax(ds)
     if not ts.is_compressed and "PixelData" in ds:
         expected = _expected_native_bytes(ds)
         have = len(ds.PixelData)
@@ -145,18 +145,18 @@ def _records_from_dataset(ds: Any, path: str) -> tuple[list[_FrameRecord], str |
         patient_id=str(ds.get("PatientID", "") or ""),
         modality=str(ds.get("Modality", "") or ""),
         series_description=str(ds.get("SeriesDescription", "") or ""),
-        series_number=_int_or_none(ds.get("SeriesNumber")),
-        acquisition_number=_int_or_none(ds.get("AcquisitionNumber")),
+        series_number=int_or_none(ds.get("SeriesNumber")),
+        acquisition_number=int_or_none(ds.get("AcquisitionNumber")),
         rows=int(ds.Rows),
         columns=int(ds.Columns),
         samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
         transfer_syntax=str(ts),
         sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
-        **_selection_facts(ds),
+        **selection_facts(ds),
     )
     if not common["series_uid"]:
         return [], "no SeriesInstanceUID"
-    n_frames = int(_float_or_none(ds.get("NumberOfFrames")) or 1)
+    n_frames = int(float_or_none(ds.get("NumberOfFrames")) or 1)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame:
         if len(per_frame) != n_frames:
@@ -171,47 +171,47 @@ def _records_from_dataset(ds: Any, path: str) -> tuple[list[_FrameRecord], str |
             pvt = _fg_item(item, shared, "PixelValueTransformationSequence")
             echo = _fg_item(item, shared, "MREchoSequence")
             content = _fg_item(item, None, "FrameContentSequence")
-            b_value, direction = _diffusion_facts(ds, _fg_item(item, shared, "MRDiffusionSequence"))
+            b_value, direction = diffusion_facts(ds, _fg_item(item, shared, "MRDiffusionSequence"))
             records.append(
-                _FrameRecord(
+                FrameRecord(
                     frame=f,
                     b_value=b_value,
                     diffusion_direction=direction,
                     echo_number=None,
-                    echo_time=_float_or_none(echo.get("EffectiveEchoTime")) if echo is not None else None,
+                    echo_time=float_or_none(echo.get("EffectiveEchoTime")) if echo is not None else None,
                     instance_number=(
-                        _int_or_none(content.get("InStackPositionNumber")) if content is not None else None
+                        int_or_none(content.get("InStackPositionNumber")) if content is not None else None
                     ),
-                    orientation=_floats(ori.get("ImageOrientationPatient"), 6) if ori is not None else None,
-                    position=_floats(pos.get("ImagePositionPatient"), 3) if pos is not None else None,  # type: ignore[arg-type]
-                    pixel_spacing=_floats(meas.get("PixelSpacing"), 2) if meas is not None else None,  # type: ignore[arg-type]
-                    slice_thickness=_float_or_none(meas.get("SliceThickness")) if meas is not None else None,
+                    orientation=float_list(ori.get("ImageOrientationPatient"), 6) if ori is not None else None,
+                    position=float_list(pos.get("ImagePositionPatient"), 3) if pos is not None else None,  # type: ignore[arg-type]
+                    pixel_spacing=float_list(meas.get("PixelSpacing"), 2) if meas is not None else None,  # type: ignore[arg-type]
+                    slice_thickness=float_or_none(meas.get("SliceThickness")) if meas is not None else None,
                     spacing_between_slices=(
-                        _float_or_none(meas.get("SpacingBetweenSlices")) if meas is not None else None
+                        float_or_none(meas.get("SpacingBetweenSlices")) if meas is not None else None
                     ),
-                    slope=(_float_or_none(pvt.get("RescaleSlope")) if pvt is not None else None) or 1.0,
-                    intercept=(_float_or_none(pvt.get("RescaleIntercept")) if pvt is not None else None) or 0.0,
+                    slope=(float_or_none(pvt.get("RescaleSlope")) if pvt is not None else None) or 1.0,
+                    intercept=(float_or_none(pvt.get("RescaleIntercept")) if pvt is not None else None) or 0.0,
                     **common,  # type: ignore[arg-type]
                 )
             )
         return records, None
     if n_frames > 1:
         return [], f"multi-frame file ({n_frames} frames) without per-frame geometry is not supported"
-    slope = _float_or_none(ds.get("RescaleSlope"))
-    intercept = _float_or_none(ds.get("RescaleIntercept"))
-    b_value, direction = _diffusion_facts(ds)
-    rec = _FrameRecord(
+    slope = float_or_none(ds.get("RescaleSlope"))
+    intercept = float_or_none(ds.get("RescaleIntercept"))
+    b_value, direction = diffusion_facts(ds)
+    rec = FrameRecord(
         frame=None,
         b_value=b_value,
         diffusion_direction=direction,
-        echo_number=_int_or_none(ds.get("EchoNumbers")),
-        echo_time=_float_or_none(ds.get("EchoTime")),
-        instance_number=_int_or_none(ds.get("InstanceNumber")),
-        orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
-        pixel_spacing=_floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
-        slice_thickness=_float_or_none(ds.get("SliceThickness")),
-        spacing_between_slices=_float_or_none(ds.get("SpacingBetweenSlices")),
+        echo_number=int_or_none(ds.get("EchoNumbers")),
+        echo_time=float_or_none(ds.get("EchoTime")),
+        instance_number=int_or_none(ds.get("InstanceNumber")),
+        orientation=float_list(ds.get("ImageOrientationPatient"), 6),
+        position=float_list(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        pixel_spacing=float_list(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
+        slice_thickness=float_or_none(ds.get("SliceThickness")),
+        spacing_between_slices=float_or_none(ds.get("SpacingBetweenSlices")),
         slope=1.0 if slope is None else slope,
         intercept=0.0 if intercept is None else intercept,
         **common,  # type: ignore[arg-type]
@@ -219,7 +219,7 @@ def _records_from_dataset(ds: Any, path: str) -> tuple[list[_FrameRecord], str |
     return [rec], None
 
 
-def _iter_files(source: PathLike | Sequence[PathLike]) -> tuple[list[str], list[Problem]]:
+def iter_files(source: PathLike | Sequence[PathLike]) -> tuple[list[str], list[Problem]]:
     if isinstance(source, (str, os.PathLike)):
         sources = [source]
     else:

@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 
 from kneeseg.data.dicom.discovery import discover_series
-from kneeseg.data.dicom.tags import _transfer_syntax
+from kneeseg.data.dicom.tags import transfer_syntax
 from kneeseg.data.dicom.volume import DicomSeriesError, DiscoveryResult, SeriesVolume
 from kneeseg.data.orientation import dicom_plane_to_volume
 from kneeseg.files import PathLike
@@ -140,7 +140,7 @@ def check_pixel_data_size(ds: Any, path: str) -> None:
     expected = rows * cols * samples * frames * max(bits, 1) // 8
     stored = len(ds.PixelData)
     header = f"{rows} x {cols} x {samples} sample(s) x {frames} frame(s) x {bits} bits = {expected} bytes"
-    ts = _transfer_syntax(ds)
+    ts = transfer_syntax(ds)
     if not ts.is_compressed:
         if stored < expected:
             raise DicomSeriesError(f"{path}: header and pixel data disagree: the header says {header}, "
@@ -156,7 +156,7 @@ def _decode(path: str, ds_cache: dict[str, np.ndarray]) -> np.ndarray:
             ds = pydicom.dcmread(path)
         except Exception as exc:
             raise DicomSeriesError(f"{path}: cannot read DICOM file ({type(exc).__name__}: {exc})") from exc
-        ts = _transfer_syntax(ds)
+        ts = transfer_syntax(ds)
         check_pixel_data_size(ds, path)
         try:
             ds_cache[path] = np.asarray(ds.pixel_array)

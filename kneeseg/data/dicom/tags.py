@@ -21,7 +21,7 @@ from pydicom.tag import Tag
 # ---------------------------------------------------------------------- numbers, transfer syntax
 
 
-def _float_or_none(value: Any) -> float | None:
+def float_or_none(value: Any) -> float | None:
     if value is None or value == "":
         return None
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -34,12 +34,12 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
-def _int_or_none(value: Any) -> int | None:
-    f = _float_or_none(value)
+def int_or_none(value: Any) -> int | None:
+    f = float_or_none(value)
     return None if f is None else int(round(f))
 
 
-def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+def float_list(value: Any, n: int) -> tuple[float, ...] | None:
     if value is None:
         return None
     try:
@@ -49,7 +49,7 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
-def _transfer_syntax(ds: Any) -> pydicom.uid.UID:
+def transfer_syntax(ds: Any) -> pydicom.uid.UID:
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     return pydicom.uid.UID(ts) if ts else pydicom.uid.ImplicitVRLittleEndian
@@ -159,7 +159,7 @@ def _private_numbers(ds: Any, group: int, creator: str, offset: int, binary: str
     if elem is None:
         return None
     try:
-        little = _transfer_syntax(ds) != pydicom.uid.ExplicitVRBigEndian
+        little = transfer_syntax(ds) != pydicom.uid.ExplicitVRBigEndian
         return _numbers(elem.value, binary, little)
     except Exception:
         return None
@@ -240,7 +240,7 @@ def _vendor_diffusion(ds: Any) -> tuple[float | None, tuple[float, float, float]
     return None, siemens_direction
 
 
-def _diffusion_facts(ds: Any, frame_item: Any = None) -> tuple[float | None, tuple[float, float, float] | None]:
+def diffusion_facts(ds: Any, frame_item: Any = None) -> tuple[float | None, tuple[float, float, float] | None]:
     """``(b_value, gradient direction)`` of a slice: standard tags first, then vendor private tags.
 
     For an enhanced MR frame, ``frame_item`` is its MRDiffusionSequence item (per-frame or shared).
@@ -265,8 +265,8 @@ def _diffusion_facts(ds: Any, frame_item: Any = None) -> tuple[float | None, tup
     return b, direction
 
 
-def _selection_facts(ds: Any) -> dict[str, Any]:
-    """File-level facts for :class:`_FrameRecord`: body part, protocol, ImageType, mosaic size."""
+def selection_facts(ds: Any) -> dict[str, Any]:
+    """File-level facts for :class:`FrameRecord`: body part, protocol, ImageType, mosaic size."""
     return dict(
         body_part=_text(_safe_get(ds, "BodyPartExamined")).upper(),
         protocol_name=_text(_safe_get(ds, "ProtocolName")),

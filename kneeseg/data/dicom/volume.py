@@ -26,13 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from kneeseg.data.orientation import plane_of
+from kneeseg.data.orientation import LPS_TO_RAS, plane_of
 
 __all__ = ["LPS_TO_RAS", "DicomSeriesError", "DiscoveryResult", "Problem", "SeriesVolume", "SliceRef"]
 
 
-#: diag(-1, -1, 1, 1): converts between DICOM LPS and NIfTI/MONAI RAS world coordinates.
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 class DicomSeriesError(ValueError):

@@ -46,7 +46,7 @@ def _smin(a, b, k):
     return np.minimum(a, b) - h * h * k * 0.25
 
 
-def _rot(u, v, deg):
+def rotate(u, v, deg):
     """Rotate in-plane coordinates by ``deg`` (positive turns +v towards +u)."""
     t = np.deg2rad(deg)
     c, s = float(np.cos(t)), float(np.sin(t))  # Python floats keep float32 arrays float32
@@ -73,7 +73,7 @@ def _band(u, v, w, a, b, half_thickness, half_width, w0, bow=0.0, end_gain=0.0):
 # ----------------------------------------------------------------------------- anatomy
 
 
-class _Knee:
+class Knee:
     """Knee anatomy in the knee frame: origin at the femoral condyles' centre, ``u`` towards
     posterior, ``v`` towards inferior, ``w`` through-plane (mm)."""
 
@@ -83,7 +83,7 @@ class _Knee:
     # femur: thigh frame = knee frame tilted by femur_tilt
     def femur(self, u, v, w):
         p = self.p
-        u, v = _rot(u, v, p["femur_tilt"])
+        u, v = rotate(u, v, p["femur_tilt"])
         rc = p["condyle_r"]
         cond = _ellipsoid(u, v, w, rc * p["condyle_ap"], rc, p["femur_hw"])
         meta = _ellipsoid(u + 0.15 * rc, v + 0.9 * rc, w, 0.9 * rc, 1.25 * rc, 0.85 * p["femur_hw"])
@@ -96,20 +96,20 @@ class _Knee:
         roof (Blumensaat line, from anterior-inferior to posterior-superior)."""
         p = self.p
         if not thigh_frame:  # knee-frame coordinates: apply the femur's tilt first
-            u, v = _rot(u, v, p["femur_tilt"])
+            u, v = rotate(u, v, p["femur_tilt"])
         rc = p["condyle_r"]
         nu, nv = float(np.cos(np.deg2rad(p["notch_angle"]))), float(np.sin(np.deg2rad(p["notch_angle"])))
         roof = (u + 0.35 * rc) * nu + (v - 0.55 * rc) * nv
         return np.maximum(-roof, np.abs(w) - p["notch_hw"])
 
     def _tibia_frame(self, u, v):
-        return _rot(u, v, -self.p["flexion"])
+        return rotate(u, v, -self.p["flexion"])
 
     def tibia(self, u, v, w):
         p = self.p
         u, v = self._tibia_frame(u, v)
         top = p["plateau_v"]
-        bu, bv = _rot(u - p["tibia_u"], v - (top + 17.0), p["slope"])
+        bu, bv = rotate(u - p["tibia_u"], v - (top + 17.0), p["slope"])
         epi = _round_box(bu, bv, w, p["tibia_hu"], 17.0, p["tibia_hw"], 7.0)
         shaft = np.maximum(
             _ellipse(u - p["tibia_u"] - 0.1 * p["tibia_hu"], w, p["tibia_shaft_r"], 1.25 * p["tibia_shaft_r"]),
@@ -127,12 +127,12 @@ class _Knee:
     def patella(self, u, v, w):
         p = self.p
         cu, cv = p["patella_c"]
-        lu, lv = _rot(u - cu, v - cv, -p["patella_angle"])
+        lu, lv = rotate(u - cu, v - cv, -p["patella_angle"])
         return _ellipsoid(lu, lv, w, p["patella_au"], p["patella_av"], p["patella_aw"])
 
     def patellar_posterior(self, u, v):
         cu, cv = self.p["patella_c"]
-        lu, _ = _rot(u - cu, v - cv, -self.p["patella_angle"])
+        lu, _ = rotate(u - cu, v - cv, -self.p["patella_angle"])
         return lu > 0.25 * self.p["patella_au"]
 
     def ligament(self, u, v, w):
@@ -149,7 +149,7 @@ class _Knee:
     def leg(self, u, v, w):
         """Skin surface: elliptic cylinders of thigh and calf, blended across the joint."""
         p = self.p
-        tu, _ = _rot(u, v, p["femur_tilt"])
+        tu, _ = rotate(u, v, p["femur_tilt"])
         cu, _ = self._tibia_frame(u, v)
         thigh = _ellipse(tu - p["leg_u"], w - p["leg_w"], p["leg_ru"], p["leg_rw"])
         calf = _ellipse(cu - p["leg_u"], w - p["leg_w"], p["leg_ru"], p["leg_rw"])
@@ -164,7 +164,7 @@ class _Knee:
         return _round_box(u - (u0 + u1) / 2, v - (v0 + v1) / 2, w - p["leg_w"], (u1 - u0) / 2, (v1 - v0) / 2, 40.0, 18.0)
 
 
-def _sample_params(rng: np.random.Generator) -> dict[str, Any]:
+def sample_params(rng: np.random.Generator) -> dict[str, Any]:
     """Draw one case's anatomy and acquisition (mm, degrees)."""
     U = rng.uniform
     p: dict[str, Any] = {}
@@ -217,15 +217,15 @@ def _sample_params(rng: np.random.Generator) -> dict[str, Any]:
     return p
 
 
-def _place_patella(knee: _Knee) -> None:
+def place_patella(knee: Knee) -> None:
     """Hang the patella on the ligament from the tuberosity, clear of the femur."""
     p = knee.p
     th = p["flexion"]
     tu, tv = p["tuberosity"]
-    ins = np.array(_rot(tu - 7.0, tv + 4.0, th))  # anterior surface of the tuberosity, knee frame
-    up = np.array(_rot(-np.sin(np.deg2rad(p["lig_angle"])), -np.cos(np.deg2rad(p["lig_angle"])), th))
+    ins = np.array(rotate(tu - 7.0, tv + 4.0, th))  # anterior surface of the tuberosity, knee frame
+    up = np.array(rotate(-np.sin(np.deg2rad(p["lig_angle"])), -np.cos(np.deg2rad(p["lig_angle"])), th))
     low = ins + p["lig_length"] * up
-    axis = np.array(_rot(up[0], up[1], p["patella_tilt"]))
+    axis = np.array(rotate(up[0], up[1], p["patella_tilt"]))
     p["patella_angle"] = float(np.rad2deg(np.arctan2(-axis[0], -axis[1])))
     centre = low + p["patella_av"] * axis
     # push anteriorly until the posterior surface clears the femur by `clearance`
@@ -233,7 +233,7 @@ def _place_patella(knee: _Knee) -> None:
     for _ in range(4):
         p["patella_c"] = (float(centre[0]), float(centre[1]))
         lu, lv = p["patella_au"] * np.cos(ang), p["patella_av"] * np.sin(ang)
-        su, sv = _rot(lu, lv, p["patella_angle"])
+        su, sv = rotate(lu, lv, p["patella_angle"])
         gap = float(np.min(knee.femur(su + centre[0], sv + centre[1], np.zeros_like(su))))
         if gap >= p["clearance"] - 0.05:
             break
@@ -241,8 +241,8 @@ def _place_patella(knee: _Knee) -> None:
     low = centre - p["patella_av"] * axis
     p["patella_c"] = (float(centre[0]), float(centre[1]))
     p["lig_a"] = tuple(float(x) for x in low + 3.0 * axis)  # start inside the lower pole
-    p["lig_b"] = tuple(float(x) for x in ins + 3.0 * np.array(_rot(1.0, 0.0, th)))  # end inside the tuberosity
-    quad_dir = np.array(_rot(axis[0], axis[1], -8.0))
+    p["lig_b"] = tuple(float(x) for x in ins + 3.0 * np.array(rotate(1.0, 0.0, th)))  # end inside the tuberosity
+    quad_dir = np.array(rotate(axis[0], axis[1], -8.0))
     qa = centre + (p["patella_av"] - 4.0) * axis
     p["quad_a"] = tuple(float(x) for x in qa)
     p["quad_b"] = tuple(float(x) for x in qa + 120.0 * quad_dir)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from kneeseg.data.orientation import SliceOrientation, dicom_plane_to_volume
+from kneeseg.data.orientation import LPS_TO_RAS, SliceOrientation, dicom_plane_to_volume
 
 __all__ = ["DEFAULT_FOV_MM", "DEFAULT_SHAPE", "PHANTOM_LABELS", "PNG_ORIENTATION", "PhantomCase"]
 
@@ -21,10 +21,10 @@ DEFAULT_FOV_MM: tuple[float, float, float] = (150.0, 150.0, 120.0)
 """Default field of view in mm along (columns, rows, slices); spacing = fov / shape."""
 
 # DICOM direction cosines of a sagittal acquisition (LPS): rows run posterior, columns inferior.
-_ROW_DIR = np.array([0.0, 1.0, 0.0])
-_COL_DIR = np.array([0.0, 0.0, -1.0])
-_SLICE_DIR = np.cross(_ROW_DIR, _COL_DIR)  # (-1, 0, 0): towards the patient's right
-PNG_ORIENTATION = SliceOrientation.parse([*_ROW_DIR, *_COL_DIR])
+ROW_DIR = np.array([0.0, 1.0, 0.0])
+COL_DIR = np.array([0.0, 0.0, -1.0])
+SLICE_DIR = np.cross(ROW_DIR, COL_DIR)  # (-1, 0, 0): towards the patient's right
+PNG_ORIENTATION = SliceOrientation.parse([*ROW_DIR, *COL_DIR])
 """Orientation of the phantom's PNG slices (declared in ``dataset_2d.json``): the DICOM storage order."""
 
 
@@ -54,7 +54,7 @@ class PhantomCase:
 
     def slice_position(self, k: int) -> np.ndarray:
         """ImagePositionPatient (LPS, mm) of slice ``k``."""
-        return self.origin_lps + k * self.spacing[2] * _SLICE_DIR
+        return self.origin_lps + k * self.spacing[2] * SLICE_DIR
 
     def to_nifti_layout(self, volume: np.ndarray) -> np.ndarray:
         """``(slices, rows, columns)`` -> ``(columns, rows, slices)`` with the row axis reversed,
@@ -66,8 +66,8 @@ class PhantomCase:
         dx, dy, dz = self.spacing
         ny = self.image.shape[1]
         lps = np.eye(4)
-        lps[:3, 0] = _ROW_DIR * dx
-        lps[:3, 1] = -_COL_DIR * dy  # reversed rows
-        lps[:3, 2] = _SLICE_DIR * dz
-        lps[:3, 3] = self.origin_lps + (ny - 1) * dy * _COL_DIR
-        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+        lps[:3, 0] = ROW_DIR * dx
+        lps[:3, 1] = -COL_DIR * dy  # reversed rows
+        lps[:3, 2] = SLICE_DIR * dz
+        lps[:3, 3] = self.origin_lps + (ny - 1) * dy * COL_DIR
+        return LPS_TO_RAS @ lps

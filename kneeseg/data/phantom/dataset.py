@@ -22,7 +22,7 @@ from kneeseg.data.phantom.case import (
     PhantomCase,
 )
 from kneeseg.data.phantom.dicom_writer import write_dicom_series
-from kneeseg.data.phantom.render import _check_shape, render_case
+from kneeseg.data.phantom.render import check_shape, render_case
 from kneeseg.data.splits import DEFAULT_RATIOS, assign_groups
 from kneeseg.files import PathLike
 
@@ -101,7 +101,7 @@ def generate_phantom(
     """
     if isinstance(cases, bool) or int(cases) != cases or cases < 1:
         raise ValueError(f"cases must be a positive integer, got {cases!r}")
-    shape_t, fov_t = _check_shape(shape, fov_mm)
+    shape_t, fov_t = check_shape(shape, fov_mm)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output path {out} exists and is not a directory")

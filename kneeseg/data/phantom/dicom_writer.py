@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes
-from kneeseg.data.phantom.case import _COL_DIR, _ROW_DIR, _SLICE_DIR, PhantomCase
+from kneeseg.data.dicom.values import decimal_string
+from kneeseg.data.phantom.case import COL_DIR, ROW_DIR, SLICE_DIR, PhantomCase
 from kneeseg.files import PathLike
 
 __all__ = ["write_dicom_series"]
@@ -23,14 +24,6 @@ def _uid(case: PhantomCase, *parts: str) -> str:
     from pydicom.uid import generate_uid
 
     return str(generate_uid(entropy_srcs=[_UID_NAMESPACE, str(case.seed), case.case_id, *parts]))
-
-
-def _ds(value: float) -> str:
-    """Format a number for a DS element (at most 16 characters)."""
-    text = f"{value:.6f}".rstrip("0").rstrip(".")
-    if text in ("-0", ""):
-        text = "0"
-    return text if len(text) <= 16 else f"{value:.8g}"
 
 
 def write_dicom_series(case: PhantomCase, folder: PathLike) -> list[Path]:
@@ -92,12 +85,12 @@ def write_dicom_series(case: PhantomCase, folder: PathLike) -> list[Path]:
         ds.SequenceVariant = "SK"
         ds.ScanOptions = "FS" if contrast == "pd_fs" else ""
         ds.MRAcquisitionType = "2D"
-        ds.SliceThickness = _ds(dz)
-        ds.RepetitionTime = _ds(p["sequence"]["tr"])
-        ds.EchoTime = _ds(p["sequence"]["te"])
+        ds.SliceThickness = decimal_string(dz)
+        ds.RepetitionTime = decimal_string(p["sequence"]["tr"])
+        ds.EchoTime = decimal_string(p["sequence"]["te"])
         ds.EchoTrainLength = 8
         ds.MagneticFieldStrength = "3"
-        ds.SpacingBetweenSlices = _ds(dz)
+        ds.SpacingBetweenSlices = decimal_string(dz)
         ds.PatientPosition = "FFS"
         ds.StudyInstanceUID = study
         ds.SeriesInstanceUID = series
@@ -106,23 +99,23 @@ def write_dicom_series(case: PhantomCase, folder: PathLike) -> list[Path]:
         ds.AcquisitionNumber = 1
         ds.InstanceNumber = k + 1
         ipp = case.slice_position(k)
-        ds.ImagePositionPatient = [_ds(x) for x in ipp]
-        ds.ImageOrientationPatient = [_ds(x) for x in (*_ROW_DIR, *_COL_DIR)]
+        ds.ImagePositionPatient = [decimal_string(x) for x in ipp]
+        ds.ImageOrientationPatient = [decimal_string(x) for x in (*ROW_DIR, *COL_DIR)]
         ds.FrameOfReferenceUID = frame
         ds.PositionReferenceIndicator = ""
         ds.Laterality = "R"
-        ds.SliceLocation = _ds(float(np.dot(ipp, _SLICE_DIR)))
+        ds.SliceLocation = decimal_string(float(np.dot(ipp, SLICE_DIR)))
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows = ny
         ds.Columns = nx
-        ds.PixelSpacing = [_ds(dy), _ds(dx)]  # row spacing (between rows), column spacing
+        ds.PixelSpacing = [decimal_string(dy), decimal_string(dx)]  # row spacing (between rows), column spacing
         ds.BitsAllocated = 16
         ds.BitsStored = 12
         ds.HighBit = 11
         ds.PixelRepresentation = 0
-        ds.WindowCenter = _ds(round((lo + hi) / 2))
-        ds.WindowWidth = _ds(round(max(hi - lo, 1)))
+        ds.WindowCenter = decimal_string(round((lo + hi) / 2))
+        ds.WindowWidth = decimal_string(round(max(hi - lo, 1)))
         ds.RescaleIntercept = "0"
         ds.RescaleSlope = "1"
         ds.RescaleType = "US"

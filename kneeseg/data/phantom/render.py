@@ -13,16 +13,16 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from kneeseg.data.phantom.anatomy import _Knee, _place_patella, _rot, _sample_params
+from kneeseg.data.phantom.anatomy import Knee, place_patella, rotate, sample_params
 from kneeseg.data.phantom.case import (
-    _COL_DIR,
-    _ROW_DIR,
-    _SLICE_DIR,
+    COL_DIR,
+    ROW_DIR,
+    SLICE_DIR,
     DEFAULT_FOV_MM,
     DEFAULT_SHAPE,
     PhantomCase,
 )
-from kneeseg.data.phantom.dicom_writer import _ds
+from kneeseg.data.dicom.values import decimal_string
 
 __all__ = ["render_case"]
 
@@ -72,7 +72,7 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], cells: 
     return field / max(float(field.std()), 1e-6)
 
 
-def _check_shape(shape: Sequence[int], fov_mm: Sequence[float]) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+def check_shape(shape: Sequence[int], fov_mm: Sequence[float]) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     if len(shape) != 3 or any(int(s) != s or s < 1 for s in shape):
         raise ValueError(f"shape must be 3 positive integers (columns, rows, slices), got {tuple(shape)}")
     if shape[0] < 16 or shape[1] < 16 or shape[2] < 3:
@@ -103,20 +103,20 @@ def render_case(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if int(index) != index or index < 0:
         raise ValueError(f"case index must be a non-negative integer, got {index!r}")
-    (nx, ny, nz), (fx, fy, fz) = _check_shape(shape, fov_mm)
+    (nx, ny, nz), (fx, fy, fz) = check_shape(shape, fov_mm)
     # spacing and origin rounded to what the DICOM DS strings hold, so NIfTI and DICOM agree exactly
-    dx, dy, dz = (float(_ds(f / n)) for f, n in ((fx, nx), (fy, ny), (fz, nz)))
+    dx, dy, dz = (float(decimal_string(f / n)) for f, n in ((fx, nx), (fy, ny), (fz, nz)))
     rng = np.random.default_rng([int(seed), int(index), 0x6B6E])
-    p = _sample_params(rng)
-    knee = _Knee(p)
-    _place_patella(knee)
+    p = sample_params(rng)
+    knee = Knee(p)
+    place_patella(knee)
 
     f32 = np.float32
     u_img = ((np.arange(nx, dtype=f32) - (nx - 1) / 2) * f32(dx)).reshape(1, 1, nx)
     v_img = ((np.arange(ny, dtype=f32) - (ny - 1) / 2) * f32(dy)).reshape(1, ny, 1)
     w = ((np.arange(nz, dtype=f32) - (nz - 1) / 2) * f32(dz)).reshape(nz, 1, 1) - f32(p["knee_w"])
     ou, ov = p["knee_offset"]
-    u, v = _rot(u_img - f32(ou), v_img - f32(ov), -p["rotation"])
+    u, v = rotate(u_img - f32(ou), v_img - f32(ov), -p["rotation"])
     u, v = u.astype(f32), v.astype(f32)
 
     sd = {
@@ -183,8 +183,8 @@ def render_case(
     label[sd["patella"] < 0] = 3
 
     centre = np.asarray(p["centre_lps"], float)
-    origin = centre - ((nx - 1) / 2) * dx * _ROW_DIR - ((ny - 1) / 2) * dy * _COL_DIR - ((nz - 1) / 2) * dz * _SLICE_DIR
-    origin = np.array([float(_ds(x)) for x in origin])
+    origin = centre - ((nx - 1) / 2) * dx * ROW_DIR - ((ny - 1) / 2) * dy * COL_DIR - ((nz - 1) / 2) * dz * SLICE_DIR
+    origin = np.array([float(decimal_string(x)) for x in origin])
     p["sequence"] = {"tr": c["tr"], "te": c["te"]}
     return PhantomCase(
         case_id=f"case_{index:03d}",

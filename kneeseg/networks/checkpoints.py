@@ -1,4 +1,5 @@
-"""What a trained model is: its contract (network, width, input size, classes, orientation,
+"""A trained model's files: its checkpoints (a file, a model folder, a fold ensemble's folders),
+loading their weights with one-line errors, and its contract (network, width, input size, classes, orientation,
 preprocessing) recorded beside its weights, read back at inference, and what differs when a
 checkpoint does not fit.
 
@@ -14,11 +15,13 @@ Training writes the contract into ``model.json`` beside ``model.pt``
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from kneeseg.files import PathLike
 
@@ -27,12 +30,60 @@ __all__ = [
     "checkpoint_paths",
     "contract_overrides",
     "describe_mismatch",
+    "fold_checkpoints",
+    "load_weights",
     "read_contract",
 ]
 
 #: the bundle config keys a model's contract records (``train.json``'s ``model_contract``)
 CONTRACT_KEYS = ("network_name", "width", "spatial_size", "num_classes", "class_names", "slice_orientation",
                  "preprocessing_options")  # fmt: skip
+
+
+def fold_checkpoints(ckpt_dir: PathLike) -> list[str]:
+    """``ckpt_dir/fold*/model.pt`` in fold order (``fold2`` before ``fold10``); empty without folds."""
+    found = [p for p in Path(ckpt_dir).glob("fold*/model.pt") if re.fullmatch(r"fold\d+", p.parent.name)]
+    return [str(p) for p in sorted(found, key=lambda p: int(p.parent.name[4:]))]
+
+
+def load_weights(
+    network: nn.Module, path: PathLike, *, what: str = "the network", hint: str = "", network_name: str | None = None,
+    width: int | None = None,
+) -> nn.Module:
+    """Load a checkpoint -- a state dict, or ``{"model": state_dict, ...}`` as the bundle saves it --
+    into ``network`` (CPU tensors, ``weights_only``).
+
+    Raises:
+        ValueError: one line naming the file: unreadable (truncated, corrupt, not a PyTorch file),
+            not a model checkpoint, or not fitting ``what`` -- then with what differs
+            (:func:`describe_mismatch`, given the ``network_name`` and
+            ``width`` asked for) and ``hint``.
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated or corrupt file, a pickle that is not plain tensors
+        text = str(exc)
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        if any(s in text for s in ("Weights only load failed", "weights_only", "Unsupported global", "WeightsUnpickler")):
+            reason = "it holds objects other than tensors (not a state dict saved by kneeseg or MONAI)"
+        else:
+            reason = f"cannot be read as a PyTorch checkpoint ({first[:160]})"
+        raise ValueError(f"{path}: {reason}") from None
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        state = obj["model"]
+    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state = obj
+    else:
+        raise ValueError(f"{path}: not a model checkpoint (expected a state dict or {{'model': state_dict}})")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        differs = describe_mismatch(state, network, network_name, width)
+        detail = differs or " ".join(str(exc).split())[:200]
+        raise ValueError(f"{path}: checkpoint does not match {what}: {detail}{hint}") from None
+    return network
 
 
 def checkpoint_paths(ckpt: PathLike | Sequence[PathLike]) -> list[Path]:
@@ -42,8 +93,6 @@ def checkpoint_paths(ckpt: PathLike | Sequence[PathLike]) -> list[Path]:
     Raises:
         FileNotFoundError: a path that does not exist, or a folder without a model.
     """
-    from kneeseg.networks.ensemble import fold_checkpoints
-
     items = [ckpt] if isinstance(ckpt, (str, Path)) else list(ckpt)
     out: list[Path] = []
     for item in items:
