@@ -38,6 +38,11 @@ def test_model_json_records_what_the_model_is(trained):
     model = record["model"]
     assert model["network_name"] == "csam_unet" and model["width"] == 4 and model["spatial_size"] == 48
     assert model["num_classes"] == 2 and model["class_names"][1] == "patellar_ligament"
+    made = record["trained_with"]  # where it came from
+    import kneeseg
+
+    assert made["kneeseg_version"] == kneeseg.__version__ and made["seed"] == 0 and made["max_epochs"] == 1
+    assert made["training_items"] > 0 and made["validation_items"] > 0 and made["data_list"].endswith("dataset_2d.json")
     assert model["slice_orientation"] == {"right": "inferior", "down": "posterior"}
     assert model["preprocessing_options"]["steps"] == ["resize", "scale", "smooth", "equalize", "pad"]
 

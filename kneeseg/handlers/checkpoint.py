@@ -231,6 +231,9 @@ class BestCheckpointSaver:
         contract: what the model is (``train.json``'s ``model_contract``: network, width, input size,
             classes, slice orientation, preprocessing), recorded in ``model.json`` as ``"model"`` so
             that inference rebuilds it without being told (:mod:`kneeseg.networks.checkpoints`).
+        provenance: where the model came from (``train.json``'s ``model_provenance``: kneeseg
+            version, seed, data list, number of training and validation items, recipe), recorded
+            as ``"trained_with"``; informative only, inference does not read it.
     """
 
     def __init__(
@@ -241,8 +244,10 @@ class BestCheckpointSaver:
         key_metric: str | None = None,
         resume: bool = False,
         contract: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
         self.contract = None if contract is None else json.loads(json.dumps(dict(contract), default=_jsonable))
+        self.provenance = None if provenance is None else json.loads(json.dumps(dict(provenance), default=_jsonable))
         self.path = Path(save_dir) / filename
         self.record = self.path.with_suffix(".json")
         self.save_dict = dict(save_dict)
@@ -323,5 +328,7 @@ class BestCheckpointSaver:
                 "sha256": file_sha256(self.path)}  # fmt: skip
         if self.contract is not None:
             info["model"] = self.contract
+        if self.provenance is not None:
+            info["trained_with"] = self.provenance
         atomic_write_text(self.record, json.dumps(info, indent=1) + "\n")
         logger.info("saved %s (%s %.4f)", self.path, name, score)
