@@ -332,20 +332,31 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, phantom_model):
     assert output_snapshot(out) == output_snapshot(tmp_path / "ref")
 
 
+@pytest.fixture(scope="module")
+def five_series(tmp_path_factory, phantom_model):
+    """Five phantom series and what an uninterrupted ``kneeseg infer`` writes for them."""
+    from kneeseg.data.phantom import generate_phantom
+    from inference_helpers import PHANTOM_SHAPE
+
+    base = tmp_path_factory.mktemp("five")
+    generate_phantom(base / "src", cases=5, seed=22, shape=PHANTOM_SHAPE, png=False)
+    root = base / "src" / "dicom"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    reference = subprocess.run(_infer_cmd(root, base / "ref", phantom_model), capture_output=True, text=True, env=env)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    return root, base / "ref", reference
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_run_writes_its_manifest_says_so_and_resumes_to_the_same_result(sig, tmp_path, phantom_model):
+def test_interrupted_run_writes_its_manifest_says_so_and_resumes_to_the_same_result(sig, tmp_path, phantom_model,
+                                                                                      five_series):
     """Ctrl-C (or SIGTERM) part way: exit 130, one line saying how far it got and how to resume, the
     manifest written from the records (the rest ``interrupted``), nothing half-written; a rerun
     completes to what an uninterrupted run writes."""
-    from inference_helpers import PHANTOM_SHAPE, output_snapshot
+    from inference_helpers import output_snapshot
 
-    from kneeseg.data.phantom import generate_phantom
-
-    generate_phantom(tmp_path / "src", cases=5, seed=22, shape=PHANTOM_SHAPE, png=False)
-    root = tmp_path / "src" / "dicom"
+    root, ref, reference = five_series
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    reference = subprocess.run(_infer_cmd(root, tmp_path / "ref", phantom_model), capture_output=True, text=True, env=env)
-    assert reference.returncode == 0, reference.stderr[-3000:]
     # one progress line per series with the count and the time left
     assert re.search(r"\[1/5, (\d+ s|\d+ min \d\d s) left\] ok ", reference.stderr), reference.stderr[-2000:]
     assert "[5/5] ok " in reference.stderr
@@ -371,7 +382,7 @@ def test_interrupted_run_writes_its_manifest_says_so_and_resumes_to_the_same_res
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"{done} series already done" in rerun.stderr
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "temporary files left"
-    assert output_snapshot(out) == output_snapshot(tmp_path / "ref")
+    assert output_snapshot(out) == output_snapshot(ref)
 
 
 # ----------------------------------------------------------------------------- torchrun

@@ -14,7 +14,7 @@ import dicom_helpers as h  # noqa: E402
 from monai.transforms import LoadImage, LoadImaged, Orientation  # noqa: E402
 
 from kneeseg.data.dicom.volume import DicomSeriesError  # noqa: E402
-from kneeseg.data.dicom_reader import KneeDicomReader  # noqa: E402
+from kneeseg.data.dicom.monai_reader import KneeDicomReader  # noqa: E402
 from kneeseg.data.orientation import volume_to_dicom_frames  # noqa: E402
 
 # what nibabel reports for `dcm2niix -x i -z n` of knee-dess-sag (checked against dcm2niix in test_dicom_series)

@@ -168,7 +168,7 @@ def test_mosaic_file_is_detected(tmp_path: Path) -> None:
     assert vol.describe()["mosaic_images"] == 9
     # the library's readers refuse it rather than return one tiled slice with a wrong geometry
     from kneeseg.data.dicom.loading import load_series
-    from kneeseg.data.dicom_reader import KneeDicomReader
+    from kneeseg.data.dicom.monai_reader import KneeDicomReader
 
     message = (f"a Siemens MOSAIC (9 images tiled in each 24 x 24 file, {tmp_path / 'MOSAIC.IMA'}): not supported, "
                "the tiles are not unpacked; convert the series first (e.g. dcm2niix) or export it as single slices")

@@ -38,7 +38,7 @@ _EXPORTS = {
     "is_mosaic": "kneeseg.data.series_kind",
     "series_skip_reason": "kneeseg.data.series_kind",
     # MONAI reader
-    "KneeDicomReader": "kneeseg.data.dicom_reader",
+    "KneeDicomReader": "kneeseg.data.dicom.monai_reader",
     # synthetic knee phantom
     "PHANTOM_LABELS": "kneeseg.data.phantom",
     "PhantomCase": "kneeseg.data.phantom",

@@ -7,7 +7,8 @@
 - :mod:`.clahe`: CLAHE and global histogram equalisation of plane stacks in PyTorch (any device).
 - :mod:`.preprocessing`: the paper's preprocessing as MONAI transforms over those functions
   (aspect-preserving resize to N, percentile scaling, smoothing, histogram equalisation, centre pad
-  to N x N), invertible where spatial.
+  to N x N), invertible where spatial; the resize itself in :mod:`.resize` (labels by one-hot
+  linear interpolation), the in-plane axes and plane views in :mod:`.planes`.
 - :mod:`.orientation`: ``OrientSlicesd``, slices into the model's orientation (rule in
   :mod:`kneeseg.data.orientation`).
 - :mod:`.slicing`: volumes cut into 2D training slices, weak (slice-range) labels.

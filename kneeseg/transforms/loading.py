@@ -21,7 +21,7 @@ from monai.config import KeysCollection
 from monai.data import ImageReader
 from monai.transforms import LoadImaged
 
-from kneeseg.data.dicom_reader import KneeDicomReader
+from kneeseg.data.dicom.monai_reader import KneeDicomReader
 from kneeseg.data.images2d import Image2DReader, LabelmeReader
 
 __all__ = ["load_image", "load_label"]

@@ -2,7 +2,7 @@
 
 This package needs only numpy and pydicom (2.4 or 3.x); it imports neither torch nor MONAI,
 so it can be used by light-weight tools. The MONAI ``ImageReader`` built on it lives in
-:mod:`kneeseg.data.dicom_reader`; the rules that decide which series to segment in
+:mod:`kneeseg.data.dicom.monai_reader`; the rules that decide which series to segment in
 :mod:`kneeseg.data.series_kind`.
 
 Modules, in the order the data flows through them:
