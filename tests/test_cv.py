@@ -133,6 +133,23 @@ def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
     assert len(stamps) == 4
     assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--out", str(out)]) == 0  # resumes: nothing retrained
     assert {p: p.stat().st_mtime_ns for p in root.glob("runs/*/fold*/run.json")} == stamps
+    # a run cut short after its last.pt (a session's end) continues from it instead of starting over
+    cut = root / "runs" / "unet" / "fold1"
+    before = json.loads((cut / "run.json").read_text())
+    model = (cut / "models" / "model.pt").read_bytes()
+    (cut / "run.json").unlink()
+    lines: list[str] = []
+    from kneeseg.bench.cv import run_fold
+
+    from kneeseg.bench.table1 import quick_config
+
+    quick = quick_config(out)  # what `--quick --cv 2` runs
+    cfg = CVConfig(out=out, k=2, methods=quick.methods, seed=0, preset=quick.preset, data=quick.data,
+                   dataset_dir=quick.dataset_dir, overrides=quick.overrides)  # fmt: skip
+    assert cfg.root == root
+    again_row = run_fold(cfg, "unet", 1, cv_folds(cfg)["folds"], lines.append)
+    assert any("continuing from" in line and "last.pt" in line for line in lines), lines
+    assert (cut / "models" / "model.pt").read_bytes() == model and again_row["dice"] == before["dice"]
 
 
 def test_quick_cv_without_a_part_measures_the_fold_ensemble_on_it(tmp_path):

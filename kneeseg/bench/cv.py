@@ -182,7 +182,12 @@ def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Map
     sizes = {k: len(v) for k, v in datalist.items()}
     say(progress, f"[cv] {method} fold {fold}: training on {sizes['cv_train']} cases (checkpoint on {sizes['cv_val']})")
     t0 = time.perf_counter()
-    run_workflow("train", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(base / "train"), resume=False))
+    # a run cut short (a session's end, a kill) continues from its last.pt: the random streams are in
+    # it, so the result is the uninterrupted run's (tests/test_training_resume.py)
+    resume = (base / "models" / "last.pt").is_file()
+    if resume:
+        say(progress, f"[cv] {method} fold {fold}: continuing from {base / 'models' / 'last.pt'}")
+    run_workflow("train", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(base / "train"), resume=resume))
     train_s = time.perf_counter() - t0
     say(progress, f"[cv] {method} fold {fold}: trained in {train_s:.0f} s; predicting its {sizes['cv_test']} cases")
     run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(base / "eval")))
