@@ -177,6 +177,7 @@ def predict_folder(
     from kneeseg.inference.segmenter import load_model, load_segmenter
 
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    on_terminal = progress is None and _is_terminal(sys.stderr)  # a bar over the series, lines above it
     formats = tuple(dict.fromkeys(formats))
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -231,7 +232,8 @@ def predict_folder(
         interrupted = False
         with _interrupt_on_sigterm():
             try:
-                resumed = _run_items(out, mine, segmenter, settings, formats, overwrite, say, tag, produced)
+                resumed = _run_items(out, mine, segmenter, settings, formats, overwrite, say, tag, produced,
+                                     bar=on_terminal and world == 1)  # fmt: skip
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the series in hand were finished or dropped whole
                 interrupted, resumed = True, 0
         segmenter.close()
@@ -325,6 +327,7 @@ def _run_items(
     say: Callable[[str], None],
     tag: str,
     produced: dict[str, dict[str, Any]],
+    bar: bool = False,
 ) -> int:
     """Process this rank's items: loader thread -> inference (this thread) -> writer thread.
 
@@ -367,6 +370,9 @@ def _run_items(
         return resumed
 
     progress: dict[str, Any] = {"done": 0, "t0": time.perf_counter()}  # the writer's count, for the time left
+    tqdm_bar = _series_bar(len(pending)) if bar else None
+    if tqdm_bar is not None:  # the per-series lines print above the bar
+        say = lambda line: tqdm_bar.write(line, file=sys.stderr)  # noqa: E731
     loaded: queue.Queue[Any] = queue.Queue(maxsize=1)
     finished: queue.Queue[Any] = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -414,6 +420,8 @@ def _run_items(
         per_series = (time.perf_counter() - progress["t0"]) / done
         left = f", {format_duration(per_series * (total - done))} left" if done < total else ""
         say(f"{tag}[{done}/{total}{left}] " + _progress_line("", it, row, seconds))
+        if tqdm_bar is not None:
+            tqdm_bar.update(1)
 
     def writer() -> None:
         while True:
@@ -458,7 +466,29 @@ def _run_items(
                 pass
         finished.put(_STOP)
         write_thread.join()
+        if tqdm_bar is not None:
+            tqdm_bar.close()
     return resumed
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _series_bar(total: int) -> Any:
+    """A tqdm bar over ``total`` series on stderr, sized for terminals that report no size."""
+    from tqdm.auto import tqdm
+
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+        width, lines = size.columns, size.lines
+    except (AttributeError, OSError, ValueError):
+        width, lines = 0, 0
+    return tqdm(total=total, unit="series", file=sys.stderr, desc="segmenting", dynamic_ncols=width > 0,
+                ncols=None if width > 0 else 100, nrows=None if lines > 0 else 24, leave=True)  # fmt: skip
 
 
 def _describe(error: BaseException, item: WorkItem) -> str:
