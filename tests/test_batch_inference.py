@@ -388,25 +388,11 @@ def test_interrupted_run_writes_its_manifest_says_so_and_resumes_to_the_same_res
 def test_on_a_terminal_batch_inference_draws_a_bar_under_its_lines(tmp_path, phantom_model, five_series):
     """Through a real pseudo-terminal: a tqdm bar over the series (count, rate, time left), the
     per-series lines printed above it."""
-    import pty
+    from terminal_helpers import run_in_terminal
 
     root, _, _ = five_series
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(_infer_cmd(root, tmp_path / "out", phantom_model), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=slave, close_fds=True)  # fmt: skip
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert proc.wait(timeout=300) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, screen = run_in_terminal(_infer_cmd(root, tmp_path / "out", phantom_model))
+    assert code == 0
     frames = [f.strip() for f in screen.replace("\n", "\r").split("\r") if f.strip()]
     assert any(f.startswith("segmenting: 100%|") and "5/5 [" in f for f in frames), screen[-1500:]
     assert any(f.startswith("[5/5] ok ") for f in frames) and any(f.startswith("[1/5, ") for f in frames)

@@ -141,24 +141,10 @@ def test_ctrl_c_during_training_says_how_to_continue_and_leaves_a_valid_last_pt(
 def test_on_a_terminal_training_draws_a_bar_with_the_time_left(phantom, tmp_path):
     """Through a real pseudo-terminal (as a user's shell): a tqdm bar redrawn in place, with the
     epoch, the loss and the time left; no per-epoch lines."""
-    import pty
+    from terminal_helpers import run_in_terminal
 
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(_cmd(phantom, tmp_path / "run", "--set=max_epochs=2"), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=slave, close_fds=True)  # fmt: skip
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert proc.wait(timeout=300) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, screen = run_in_terminal(_cmd(phantom, tmp_path / "run", "--set=max_epochs=2"))
+    assert code == 0
     frames = [f for f in screen.split("\r") if f.strip()]
     assert any(f.startswith("epoch 2/2: 100%|") and "loss=" in f for f in frames), screen[-1500:]
     assert any(re.search(r"\[\d\d:\d\d<\d\d:\d\d", f) for f in frames), "no elapsed<left time in the bar"
