@@ -17,7 +17,7 @@ from dicom_selection_helpers import make_mosaic, set_attributes, write_diffusion
 from inference_helpers import write_oriented_series
 from kneeseg.inference.batch import predict_folder
 from kneeseg.inference.planning import plan_work
-from kneeseg.inference.postprocess import count_components, keep_largest_components
+from kneeseg.transforms.postprocess import count_components, keep_largest_components
 from kneeseg.inference.qc import measure_class, quality_check
 from kneeseg.inference.results import read_results_csv
 

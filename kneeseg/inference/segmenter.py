@@ -43,13 +43,9 @@ from kneeseg.data.orientation import AxisMap, map_volume
 from kneeseg.engines.runtime import NetworkRunner, RuntimeChoice, ensemble_runners
 from kneeseg.files import PathLike
 from kneeseg.inference.definition import bundle_settings, load_networks
-from kneeseg.inference.postprocess import (
-    argmax_channels,
-    count_components,
-    keep_largest_components,
-)
 from kneeseg.networks.ensemble import mean_softmax
 from kneeseg.transforms.functional import preprocess_planes, preprocessing_options, preprocessing_steps
+from kneeseg.transforms.postprocess import count_components, keep_largest_components, probabilities_to_labels
 
 __all__ = ["Prediction", "PreparedVolume", "SliceSegmenter", "load_model", "load_segmenter"]
 
@@ -240,18 +236,12 @@ class SliceSegmenter:
         for start, probs in self._forward_batches(prepared.slices):
             stop = start + probs.shape[0]
             t1 = time.perf_counter()
-            if probs.shape[1] == 2:
-                probs = probs[:, 1:2, p0 : p0 + h, p1 : p1 + w]
-                if (h, w) != (cols, rows):
-                    probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
-                fg = probs[:, 0]
-                lab = (fg > 0.5).to(torch.uint8)
-                best = torch.maximum(fg, 1.0 - fg)
-            else:
-                probs = probs[:, :, p0 : p0 + h, p1 : p1 + w]
-                if (h, w) != (cols, rows):
-                    probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
-                lab, best = argmax_channels(probs)
+            if probs.shape[1] == 2:  # the foreground channel decides: resize that one back
+                probs = probs[:, 1:2]
+            probs = probs[:, :, p0 : p0 + h, p1 : p1 + w]
+            if (h, w) != (cols, rows):
+                probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
+            lab, best = probabilities_to_labels(probs)
             labels[start:stop] = lab.numpy()
             confidence[start:stop] = (best * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
             network += t1 - t0

@@ -13,6 +13,9 @@
   :mod:`kneeseg.data.orientation`).
 - :mod:`.slicing`: volumes cut into 2D training slices, weak (slice-range) labels.
 - :mod:`.augmentation`: knee-MRI training augmentation (no anatomy-breaking flips).
+- :mod:`.postprocess`: probabilities -> class ids and the largest-component clean-up, as batched
+  functions (their one implementation, also called by ``kneeseg infer``'s fast path) and MONAI
+  transforms over them.
 - :mod:`.chains`: ``train_transforms``, ``eval_transforms``, ``infer_transforms``,
   ``post_transforms``.
 - :mod:`.native`: evaluation in the image's own space (predictions inverted, the mask reloaded).
@@ -36,6 +39,13 @@ from kneeseg.transforms.checks import (
 from kneeseg.transforms.loading import load_image, load_label
 from kneeseg.transforms.native import LoadSourceLabeld, native_transforms
 from kneeseg.transforms.orientation import OrientSlicesd
+from kneeseg.transforms.postprocess import (
+    KeepLargestComponentsd,
+    ProbabilitiesToLabelsd,
+    count_components,
+    keep_largest_components,
+    probabilities_to_labels,
+)
 from kneeseg.transforms.functional import (
     DEFAULT_STEPS,
     NATIVE_RESOLUTION_STEPS,
@@ -77,6 +87,11 @@ __all__ = [
     "preprocess_planes",
     "preprocessing_steps",
     "OrientSlicesd",
+    "KeepLargestComponentsd",
+    "ProbabilitiesToLabelsd",
+    "count_components",
+    "keep_largest_components",
+    "probabilities_to_labels",
     "PREPROCESSING_DEFAULTS",
     "SampleSlicesd",
     "UNKNOWN_LABEL",

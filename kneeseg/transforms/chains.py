@@ -33,11 +33,9 @@ import torch
 from monai.data import ImageReader
 from monai.transforms import (
     Activationsd,
-    AsDiscreted,
     Compose,
     EnsureTyped,
     Invertd,
-    KeepLargestConnectedComponentd,
     MapTransform,
     RandCropByPosNegLabeld,
     SelectItemsd,
@@ -56,6 +54,7 @@ from kneeseg.transforms.checks import (
 )
 from kneeseg.transforms.loading import load_image, load_label
 from kneeseg.transforms.orientation import OrientSlicesd
+from kneeseg.transforms.postprocess import KeepLargestComponentsd, ProbabilitiesToLabelsd
 from kneeseg.transforms.preprocessing import paper_preprocessing, preprocessing_options
 from kneeseg.transforms.slicing import SampleSlicesd, WeakSliceLabeld
 
@@ -451,10 +450,13 @@ def post_transforms(
         image_key: key whose recorded transforms are inverted.
         activation: ``"softmax"`` (K >= 2 channels), ``"sigmoid"`` (K = 1) or ``None`` (already
             probabilities).
-        discrete: ``True``: argmax (softmax/None) or ``> threshold`` (sigmoid) -> class ids
-            ``(1, *spatial)``; ``False`` keeps probabilities.
-        threshold: sigmoid threshold.
-        largest_component: keep only the largest connected component of each foreground class.
+        discrete: ``True``: class ids ``(1, *spatial)`` by
+            :func:`kneeseg.transforms.postprocess.probabilities_to_labels` (argmax of three or more
+            channels; one channel, or a two-class softmax's foreground channel, ``> threshold``),
+            the function the fast path of ``kneeseg infer`` calls; ``False`` keeps probabilities.
+        threshold: threshold of a single foreground probability (0.5: the argmax of two classes).
+        largest_component: keep only the largest connected component of each foreground class
+            (:func:`kneeseg.transforms.postprocess.keep_largest_components`, full connectivity).
         applied_labels: classes for ``largest_component`` (default: all foreground classes).
 
     Returns:
@@ -473,17 +475,10 @@ def post_transforms(
             Invertd(pred_key, transform=preprocess, orig_keys=image_key, nearest_interp=False, to_tensor=True)
         )
     if discrete:
-        if activation == "sigmoid":
-            xforms.append(AsDiscreted(pred_key, threshold=threshold))
-        else:
-            xforms.append(AsDiscreted(pred_key, argmax=True))
+        # one implementation with the fast path of ``kneeseg infer`` (kneeseg.transforms.postprocess)
+        xforms.append(ProbabilitiesToLabelsd(pred_key, threshold=threshold))
         if largest_component:
-            xforms.append(
-                KeepLargestConnectedComponentd(
-                    pred_key, applied_labels=None if applied_labels is None else list(applied_labels),
-                    is_onehot=False, independent=True,
-                )
-            )
+            xforms.append(KeepLargestComponentsd(pred_key, applied_labels=applied_labels))
     elif largest_component:
         raise ValueError("largest_component needs discrete=True")
     return KneeCompose(xforms)
