@@ -4,6 +4,8 @@
     python benchmarks/table1.py --quick --out out/table1-quick   # CI smoke test (about 10 s)
 """
 
+import sys
+
 from kneeseg.bench.command import main
 
 if __name__ == "__main__":

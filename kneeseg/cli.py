@@ -13,9 +13,11 @@ library function (the module named beside it).
         the bundle's inference config over a datalist (NIfTI out)
     kneeseg infer INPUT -o OUTPUT [--ckpt A.pt [B.pt ...]] ... kneeseg.inference.batch.predict_folder
         every knee MR series under a DICOM folder tree -> NIfTI, DICOM SEG, PNG, manifest.csv
-    kneeseg bench table1 [--methods ...] [--seeds ...] ...     kneeseg.bench.command.main
-        the paper's Table 1: every method x seed trained and evaluated through the bundle;
-        with --cv K: K-fold cross-validation, every case predicted once (kneeseg.bench.cv.run_cv)
+    kneeseg bench table1 [--methods ...] [--seeds ...] ...     kneeseg.bench.table1.run_table1
+        the paper's Table 1: every method x seed trained and evaluated through the bundle
+    kneeseg bench cv [--folds K] [--methods ...] ...           kneeseg.bench.cv.run_cv
+        K-fold cross-validation under the convergence rule, every case predicted once
+    kneeseg bench ablations ...                                kneeseg.bench.table1.run_ablations
 
 ``kneeseg COMMAND --help`` gives each command's options. ``--set KEY=VALUE`` is read by
 :func:`kneeseg.workflows.parse_overrides` everywhere (also by the MONAI Label app).
@@ -29,10 +31,9 @@ it from :py:func:`build_parser`. Library errors (``ValueError``, ``OSError``) ar
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from kneeseg import __version__
@@ -230,7 +231,17 @@ DEFAULT_DIRS = {"train": ("models", "runs"), "evaluate": ("models", "eval"), "in
 
 
 def _cmd_workflow(args: argparse.Namespace) -> int:
-    from kneeseg.workflows import check_override_keys, parse_overrides, run_workflow, workflow_config_files
+    from kneeseg.workflows import (
+        TrainingStopped,
+        cause_of,
+        check_override_keys,
+        decide_resume,
+        model_overrides,
+        parse_overrides,
+        run_workflow,
+        signals_stop_training,
+        workflow_config_files,
+    )
 
     overrides = parse_overrides(args.set or [])
     files = workflow_config_files(args.workflow, args.bundle, args.preset, args.data, args.config or ())
@@ -243,17 +254,19 @@ def _cmd_workflow(args: argparse.Namespace) -> int:
     overrides.setdefault("ckpt_dir", ckpt_default)
     overrides.setdefault("output_dir", out_default)
     if args.workflow == "train":
-        _decide_resume(args, overrides)
+        decide_resume(overrides, resume=args.resume, fresh=args.fresh)
+    else:  # evaluate, infer-datalist: the model's own record (model.json) rebuilds the model it describes
+        overrides = model_overrides(overrides["ckpt_dir"], overrides)
     try:
-        with _signals_stop_training(args.workflow == "train"):
+        with signals_stop_training(args.workflow == "train"):
             run_workflow(
                 args.workflow, bundle=args.bundle, preset=args.preset, data=args.data,
                 extra_configs=args.config or (), overrides=overrides,
             )  # fmt: skip
     except Exception as exc:  # MONAI's config evaluation wraps errors in RuntimeError("Failed to evaluate ...")
-        stop = _cause(exc, _TrainingStopped)
+        stop = cause_of(exc, TrainingStopped)
         if stop is None:
-            reason = _cause(exc, (ValueError, OSError))  # a bad input or setting, as the transform said it
+            reason = cause_of(exc, (ValueError, OSError))  # a bad input or setting, as the transform said it
             if reason is not None and reason is not exc:
                 raise reason from None  # one "kneeseg: error:" line, not MONAI's chain of config evaluations
             raise
@@ -265,66 +278,6 @@ def _cmd_workflow(args: argparse.Namespace) -> int:
 
         print("\n".join(training_summary(overrides["ckpt_dir"], overrides["output_dir"])))
     return 0
-
-
-def _cause(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
-    """``exc`` or the first exception of type ``kind`` in its chain of causes."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, kind):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
-
-
-class _TrainingStopped(Exception):
-    """Ctrl-C or SIGTERM during training (an ``Exception``, so that the engines pass it up like any
-    error and Python never treats it as an unhandled ``KeyboardInterrupt``)."""
-
-
-@contextlib.contextmanager
-def _signals_stop_training(enabled: bool) -> Iterator[None]:
-    """During training, SIGINT and SIGTERM raise :class:`_TrainingStopped` in the main thread;
-    ``last.pt`` is written atomically after each epoch, so the one on disk stays whole."""
-    import signal
-    import threading
-
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _stop(signum: int, frame: Any) -> None:
-        raise _TrainingStopped("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _decide_resume(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
-    """``--resume`` continues ``last.pt``, ``--fresh`` starts again; over an earlier run without
-    either, stop and say which flag does what (a silent choice either way loses work or mixes runs)."""
-    from kneeseg.workflows import earlier_run
-
-    if args.resume and args.fresh:
-        raise ValueError("--resume and --fresh exclude each other")
-    if args.resume or args.fresh:
-        overrides["resume"] = bool(args.resume)
-        return
-    if "resume" in overrides:  # --set resume=true|false: the bundle's own switch
-        return
-    held = earlier_run(overrides["ckpt_dir"], overrides["output_dir"])
-    if held is not None:
-        last = Path(overrides["ckpt_dir"]) / "last.pt"
-        raise ValueError(
-            f"{last} holds {held}: add --resume to continue it, or --fresh to start a new run "
-            "(an earlier model.pt is then kept aside as model.<date>.pt)"
-        )
 
 
 def _add_workflow_commands(commands: Any) -> None:
@@ -443,21 +396,12 @@ def _add_infer_command(commands: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- benchmarks
-def _cmd_bench_table1(args: argparse.Namespace) -> int:
-    from kneeseg.bench.command import main as table1_main
-
-    return table1_main(args.rest)
-
-
 def _add_bench_commands(commands: Any) -> None:
-    bench = commands.add_parser("bench", help="reproduce the paper's experiments", description="Reproduce the paper's experiments.")
-    sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
-    t1 = sub.add_parser(
-        "table1", add_help=False,
-        help="train and evaluate every method x seed through the bundle; Table-1 style results (--help for options)",
-    )  # fmt: skip
-    t1.add_argument("rest", nargs=argparse.REMAINDER)
-    t1.set_defaults(handler=_cmd_bench_table1)
+    from kneeseg.bench.command import add_commands
+
+    bench = commands.add_parser("bench", help="reproduce the paper's experiments: table1, cv, ablations",
+                                description="Reproduce the paper's experiments.")  # fmt: skip
+    add_commands(bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,16 +420,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``kneeseg`` command; returns the exit status (0 ok, 2 usage or input error, 130 interrupted)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["bench", "table1"]:  # its own parser owns every option after the sub-command
-        from kneeseg.bench.command import main as table1_main
-
-        try:
-            return int(table1_main(argv[2:]))
-        except SystemExit as exc:
-            return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-        except (ValueError, OSError) as exc:
-            print(f"kneeseg: error: {exc}", file=sys.stderr)
-            return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors

@@ -2,25 +2,30 @@
 
 The bundle's configs are the one source of truth for hyper-parameters; this module only
 assembles the list of config files (base config, preset, data config, extra overrides)
-and passes key/value overrides through to :py:func:`monai.bundle.run`.
+and passes key/value overrides through to :py:func:`monai.bundle.run`. Around a run: a trained
+model's record below the overrides (:func:`model_overrides`), the resume decision over an earlier
+run (:func:`decide_resume`), Ctrl-C and SIGTERM as a clean stop of training
+(:func:`signals_stop_training`), and the lines a training ends with (:func:`training_summary`).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from kneeseg.files import PathLike
 
 __all__ = [
-    "WORKFLOWS", "check_override_keys", "default_bundle_dir", "earlier_run", "parse_overrides", "parse_value",
-    "run_workflow", "training_summary", "workflow_config_files",
+    "WORKFLOWS", "TrainingStopped", "cause_of", "check_override_keys", "decide_resume", "default_bundle_dir",
+    "earlier_run", "model_overrides", "parse_overrides", "parse_value", "run_workflow", "signals_stop_training",
+    "training_summary", "workflow_config_files",
 ]  # fmt: skip
 
 
@@ -268,3 +273,85 @@ def training_summary(ckpt_dir: PathLike, output_dir: PathLike) -> list[str]:
         if (out / name).is_file():
             lines.append(f"{'curves' if name.endswith('png') else 'history'}: {out / name}")
     return lines
+
+
+def model_overrides(ckpt: PathLike, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` on top of the record of the model at ``ckpt`` (``model.json``: network, width,
+    input size, classes, slice orientation, preprocessing), so ``kneeseg evaluate`` and
+    ``infer-datalist`` rebuild the model a folder holds, as ``kneeseg infer`` does; without a model
+    there (the workflow then says so) or a record, ``overrides`` unchanged.
+
+    Raises:
+        ValueError: an override of the network, width or number of classes that contradicts the record.
+    """
+    from kneeseg.networks.checkpoints import checkpoint_paths, contract_overrides, read_contract
+
+    try:
+        paths = checkpoint_paths(ckpt)
+    except FileNotFoundError:
+        return dict(overrides)
+    return contract_overrides(read_contract(paths[0]), overrides)
+
+
+def cause_of(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
+    """``exc`` or the first exception of type ``kind`` in its chain of causes (MONAI's config
+    evaluation wraps errors in ``RuntimeError("Failed to evaluate ...")``)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, kind):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+class TrainingStopped(Exception):
+    """Ctrl-C or SIGTERM during training (an ``Exception``, so that the engines pass it up like any
+    error and Python never treats it as an unhandled ``KeyboardInterrupt``)."""
+
+
+@contextlib.contextmanager
+def signals_stop_training(enabled: bool) -> Iterator[None]:
+    """During training, SIGINT and SIGTERM raise :class:`TrainingStopped` in the main thread;
+    ``last.pt`` is written atomically after each epoch, so the one on disk stays whole."""
+    import signal
+    import threading
+
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise TrainingStopped("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def decide_resume(overrides: dict[str, Any], *, resume: bool = False, fresh: bool = False) -> None:
+    """``resume`` continues ``last.pt``, ``fresh`` starts again (``overrides["resume"]`` set); over an
+    earlier run with neither, stop and say which flag does what (a silent choice either way loses
+    work or mixes runs). ``--set resume=...`` in ``overrides`` is the bundle's own switch and wins.
+
+    Raises:
+        ValueError: both flags, or an earlier run in ``overrides["ckpt_dir"]`` and neither.
+    """
+    if resume and fresh:
+        raise ValueError("--resume and --fresh exclude each other")
+    if resume or fresh:
+        overrides["resume"] = bool(resume)
+        return
+    if "resume" in overrides:
+        return
+    held = earlier_run(overrides["ckpt_dir"], overrides["output_dir"])
+    if held is not None:
+        last = Path(overrides["ckpt_dir"]) / "last.pt"
+        raise ValueError(
+            f"{last} holds {held}: add --resume to continue it, or --fresh to start a new run "
+            "(an earlier model.pt is then kept aside as model.<date>.pt)"
+        )

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 COMMANDS = [[], ["train"], ["evaluate"], ["infer-datalist"], ["infer"], ["data", "phantom"], ["data", "manifest"],
-            ["bench"], ["bench", "table1"]]  # fmt: skip
+            ["bench"], ["bench", "table1"], ["bench", "cv"], ["bench", "ablations"]]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "kneeseg")

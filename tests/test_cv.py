@@ -131,7 +131,8 @@ def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
         assert again[key] == table[key], key
     stamps = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/fold*/run.json")}
     assert len(stamps) == 4
-    assert cli_main(["bench", "table1", "--quick", "--cv", "2", "--out", str(out)]) == 0  # resumes: nothing retrained
+    # `bench cv --folds 2` is `bench table1 --cv 2`: it resumes the same runs, nothing retrained
+    assert cli_main(["bench", "cv", "--quick", "--folds", "2", "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in root.glob("runs/*/fold*/run.json")} == stamps
     # a run cut short after its last.pt (a session's end) continues from it instead of starting over
     cut = root / "runs" / "unet" / "fold1"

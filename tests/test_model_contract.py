@@ -127,3 +127,55 @@ def test_a_corrupt_checkpoint_is_one_line_without_the_unsafe_advice(series, trai
 
 class Foreign:
     """Not a tensor: ``torch.load(weights_only=True)`` refuses to unpickle it."""
+
+
+def test_evaluate_and_infer_datalist_rebuild_the_model_from_its_folder(trained, tmp_path, capsys):
+    """Like ``kneeseg infer``, the bundle workflows read ``model.json``: no --set width/spatial_size."""
+    data = trained.parent.parent / "phantom"
+    common = ["--data", "phantom", "--dataset-dir", str(data), "--model", str(trained), "--set", "runtime=eager"]
+    out = tmp_path / "pred"
+    assert main(["infer-datalist", *common, "--output-dir", str(out)]) == 0
+    test_items = json.loads((data / "dataset_2d.json").read_text())["test"]  # the phantom data config's list
+    assert len(list(out.glob("*_seg.nii.gz"))) == len(test_items) > 0
+    ev = tmp_path / "eval"
+    assert main(["evaluate", "--data", "phantom", "--dataset-dir", str(data), "--model", str(trained),
+                 "--output-dir", str(ev)]) == 0  # fmt: skip
+    header = (ev / "metrics_per_case.csv").read_text().splitlines()[0]
+    assert "patellar_ligament" in header  # the model's class names
+    # the input grid may differ (a fully convolutional network), with a warning; the width may not
+    capsys.readouterr()
+    assert main(["infer-datalist", *common, "--output-dir", str(tmp_path / "p64"), "--set", "spatial_size=64"]) == 0
+    bad = main(["infer-datalist", *common, "--output-dir", str(tmp_path / "w8"), "--set", "width=8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert bad == 2 and err[-1].startswith("kneeseg: error: the model was trained with width 4; width=8 contradicts it")
+
+
+def test_a_checkpoint_that_does_not_fit_the_bundle_workflow_is_one_line(tmp_path, capsys):
+    """``infer-datalist`` over a bare checkpoint of another width: one line naming the file and what
+    differs (not MONAI's chain of config evaluations)."""
+    data = make_tiny_phantom(tmp_path / "phantom")
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save(build_network("csam_unet", spatial_dims=2, in_channels=1, out_channels=2, width=8).state_dict(),
+               models / "model.pt")  # fmt: skip
+    code = main(["infer-datalist", "--data", "phantom", "--dataset-dir", str(data), "--model", str(models),
+                 "--output-dir", str(tmp_path / "out"), "--set", "width=4", "--set", "spatial_size=48"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith(f"kneeseg: error: {models / 'model.pt'}: checkpoint does not match")
+    assert "width 8 in the model, 4 asked" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_class_names_have_one_source():
+    """``class_names`` names the classes in training, evaluation and inference alike; the bundle's
+    metadata states the same names; a list of the wrong length is refused."""
+    from kneeseg.inference.definition import bundle_settings
+    from kneeseg.networks.checkpoints import class_names_of
+
+    train = json.loads((CONFIGS / "train.json").read_text())["class_names"]
+    infer = json.loads((CONFIGS / "inference.json").read_text())["class_names"]
+    meta = json.loads((CONFIGS / "metadata.json").read_text())["network_data_format"]["outputs"]["pred"]["channel_def"]
+    assert train == infer == [meta[str(i)] for i in range(len(meta))]
+    assert bundle_settings(overrides={"class_names": ["background", "acl"]})["class_names"] == {0: "background", 1: "acl"}
+    assert class_names_of(None, 3) == {0: "background", 1: "class_1", 2: "class_2"}
+    with pytest.raises(ValueError, match=r"class_names \['background'\] name 1 class\(es\); num_classes is 2"):
+        bundle_settings(overrides={"class_names": ["background"]})

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from kneeseg.files import PathLike, file_sha256
-from kneeseg.networks.checkpoints import fold_checkpoints, load_weights
+from kneeseg.networks.checkpoints import checkpoint_paths, class_names_of, load_model_weights
 
 __all__ = ["bundle_settings", "file_digest", "load_networks"]
 
@@ -35,11 +35,12 @@ def bundle_settings(
 
     This is the one definition the fast path reads: the same keys the bundle's MONAI chain is
     built from. Returns a dict: ``bundle`` (folder), ``network`` (instantiated, untrained),
-    ``network_name``, ``spatial_size``, ``num_classes``, ``class_names`` (from
-    ``metadata.json``'s output ``channel_def``), ``slice_orientation``, ``slice_plane`` (its
+    ``network_name``, ``spatial_size``, ``num_classes``, ``class_names`` (``{id: name}`` from the
+    ``class_names`` setting, as training and evaluation name them; a model's ``model.json`` sets
+    it through ``overrides``), ``slice_orientation``, ``slice_plane`` (its
     plane), ``slice_batch_size``, ``preprocessing`` (all options, defaults filled in),
-    ``largest_component``, ``body_part``, ``qc`` (the quality checks), ``ckpt_path``,
-    ``version`` and ``name``.
+    ``largest_component``, ``body_part``, ``qc`` (the quality checks), ``ckpt_path`` (a
+    checkpoint file or a model folder), ``version`` and ``name``.
 
     Raises:
         ValueError: a config value that is not valid (e.g. an unknown preprocessing option).
@@ -61,11 +62,8 @@ def bundle_settings(
     parser["bundle_root"] = str(root)
     for key, value in (overrides or {}).items():
         parser[key] = value
-    channel_def = meta.get("network_data_format", {}).get("outputs", {}).get("pred", {}).get("channel_def", {})
-    class_names = {int(k): str(v) for k, v in channel_def.items()}
     num_classes = int(parser.get_parsed_content("num_classes"))
-    for c in range(num_classes):
-        class_names.setdefault(c, "background" if c == 0 else f"class_{c}")
+    class_names = class_names_of(parser.get_parsed_content("class_names") if "class_names" in parser else None, num_classes)
     orientation = SliceOrientation.parse(parser.get_parsed_content("slice_orientation"))
 
     def opt(key: str, default: Any) -> Any:
@@ -101,9 +99,10 @@ def load_networks(
         settings: as :func:`bundle_settings` returns them; ``ckpt_path``, ``ckpt_digest`` (the
             checkpoint's :func:`file_digest`; for a fold ensemble a digest of the members'
             digests, in order) and ``ensemble`` (the number of members) are set in it.
-        ckpt: checkpoint (a state dict or ``{"model": state_dict}``); default the bundle's
-            ``ckpt_path`` (``models/model.pt``), or the fold ensemble ``models/fold*/model.pt``
-            when the bundle has one (as ``inference.json`` takes it). A list of checkpoints makes
+        ckpt: checkpoint (a state dict or ``{"model": state_dict}``) or model folder; default the
+            bundle's ``ckpt_path`` (``models``: the fold ensemble ``models/fold*/model.pt`` when
+            there is one, else ``models/model.pt``, the rule of
+            :func:`kneeseg.networks.checkpoints.checkpoint_paths` that ``inference.json`` follows too). A list of checkpoints makes
             a fold ensemble: the first loads into ``settings["network"]``, the others into copies.
 
     Raises:
@@ -111,24 +110,14 @@ def load_networks(
     """
     import copy
 
-    from kneeseg.networks.checkpoints import checkpoint_paths, read_contract
-
     if isinstance(ckpt, (list, tuple)) and not ckpt:
         raise ValueError("no checkpoint given")
-    if ckpt is None:
-        default = Path(settings["ckpt_path"])
-        folds = fold_checkpoints(default.parent)
-        paths = [Path(p) for p in folds] or checkpoint_paths(default)
-    else:
-        paths = checkpoint_paths(ckpt)
+    # the bundle's rule (kneeseg.networks.trained_network): a folder's fold ensemble wins over its model.pt
+    paths = checkpoint_paths(settings["ckpt_path"] if ckpt is None else ckpt)
     nets = []
     for i, path in enumerate(paths):
         net = settings["network"] if i == 0 else copy.deepcopy(settings["network"])
-        hint = "" if read_contract(path) is not None else (
-            f" (no model.json beside {path.name} says how it was trained: pass its settings, e.g. --set width=8)")
-        nets.append(load_weights(net, path, what=f"the bundle network {settings['network_name']!r} "
-                                                 f"(width {settings.get('width')})",
-                                 hint=hint, network_name=settings["network_name"], width=settings.get("width")))  # fmt: skip
+        nets.append(load_model_weights(net, path, network_name=settings["network_name"], width=settings.get("width")))
     digests = [file_digest(p) for p in paths]
     # one member: the checkpoint's digest; an ensemble: a digest of the members' digests (in order)
     digest = digests[0] if len(paths) == 1 else hashlib.sha256("|".join(digests).encode()).hexdigest()[:16]

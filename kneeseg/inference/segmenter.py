@@ -317,7 +317,8 @@ def load_model(
 
     The model's own record (``model.json`` beside the checkpoint, written by training) sets the
     network, width, input size, classes, slice orientation and preprocessing, so no preset is
-    needed; an explicit override that contradicts it is refused. Arguments as :func:`load_segmenter`.
+    needed; an explicit override of the network, width or classes that contradicts it is refused
+    (:func:`kneeseg.networks.checkpoints.contract_overrides`). Arguments as :func:`load_segmenter`.
 
     Returns:
         ``(networks, settings)``: one network per checkpoint (several: a fold ensemble), and
@@ -330,11 +331,7 @@ def load_model(
     from kneeseg.networks.checkpoints import checkpoint_paths, contract_overrides, read_contract
 
     paths = checkpoint_paths(ckpt) if ckpt is not None and not (isinstance(ckpt, (list, tuple)) and not ckpt) else None
-    merged = contract_overrides(read_contract(paths[0]) if paths else None, overrides)
-    model_classes = merged.pop("class_names", None)
-    settings = bundle_settings(bundle, preset, merged)
-    if model_classes:
-        settings["class_names"] = {i: str(name) for i, name in enumerate(model_classes)}
+    settings = bundle_settings(bundle, preset, contract_overrides(read_contract(paths[0]) if paths else None, overrides))
     return load_networks(settings, paths if paths is not None else ckpt), settings
 
 

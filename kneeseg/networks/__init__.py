@@ -18,7 +18,7 @@ from kneeseg.networks.csam_unet import (
     csam_unet_preset,
 )
 from kneeseg.networks.checkpoints import fold_checkpoints, load_weights
-from kneeseg.networks.ensemble import SoftmaxEnsemble, load_fold_ensemble, mean_softmax
+from kneeseg.networks.ensemble import SoftmaxEnsemble, load_fold_ensemble, mean_softmax, trained_network
 from kneeseg.networks.fr_unet import FRUNet
 from kneeseg.networks.registry import (
     NetworkSpec,
@@ -48,5 +48,6 @@ __all__ = [
     "load_fold_ensemble",
     "load_weights",
     "mean_softmax",
+    "trained_network",
     "network_spec",
 ]

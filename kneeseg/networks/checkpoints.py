@@ -15,6 +15,7 @@ Training writes the contract into ``model.json`` beside ``model.pt``
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,10 +28,13 @@ from kneeseg.files import PathLike
 
 __all__ = [
     "CONTRACT_KEYS",
+    "WEIGHT_KEYS",
     "checkpoint_paths",
+    "class_names_of",
     "contract_overrides",
     "describe_mismatch",
     "fold_checkpoints",
+    "load_model_weights",
     "load_weights",
     "read_contract",
 ]
@@ -38,6 +42,21 @@ __all__ = [
 #: the bundle config keys a model's contract records (``train.json``'s ``model_contract``)
 CONTRACT_KEYS = ("network_name", "width", "spatial_size", "num_classes", "class_names", "slice_orientation",
                  "preprocessing_options")  # fmt: skip
+
+
+def class_names_of(names: Sequence[str] | Mapping[Any, str] | None, num_classes: int) -> dict[int, str]:
+    """``{class id: name}`` for ``0..num_classes-1`` from the ``class_names`` setting (a list, or a
+    mapping as ``metadata.json``'s ``channel_def``); without names, ``background`` and ``class_<id>``.
+
+    Raises:
+        ValueError: as many names as classes are needed.
+    """
+    if names is None:
+        return {c: "background" if c == 0 else f"class_{c}" for c in range(num_classes)}
+    items = {int(k): str(v) for k, v in names.items()} if isinstance(names, Mapping) else dict(enumerate(map(str, names)))
+    if sorted(items) != list(range(num_classes)):
+        raise ValueError(f"class_names {list(items.values())} name {len(items)} class(es); num_classes is {num_classes}")
+    return dict(sorted(items.items()))
 
 
 def fold_checkpoints(ckpt_dir: PathLike) -> list[str]:
@@ -86,6 +105,18 @@ def load_weights(
     return network
 
 
+def load_model_weights(
+    network: nn.Module, path: PathLike, *, network_name: str | None = None, width: int | None = None
+) -> nn.Module:
+    """:func:`load_weights` for a model's checkpoint: a mismatch names the network asked for, and for
+    a checkpoint without a ``model.json`` beside it, says which settings to pass."""
+    path = Path(path)
+    hint = "" if read_contract(path) is not None else (
+        f" (no model.json beside {path.name} says how it was trained: pass its settings, e.g. --set width=8)")
+    what = f"the bundle network {network_name!r} (width {width})" if network_name else "the network"
+    return load_weights(network, path, what=what, hint=hint, network_name=network_name, width=width)
+
+
 def checkpoint_paths(ckpt: PathLike | Sequence[PathLike]) -> list[Path]:
     """The checkpoint file(s) of ``ckpt``: a file; a model folder (its ``fold*/model.pt`` as a fold
     ensemble when it has them, else its ``model.pt``); or a list of files.
@@ -128,21 +159,30 @@ def read_contract(ckpt: PathLike) -> dict[str, Any] | None:
     return dict(contract) if isinstance(contract, Mapping) else None
 
 
+#: contract keys the weights' shapes follow: an override cannot change them
+WEIGHT_KEYS = ("network_name", "width", "num_classes")
+
+
 def contract_overrides(contract: Mapping[str, Any] | None, explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Bundle overrides that rebuild the recorded model, with ``explicit`` overrides on top.
 
-    ``class_names`` is not a bundle override of ``inference.json`` (its classes come from the model):
-    it is returned as is for the caller. An explicit override that contradicts the record is an
-    error, since the weights cannot follow it.
+    An explicit override of a key the weights follow (:data:`WEIGHT_KEYS`: network, width, number of
+    classes) that contradicts the record is an error, since the weights cannot follow it. The other
+    recorded keys (input size, slice orientation, preprocessing, class names) may be overridden --
+    a fully convolutional network runs on another grid -- with a warning that the model was not
+    trained so.
 
     Raises:
         ValueError: naming the key, the model's value and the one asked for.
     """
     out = {k: v for k, v in (contract or {}).items() if k in CONTRACT_KEYS}
     for key, value in (explicit or {}).items():
-        if key in out and key != "class_names" and _norm(out[key]) != _norm(value):
-            raise ValueError(f"the model was trained with {key} {out[key]!r}; {key}={value!r} contradicts it "
-                             "(drop the override, or use a model trained with it)")  # fmt: skip
+        if key in out and _norm(out[key]) != _norm(value):
+            if key in WEIGHT_KEYS:
+                raise ValueError(f"the model was trained with {key} {out[key]!r}; {key}={value!r} contradicts it "
+                                 "(drop the override, or use a model trained with it)")  # fmt: skip
+            logging.getLogger(__name__).warning(
+                "the model was trained with %s %r; running with %s=%r as asked", key, out[key], key, value)
         out[key] = value
     return out
 

@@ -1,9 +1,13 @@
-"""Fold ensembles: the members' softmax averaged before the argmax -- the one rule for every runtime.
+"""Trained networks and fold ensembles: the members' softmax averaged before the argmax -- the one
+rule for every runtime.
 
-:func:`mean_softmax` is the rule (``kneeseg infer`` applies it to its runners' outputs);
-:class:`SoftmaxEnsemble` is the same rule as one network, for the bundle's ``inference.json``,
-which takes ``models/fold*/model.pt`` (:func:`kneeseg.networks.checkpoints.fold_checkpoints`) as an
-ensemble when present.
+:func:`trained_network` is what the bundle's ``inference.json`` and ``evaluate.json`` call for their
+``network``: the checkpoint(s) of ``ckpt_path`` by
+:func:`kneeseg.networks.checkpoints.checkpoint_paths` (a model folder's ``fold*/model.pt`` as a fold
+ensemble when it has them, else its ``model.pt``; a file as it is), the rule ``kneeseg infer``
+follows too (:func:`kneeseg.inference.definition.load_networks`). :func:`mean_softmax` is the
+ensemble rule (``kneeseg infer`` applies it to its runners' outputs); :class:`SoftmaxEnsemble` is the
+same rule as one network.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import torch
 from torch import nn
 
 from kneeseg.files import PathLike
-from kneeseg.networks.checkpoints import load_weights
+from kneeseg.networks.checkpoints import checkpoint_paths, load_model_weights
 
-__all__ = ["SoftmaxEnsemble", "load_fold_ensemble", "mean_softmax"]
+__all__ = ["SoftmaxEnsemble", "load_fold_ensemble", "mean_softmax", "trained_network"]
 
 
 def mean_softmax(logits: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -53,6 +57,33 @@ class SoftmaxEnsemble(nn.Module):
         return torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
 
 
-def load_fold_ensemble(network: nn.Module, checkpoints: Sequence[PathLike]) -> SoftmaxEnsemble:
-    """Copies of ``network`` with each checkpoint's weights (:func:`load_weights`), as one ensemble."""
-    return SoftmaxEnsemble([load_weights(copy.deepcopy(network), path).eval() for path in checkpoints])
+def load_fold_ensemble(
+    network: nn.Module, checkpoints: Sequence[PathLike], *, network_name: str | None = None, width: int | None = None
+) -> SoftmaxEnsemble:
+    """Copies of ``network`` with each checkpoint's weights (:func:`load_model_weights`), as one ensemble."""
+    return SoftmaxEnsemble([
+        load_model_weights(copy.deepcopy(network), path, network_name=network_name, width=width).eval()
+        for path in checkpoints
+    ])  # fmt: skip
+
+
+def trained_network(
+    network: nn.Module, ckpt: PathLike | Sequence[PathLike], device: torch.device | str | None = None, *,
+    network_name: str | None = None, width: int | None = None,
+) -> nn.Module:
+    """``network`` with the trained weights of ``ckpt`` (a checkpoint file, or a model folder:
+    its fold ensemble when it has ``fold*/model.pt``, else its ``model.pt``), on ``device``.
+
+    Several checkpoints make a :class:`SoftmaxEnsemble` of copies of ``network``. ``network_name``
+    and ``width`` (what was asked for) make a mismatch say what differs.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``ckpt``. ValueError: one line naming the file, when a
+            checkpoint is unreadable or does not fit.
+    """
+    paths = checkpoint_paths(ckpt)
+    if len(paths) == 1:
+        net = load_model_weights(network, paths[0], network_name=network_name, width=width)
+    else:
+        net = load_fold_ensemble(network, paths, network_name=network_name, width=width)
+    return net.to(device) if device is not None else net
