@@ -9,7 +9,7 @@ width 16, 256 x 256 slices, batch 8, DiceCE loss, Adam) under each precision pol
 
 each with ``channels_last`` as the bundle trains, timed with CUDA synchronisation (median of
 ``--steps`` steps after ``--warmup``). Inference: a batch of ``--slices`` slices (80: one knee
-DESS series) through :class:`kneeseg.engines.runtime.NetworkRunner` in ``eager``, ``bf16`` and
+DESS series) through :class:`kneeseg.execution.runtimes.NetworkRunner` in ``eager``, ``bf16`` and
 ``onnx`` (ONNX Runtime's CUDA provider if it has one, else its CPU provider; the report names
 the providers used). Every row is a ratio against fp32 / eager in the same run.
 
@@ -44,7 +44,7 @@ def time_training(
 ) -> list[dict]:
     from monai.losses import DiceCELoss
 
-    from kneeseg.engines import AmpPolicy
+    from kneeseg.execution import AmpPolicy
     from kneeseg.networks import build_network
 
     rows = []
@@ -103,7 +103,7 @@ def time_training(
 def time_inference(
     name: str, width: int, size: int, slices: int, device: torch.device, repeats: int
 ) -> list[dict]:
-    from kneeseg.engines.runtime import NetworkRunner
+    from kneeseg.execution.runtimes import NetworkRunner
     from kneeseg.networks import build_network
 
     torch.manual_seed(0)

@@ -156,7 +156,7 @@ def component_timings(folder: Path, network: torch.nn.Module, settings: dict) ->
 
     from kneeseg.data.dicom.discovery import discover_series
     from kneeseg.data.dicom.loading import load_volume
-    from kneeseg.engines.runtime import export_onnx, onnx_session
+    from kneeseg.execution.runtimes import export_onnx, onnx_session
     from kneeseg.transforms.clahe import equalize_adapthist_planes
     from kneeseg.transforms.preprocessing import HistogramEqualize
 

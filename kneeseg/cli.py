@@ -1,7 +1,7 @@
 """The ``kneeseg`` command line. Thin: each sub-command parses its options and calls one
 library function (the module named beside it).
 
-    kneeseg data phantom OUT [--cases N] [--seed S] ...        kneeseg.data.phantom.generate_phantom
+    kneeseg data phantom OUT [--cases N] [--seed S] ...        kneeseg.phantom.generate_phantom
         synthetic knee phantom: DICOM series, NIfTI volumes, PNG slices, datalists
     kneeseg data manifest ROOT --out FILE [--image-glob G] ... kneeseg.data.manifest.build_manifest
         patient-grouped, seeded split of a folder of images and masks into a datalist JSON
@@ -13,11 +13,11 @@ library function (the module named beside it).
         the bundle's inference config over a datalist (NIfTI out)
     kneeseg infer INPUT -o OUTPUT [--ckpt A.pt [B.pt ...]] ... kneeseg.inference.batch.predict_folder
         every knee MR series under a DICOM folder tree -> NIfTI, DICOM SEG, PNG, manifest.csv
-    kneeseg bench table1 [--methods ...] [--seeds ...] ...     kneeseg.bench.table1.run_table1
+    kneeseg bench table1 [--methods ...] [--seeds ...] ...     kneeseg.experiments.table1.run_table1
         the paper's Table 1: every method x seed trained and evaluated through the bundle
-    kneeseg bench cv [--folds K] [--methods ...] ...           kneeseg.bench.cv.run_cv
+    kneeseg bench cv [--folds K] [--methods ...] ...           kneeseg.experiments.cv.run_cv
         K-fold cross-validation under the convergence rule, every case predicted once
-    kneeseg bench ablations ...                                kneeseg.bench.table1.run_ablations
+    kneeseg bench ablations ...                                kneeseg.experiments.table1.run_ablations
 
 ``kneeseg COMMAND --help`` gives each command's options. ``--set KEY=VALUE`` is read by
 :func:`kneeseg.workflows.parse_overrides` everywhere (also by the MONAI Label app).
@@ -45,7 +45,7 @@ __all__ = ["build_parser", "main"]
 
 
 def _cmd_data_phantom(args: argparse.Namespace) -> int:
-    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.phantom import generate_phantom
 
     path = generate_phantom(
         args.out,
@@ -133,7 +133,7 @@ def _add_data_commands(commands: Any) -> None:
         DEFAULT_MASK_GLOB,
         DEFAULT_SPLIT_KEYS,
     )
-    from kneeseg.data.phantom import DEFAULT_FOV_MM, DEFAULT_SHAPE
+    from kneeseg.phantom import DEFAULT_FOV_MM, DEFAULT_SHAPE
     from kneeseg.data.splits import DEFAULT_RATIOS
 
     data = commands.add_parser("data", help="generate and describe datasets", description="Generate and describe datasets.")
@@ -348,7 +348,7 @@ def _predict(args: argparse.Namespace, predict_folder: Any, parse_overrides: Any
 
 
 def _add_infer_command(commands: Any) -> None:
-    from kneeseg.engines.choices import RUNTIMES
+    from kneeseg.execution.choices import RUNTIMES
     from kneeseg.inference.outputs import FORMATS
 
     p = commands.add_parser(
@@ -397,7 +397,7 @@ def _add_infer_command(commands: Any) -> None:
 
 # ----------------------------------------------------------------------------- benchmarks
 def _add_bench_commands(commands: Any) -> None:
-    from kneeseg.bench.command import add_commands
+    from kneeseg.experiments.command import add_commands
 
     bench = commands.add_parser("bench", help="reproduce the paper's experiments: table1, cv, ablations",
                                 description="Reproduce the paper's experiments.")  # fmt: skip

@@ -32,7 +32,7 @@ def run_demo(out: Path, cases: int = 12, seed: int = 0, epochs: int | None = Non
     import nibabel as nib
     import numpy as np
 
-    from kneeseg.data import generate_phantom
+    from kneeseg.phantom import generate_phantom
     from kneeseg.inference import save_overlay_png
     from kneeseg.workflows import run_workflow
 

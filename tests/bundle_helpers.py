@@ -68,7 +68,7 @@ def free_port() -> int:
 
 def make_tiny_phantom(out: Path) -> Path:
     """The tiny phantom the bundle tests train on: 4 cases of 64 x 64 x 12, one PNG negative."""
-    from kneeseg.data import generate_phantom
+    from kneeseg.phantom import generate_phantom
 
     generate_phantom(out, cases=4, seed=0, shape=(64, 64, 12), png_negatives=1)
     return out

@@ -23,7 +23,7 @@ PHANTOM_SHAPE = (PHANTOM_SIZE, PHANTOM_SIZE, 16)
 
 def train_phantom_model(work: Path, cases: int = 32, epochs: int = 40) -> Path:
     """Train the bundle (cpu preset, small input) on a phantom; returns the checkpoint path."""
-    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.phantom import generate_phantom
     from kneeseg.workflows import default_bundle_dir, run_workflow
 
     data = work / "phantom"
@@ -60,7 +60,7 @@ def build_pacs_tree(root: Path, shared: Path | None, phantom_cases: int = 4, see
     - ``missing/``: a series with a slice missing (failed);
     - ``notes/README.txt``: a non-DICOM file (skipped).
     """
-    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.phantom import generate_phantom
 
     root.mkdir(parents=True, exist_ok=True)
     ph = root.parent / f"{root.name}_phantom_src"

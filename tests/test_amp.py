@@ -6,7 +6,7 @@ from ignite.engine import Events
 from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
 
-from kneeseg.engines import AmpPolicy, AutocastInferer, cpu_supports_bf16, resolve_amp
+from kneeseg.execution import AmpPolicy, AutocastInferer, cpu_supports_bf16, resolve_amp
 from kneeseg.networks import build_network
 
 

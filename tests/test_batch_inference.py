@@ -119,7 +119,7 @@ def test_rows_name_the_runtime_and_split_their_seconds(batch_run):
     the record splits ``seconds`` into its stages, which add up."""
     import json
 
-    from kneeseg.engines import cpu_supports_bf16
+    from kneeseg.execution import cpu_supports_bf16
 
     out = batch_run["out"]
     ok = [r for r in read_results_csv(out / "manifest.csv") if r["status"] == "ok"]
@@ -303,7 +303,7 @@ def test_rows_decided_at_discovery_are_listed_on_the_console(tmp_path, phantom_m
 def test_killed_run_resumes_to_the_same_result(tmp_path, phantom_model):
     from inference_helpers import PHANTOM_SHAPE, output_snapshot
 
-    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.phantom import generate_phantom
 
     generate_phantom(tmp_path / "src", cases=5, seed=21, shape=PHANTOM_SHAPE, png=False)
     root = tmp_path / "src" / "dicom"
@@ -335,7 +335,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, phantom_model):
 @pytest.fixture(scope="module")
 def five_series(tmp_path_factory, phantom_model):
     """Five phantom series and what an uninterrupted ``kneeseg infer`` writes for them."""
-    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.phantom import generate_phantom
     from inference_helpers import PHANTOM_SHAPE
 
     base = tmp_path_factory.mktemp("five")
@@ -404,7 +404,7 @@ def test_on_a_terminal_batch_inference_draws_a_bar_under_its_lines(tmp_path, pha
 def test_torchrun_two_processes_share_the_series(tmp_path, phantom_model):
     from inference_helpers import PHANTOM_SHAPE
 
-    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.phantom import generate_phantom
 
     generate_phantom(tmp_path / "src", cases=5, seed=31, shape=PHANTOM_SHAPE, png=False)
     root = tmp_path / "src" / "dicom"

@@ -93,7 +93,7 @@ def test_training_resumes_at_the_next_epoch_with_optimizer_state(tiny_phantom, t
 def test_data_loaders_follow_the_device_and_train_with_worker_processes(tiny_phantom, tmp_path):
     """No workers on a CPU; on CUDA workers, pinned memory, prefetch (the same settings run here with
     2 worker processes and without pinning, which needs a GPU)."""
-    from kneeseg.engines import loader_workers
+    from kneeseg.execution import loader_workers
 
     assert loader_workers("cpu") == 0
     assert loader_workers("cuda:0") == max(0, min(4, len(os.sched_getaffinity(0)) - 1))

@@ -10,7 +10,7 @@ from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
 from bundle_helpers import CONFIGS, TRAIN_CONFIGS, make_tiny_phantom, tiny_overrides
-from kneeseg.engines import lr_scheduler
+from kneeseg.execution import lr_scheduler
 from kneeseg.handlers import EarlyStopping, ScheduleStepper, read_stop_record
 
 

@@ -102,7 +102,7 @@ def test_grad_scaler_skips_the_step_of_an_overflowing_batch():
     from monai.data import DataLoader
     from monai.engines import SupervisedTrainer
 
-    from kneeseg.engines import AmpPolicy, AutocastInferer
+    from kneeseg.execution import AmpPolicy, AutocastInferer
     from kneeseg.networks import build_network
 
     torch.manual_seed(0)

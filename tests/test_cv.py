@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kneeseg.bench.cv import CVConfig, cv_folds, fold_datalist
-from kneeseg.bench.stats import holm
+from kneeseg.experiments.cv import CVConfig, cv_folds, fold_datalist
+from kneeseg.experiments.stats import holm
 from kneeseg.cli import main as cli_main
 from kneeseg.data.splits import ManifestError, assign_folds
 
@@ -140,9 +140,9 @@ def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
     model = (cut / "models" / "model.pt").read_bytes()
     (cut / "run.json").unlink()
     lines: list[str] = []
-    from kneeseg.bench.cv import run_fold
+    from kneeseg.experiments.cv import run_fold
 
-    from kneeseg.bench.table1 import quick_config
+    from kneeseg.experiments.table1 import quick_config
 
     quick = quick_config(out)  # what `--quick --cv 2` runs
     cfg = CVConfig(out=out, k=2, methods=quick.methods, seed=0, preset=quick.preset, data=quick.data,

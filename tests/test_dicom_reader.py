@@ -50,7 +50,7 @@ def test_load_image_dess_folder(shared_data: Path):
 def test_load_imaged_picks_an_echo(shared_data: Path):
     folder = shared_data / "dicom" / "knee-mese-t2"
     # the dotted-name form is what a bundle config uses; extra kwargs go to the reader
-    loader = LoadImaged(keys="image", reader="kneeseg.data.dicom_reader.KneeDicomReader", echo=2, ensure_channel_first=True)
+    loader = LoadImaged(keys="image", reader="kneeseg.data.dicom.monai_reader.KneeDicomReader", echo=2, ensure_channel_first=True)
     out = loader({"image": folder})
     img = out["image"]
     assert tuple(img.shape) == (1, 256, 256, 24)

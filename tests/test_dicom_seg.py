@@ -22,7 +22,7 @@ from kneeseg.data.dicom.volume import SeriesVolume
 
 import highdicom as hd  # noqa: E402  (the dicom-seg extra)
 
-from kneeseg.data.phantom import PHANTOM_LABELS, generate_phantom  # noqa: E402
+from kneeseg.phantom import PHANTOM_LABELS, generate_phantom  # noqa: E402
 from kneeseg.inference.dicom_seg import (  # noqa: E402
     dciodvfy_messages,
     segment_descriptions,

@@ -103,7 +103,7 @@ def test_bundle_evaluate_takes_models_fold_star_as_the_ensemble(tmp_path):
     mean softmax), while a ``ckpt_dir`` holding one ``model.pt`` evaluates that model alone."""
     import csv
 
-    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.phantom import generate_phantom
     from kneeseg.workflows import run_workflow
 
     folds = tmp_path / "models"

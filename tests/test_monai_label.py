@@ -113,7 +113,7 @@ def monai_label_venv() -> Path:
 @pytest.fixture(scope="module")
 def label_server(monai_label_venv: Path, phantom_model: Path, tmp_path_factory: pytest.TempPathFactory):
     """A running server; yields a dict with the server, the studies and the phantom truth."""
-    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.phantom import generate_phantom
 
     venv = monai_label_venv
     root = tmp_path_factory.mktemp("monai_label")

@@ -21,7 +21,8 @@ import torch
 from monai.data import MetaTensor
 
 from inference_helpers import SAGITTAL_LAYOUTS, dice, untrained_model, write_oriented_series
-from kneeseg.data import discover_series, generate_phantom, load_volume
+from kneeseg.data import discover_series, load_volume
+from kneeseg.phantom import generate_phantom
 from kneeseg.data.orientation import (
     STANDARD_DISPLAY,
     AxisMap,

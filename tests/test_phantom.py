@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from kneeseg.data.phantom import PHANTOM_LABELS, generate_phantom, render_case
+from kneeseg.phantom import PHANTOM_LABELS, generate_phantom, render_case
 
 SHAPE = (96, 96, 20)  # columns, rows, slices: small and fast, same anatomy as the default
 CASES = 3

@@ -1,4 +1,4 @@
-"""The inference runtimes and ``auto``'s choice between them (kneeseg.engines.runtime)."""
+"""The inference runtimes and ``auto``'s choice between them (kneeseg.execution.runtimes)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from kneeseg.engines import RuntimeInferer, SliceOrSimpleInferer, cpu_supports_bf16
-from kneeseg.engines import runtime as rt
+from kneeseg.execution import RuntimeInferer, SliceOrSimpleInferer, cpu_supports_bf16
+from kneeseg.execution import runtimes as rt
 from kneeseg.networks import build_network
 
 pytest.importorskip("onnxruntime")
@@ -24,7 +24,7 @@ def _net(seed: int = 0) -> torch.nn.Module:
 
 def test_auto_on_a_cpu_without_native_bf16_is_onnx():
     """``ATEN_CPU_CAPABILITY=avx2`` makes any x86 CPU one without native bf16: auto takes ONNX Runtime."""
-    code = ("import json; from kneeseg.engines.runtime import choose_runtime; "
+    code = ("import json; from kneeseg.execution.runtimes import choose_runtime; "
             "c = choose_runtime('auto', 'cpu'); print(json.dumps([c.name, c.reason]))")  # fmt: skip
     env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -10,9 +10,9 @@ import torch
 
 import pytest
 
-from kneeseg.bench.report import load_paper_table, markdown
-from kneeseg.bench.stats import paired_comparison
-from kneeseg.bench.table1 import quick_config, run_ablations
+from kneeseg.experiments.report import load_paper_table, markdown
+from kneeseg.experiments.stats import paired_comparison
+from kneeseg.experiments.table1 import quick_config, run_ablations
 from kneeseg.cli import main as cli_main
 
 
@@ -74,7 +74,7 @@ def test_paired_comparison_statistics():
 
 def test_bootstrap_ci_is_the_hand_percentile_bootstrap():
     """scipy's resamples with ``np.percentile`` give the earlier hand bootstrap's interval bit for bit."""
-    from kneeseg.bench.stats import bootstrap_ci
+    from kneeseg.experiments.stats import bootstrap_ci
 
     rng = np.random.default_rng(3)
     for n, seed, n_boot in ((2, 0, 10000), (9, 1, 10000), (30, 7, 500)):
@@ -86,7 +86,7 @@ def test_bootstrap_ci_is_the_hand_percentile_bootstrap():
 def test_per_case_tables_over_seeds(tmp_path):
     """The runs' per-case values as written, cases averaged over seeds with np.mean (pandas' own mean
     of 0.2, 0.7, 0.6 is 0.49999999999999994)."""
-    from kneeseg.bench.report import per_case, write_per_case
+    from kneeseg.experiments.report import per_case, write_per_case
 
     for seed, dice, hd95 in ((0, "0.2", "3.5"), (1, "0.7", ""), (2, "0.6", "4.5")):
         path = tmp_path / "runs" / "unet" / f"seed{seed}" / "eval" / "metrics_per_case.csv"
@@ -121,8 +121,8 @@ def test_paper_table_is_shown_beside_and_checked(tmp_path):
 
 
 def test_hd95_skipping_a_missed_image_is_counted_and_cannot_win(tmp_path):
-    from kneeseg.bench.report import best_per_metric
-    from kneeseg.bench.report import hd95_undefined as _hd95_undefined
+    from kneeseg.experiments.report import best_per_metric
+    from kneeseg.experiments.report import hd95_undefined as _hd95_undefined
 
     for method, hd in (("unet", ["4.0", "6.0"]), ("att_unet", ["1.0", "nan"])):
         path = tmp_path / "runs" / method / "seed0" / "eval" / "metrics_summary.json"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bundle_helpers import CONFIGS, TINY, tiny_overrides
-from kneeseg.data.phantom import generate_phantom
+from kneeseg.phantom import generate_phantom
 from kneeseg.transforms import SampleSlicesd, eval_transforms, train_transforms
 
 
@@ -165,7 +165,7 @@ def test_train_json_defaults_match_inference_json():
 
 def test_auto_inference_chain_serves_2d_images_and_volumes(volumes):
     """One inference chain (spatial_dims="auto") for PNG slices and NIfTI volumes, inverted back."""
-    from kneeseg.engines import SliceOrSimpleInferer
+    from kneeseg.execution import SliceOrSimpleInferer
     from kneeseg.networks import build_network
     from kneeseg.transforms import infer_transforms, post_transforms
 

@@ -3,7 +3,7 @@
 The CSV has one row per method, fold and case (``method, fold, case, loss, mae, f1, dice, hd95``
 and ``dice_grid``), as ``kneeseg bench table1 --cv K`` writes it and as shipped in
 ``docs/results/cv/``. This script rebuilds the table with the same functions the CV uses
-(``kneeseg.bench.cv_report``: means over cases and folds, per-case and per-fold paired
+(``kneeseg.experiments.cv_report``: means over cases and folds, per-case and per-fold paired
 comparisons against the reference, Holm's correction) and prints the Markdown, so a reader can
 check the published table without the runs::
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kneeseg.bench.cv_report import cv_markdown, cv_statistics
-from kneeseg.bench.protocol import REFERENCE
+from kneeseg.experiments.cv_report import cv_markdown, cv_statistics
+from kneeseg.experiments.protocol import REFERENCE
 
 
 def recompute(csv_path: Path, reference: str = REFERENCE, runs_csv: Path | None = None) -> dict:

@@ -3,7 +3,7 @@
     python docs/scripts/data_figures.py                 # both figures -> docs/figures/
     python docs/scripts/data_figures.py --round-trip    # also print the ACL round-trip Dice table
 
-1. ``phantom_slices.png``: a small phantom generated with :func:`kneeseg.data.generate_phantom`
+1. ``phantom_slices.png``: a small phantom generated with :func:`kneeseg.phantom.generate_phantom`
    in a temporary folder, read back from its DICOM series (:func:`kneeseg.data.load_series`)
    and label NIfTI files, shown as sagittal slices with the label overlay.
 2. ``preprocessing_real_case.png``: one real Knee MRI ACL Dataset case (CEMRR/Knee-ACL-Tear-
@@ -38,7 +38,8 @@ from PIL import Image  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from kneeseg.data import PHANTOM_LABELS, generate_phantom, load_series  # noqa: E402
+from kneeseg.data import load_series  # noqa: E402
+from kneeseg.phantom import PHANTOM_LABELS, generate_phantom  # noqa: E402
 from kneeseg.transforms import HistogramEqualized, eval_transforms, load_label  # noqa: E402
 
 # MONAI logs "nvImageCodec is not available" for every LoadImaged it builds on a CPU machine

@@ -1,5 +1,5 @@
-"""Finding and describing data: DICOM series discovery and reading, 2D/NIfTI inputs,
-manifests, and the synthetic knee phantom.
+"""Finding and describing data: DICOM series discovery and reading, 2D/NIfTI inputs and
+manifests (the synthetic knee phantom is :mod:`kneeseg.phantom`).
 
 Attributes are imported lazily so that the pure-DICOM part (the ``kneeseg.data.dicom`` package)
 works without torch or MONAI installed (e.g. in a MONAI Label environment pinned to pydicom 2.4).
@@ -39,15 +39,8 @@ _EXPORTS = {
     "series_skip_reason": "kneeseg.data.series_kind",
     # MONAI reader
     "KneeDicomReader": "kneeseg.data.dicom.monai_reader",
-    # synthetic knee phantom
-    "PHANTOM_LABELS": "kneeseg.data.phantom",
-    "PhantomCase": "kneeseg.data.phantom",
-    "generate_phantom": "kneeseg.data.phantom",
-    "render_case": "kneeseg.data.phantom",
-    "write_dicom_series": "kneeseg.data.phantom",
-    "write_case_nifti": "kneeseg.data.phantom",
+    # NIfTI writing
     "write_nifti": "kneeseg.data.nifti",
-    "write_png_slices": "kneeseg.data.phantom",
     # manifests
     "ManifestError": "kneeseg.data.manifest",
     "build_manifest": "kneeseg.data.manifest",

@@ -21,7 +21,7 @@ _EXPORTS = {
     "SliceSegmenter": "kneeseg.inference.segmenter",
     "load_segmenter": "kneeseg.inference.segmenter",
     "Prediction": "kneeseg.inference.segmenter",
-    "RUNTIMES": "kneeseg.engines.choices",
+    "RUNTIMES": "kneeseg.execution.choices",
     "bundle_settings": "kneeseg.inference.definition",
     "QCResult": "kneeseg.inference.qc",
     "quality_check": "kneeseg.inference.qc",

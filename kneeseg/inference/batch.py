@@ -26,14 +26,13 @@ manifest. All ranks must see the same output folder (a shared file system across
 
 This module runs a batch (:func:`predict_folder`: the loader, inference and writer threads, the
 sharding); its parts live in :mod:`kneeseg.inference.planning` (step 2, work items),
-:mod:`kneeseg.inference.outputs` (step 4, a series' files) and :mod:`kneeseg.inference.results`
-(``manifest.csv`` and the records).
+:mod:`kneeseg.inference.outputs` (step 4, a series' files), :mod:`kneeseg.inference.results`
+(``manifest.csv`` and the records) and :mod:`kneeseg.inference.distributed` (the torchrun group).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import logging
 import os
 import queue
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from kneeseg.files import PathLike
+from kneeseg.inference.distributed import barrier, broadcast, dist_context
 from kneeseg.inference.outputs import (
     FORMATS,
     check_writable,
@@ -91,39 +91,6 @@ class BatchResult:
         return 1 if self.failed or self.manifest_error else 0
 
 
-# ============================================================================ distributed
-
-
-def _dist_context() -> tuple[int, int, bool]:
-    """``(rank, world_size, initialised_here)``; initialises a gloo group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    dist.init_process_group("gloo", timeout=_dt.timedelta(hours=24))
-    return dist.get_rank(), dist.get_world_size(), True
-
-
-def _broadcast(obj: Any, world: int) -> Any:
-    if world <= 1:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 # ============================================================================ the run
 
 
@@ -157,7 +124,7 @@ def predict_folder(
         bundle, ckpt, preset, overrides: the model (see :func:`~kneeseg.inference.segmenter.load_segmenter`;
             several checkpoints make a fold ensemble).
         runtime: ``auto`` (default: the fastest exact runtime this machine has, see
-            :func:`kneeseg.engines.runtime.choose_runtime`), ``eager``, ``bf16`` or ``onnx``. The
+            :func:`kneeseg.execution.runtimes.choose_runtime`), ``eager``, ``bf16`` or ``onnx``. The
             resolved runtime is printed once and is each row's ``runtime``.
         device: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda[:i]`` (under torchrun
             with CUDA, rank r uses ``cuda:<local rank>``).
@@ -188,7 +155,7 @@ def predict_folder(
         raise FileNotFoundError(f"input not found: {root}")
     model = load_model(bundle, ckpt, preset=preset, overrides=overrides)
     started = time.perf_counter()
-    rank, world, own_group = _dist_context()
+    rank, world, own_group = dist_context()
     try:
         if device == "auto":  # the GPU when there is one, as nnU-Net and TotalSegmentator choose
             import torch
@@ -218,7 +185,7 @@ def predict_folder(
                 say(f"{tag}no files under {root}: nothing to segment")
             else:
                 say(f"{tag}discovery took {time.perf_counter() - t_discover:.1f} s")
-        items = _broadcast(items, world)
+        items = broadcast(items, world)
         assert items is not None
         columns = manifest_columns(settings["class_names"])
         mine = [it for i, it in enumerate(items) if i % world == rank]
@@ -238,7 +205,7 @@ def predict_folder(
                 interrupted, resumed = True, 0
         segmenter.close()
         if not interrupted:
-            _barrier(world)
+            barrier(world)
         rows = collect_rows(out, items, produced, missing="interrupted" if interrupted else None)
         manifest = out / RESULTS_CSV
         manifest_error = ""
@@ -249,7 +216,7 @@ def predict_folder(
                 manifest_error = f"could not write {manifest}: {exc.strerror or exc} (rerun to write it from the records)"
                 say(f"{tag}error: {manifest_error}")
         if not interrupted:
-            _barrier(world)
+            barrier(world)
         counts: dict[str, int] = {}
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1

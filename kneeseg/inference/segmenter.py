@@ -8,7 +8,7 @@
   the MONAI transforms call, here on all slices of the series at once and on the inference device
   (a CUDA GPU preprocesses on itself);
 - the network sees batches of slices under one of three runtimes
-  (:mod:`kneeseg.engines.runtime`): ``eager`` (fp32 PyTorch), ``bf16`` (autocast +
+  (:mod:`kneeseg.execution.runtimes`): ``eager`` (fp32 PyTorch), ``bf16`` (autocast +
   channels_last) or ``onnx`` (ONNX Runtime); ``auto`` (the default) picks one from what this
   machine can do;
 - each batch's probabilities are cropped, resized back and turned into labels right away, so
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from kneeseg.data.orientation import AxisMap, map_volume
-from kneeseg.engines.runtime import NetworkRunner, RuntimeChoice, ensemble_runners
+from kneeseg.execution.runtimes import NetworkRunner, RuntimeChoice, ensemble_runners
 from kneeseg.files import PathLike
 from kneeseg.inference.definition import bundle_settings, load_networks
 from kneeseg.networks.ensemble import mean_softmax
@@ -94,8 +94,8 @@ class SliceSegmenter:
             list of such networks: a fold ensemble, whose softmax outputs are averaged before
             the argmax (time and ONNX exports grow with the number of members).
         spatial_size: ``N`` of the bundle (longest in-plane side after resize; padded square).
-        runtime: one of :data:`~kneeseg.engines.runtime.RUNTIMES` (``auto``: see
-            :func:`kneeseg.engines.runtime.choose_runtime`); the resolved one is
+        runtime: one of :data:`~kneeseg.execution.runtimes.RUNTIMES` (``auto``: see
+            :func:`kneeseg.execution.runtimes.choose_runtime`); the resolved one is
             :attr:`runtime`, with its reason in :attr:`runtime_choice`.
         device: torch device for ``eager``/``bf16`` (``onnx`` uses the CUDA provider when the
             device is CUDA and onnxruntime has it, else the CPU provider).

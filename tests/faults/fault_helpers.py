@@ -26,7 +26,7 @@ PHANTOM = {"cases": 3, "seed": 31, "shape": (48, 48, 8)}
 
 def make_tree(root: Path) -> Path:
     """Three small phantom DICOM series (one patient each); returns the folder to segment."""
-    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.phantom import generate_phantom
 
     generate_phantom(root / "src", png=False, **PHANTOM)
     return root / "src" / "dicom"

@@ -14,7 +14,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from bundle_helpers import CONFIGS, TRAIN_CONFIGS, tiny_overrides
-from kneeseg.data import generate_phantom
+from kneeseg.phantom import generate_phantom
 from kneeseg.handlers import BestCheckpointSaver, LastCheckpointSaver, ResumeFromCheckpoint
 from kneeseg.atomic import is_temporary_of
 

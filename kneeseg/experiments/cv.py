@@ -8,7 +8,7 @@ bundle's ``training`` workflow trains on the other folds, picks its checkpoint o
 patient-grouped validation part of them (1/8 of their patients), and the ``evaluating`` workflow
 predicts the fold itself. Only ``network_name`` differs between methods; the preset (default:
 the bundle's ``cpu`` preset) and the data config are the bundle's, and every run trains under the
-same convergence rule (:data:`~kneeseg.bench.protocol.CONVERGENCE_RULE`: early stopping on the
+same convergence rule (:data:`~kneeseg.experiments.protocol.CONVERGENCE_RULE`: early stopping on the
 inner-validation Dice under an epoch cap; ``runs.csv`` says why each run stopped). Evaluation is at
 each image's own resolution (the bundle's ``metrics_per_case.csv``), with the network grid's Dice
 beside it. One training seed per fold. Runs are resumable per (method, fold): a run whose
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from kneeseg.atomic import atomic_write_text
-from kneeseg.bench.runs import best_val, environment, say
-from kneeseg.bench.protocol import (
+from kneeseg.experiments.runs import best_val, environment, say
+from kneeseg.experiments.protocol import (
     ABLATIONS,
     CONVERGENCE_RULE,
     EXTRA_PEERS,
@@ -58,7 +58,7 @@ RUN_COLUMNS = ["method", "fold", "dice", "val_f1", "epoch", "stop_reason", "epoc
 @dataclass
 class CVConfig:
     """What ``--cv`` runs. Every run gets the preset, then the convergence rule
-    (:data:`~kneeseg.bench.protocol.CONVERGENCE_RULE`, unless ``rule`` is false: the preset's own
+    (:data:`~kneeseg.experiments.protocol.CONVERGENCE_RULE`, unless ``rule`` is false: the preset's own
     fixed epochs), then ``overrides``."""
 
     out: Path
@@ -211,7 +211,7 @@ def case_metrics(path: Path) -> Any:
     reader of those files here."""
     import pandas as pd
 
-    from kneeseg.bench.report import short_case
+    from kneeseg.experiments.report import short_case
 
     frame = pd.read_csv(path)
     frame = frame.assign(case=frame["case_id"].astype(str).map(short_case))[["case", *CV_METRICS]]
@@ -246,7 +246,7 @@ def oof_table(cfg: CVConfig, methods: Sequence[str]) -> Any:
 def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """Write the out-of-fold tables, statistics and plots; returns the table as a dict."""
-    from kneeseg.bench.cv_report import (
+    from kneeseg.experiments.cv_report import (
         cv_markdown,
         cv_statistics,
         plot_fold_boxes,
@@ -277,7 +277,7 @@ def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping
 
 
 def _case_name(entry: Mapping[str, Any]) -> str:
-    from kneeseg.bench.report import short_case
+    from kneeseg.experiments.report import short_case
 
     return short_case(str(entry.get("label") or entry["image"]))
 

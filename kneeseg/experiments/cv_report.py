@@ -1,10 +1,10 @@
 """The cross-validated Table 1 report: statistics over out-of-fold cases, the Markdown table, the plots.
 
-Input is the out-of-fold table of :func:`kneeseg.bench.cv.oof_table` (one row per method and
+Input is the out-of-fold table of :func:`kneeseg.experiments.cv.oof_table` (one row per method and
 case; metrics at each image's own resolution, and the network grid's Dice as ``dice_grid``). Per
 method: mean +- sd over cases and over folds (of the fold means) of the paper's metrics (loss
 rate as cross-entropy, MAE, F1) and Dice / HD95; against the reference, at two levels
-(:mod:`kneeseg.bench.stats`): per case (paired differences, bootstrap 95 % CI, Wilcoxon
+(:mod:`kneeseg.experiments.stats`): per case (paired differences, bootstrap 95 % CI, Wilcoxon
 signed-rank p, Holm-corrected across the methods) and per fold (the 5 fold means as the
 replicates: mean difference, t-based CI, paired t-test p Holm-corrected, exact Wilcoxon p).
 Every number can be recomputed from ``oof_per_case.csv`` alone (``docs/scripts/cv_recompute.py``).
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes, atomic_write_text
-from kneeseg.bench.plots import figure_bytes
-from kneeseg.bench.stats import fold_level_comparison, holm, mean_sd, paired_comparison
+from kneeseg.experiments.plots import figure_bytes
+from kneeseg.experiments.stats import fold_level_comparison, holm, mean_sd, paired_comparison
 
 __all__ = ["cv_markdown", "cv_statistics", "plot_fold_boxes", "plot_paired_dots", "write_csv"]
 
@@ -70,41 +70,36 @@ def cv_statistics(table: Any, methods: Sequence[str], reference: str, all_cases:
         out["methods"][m] = entry
     if reference not in methods:
         return out
-    for metric, higher in PAIRED_METRICS.items():
-        ref = _values(table, reference, metric)
-        rows = []
-        for m in methods:
-            if m == reference:
-                continue
-            p = paired_comparison(ref, _values(table, m, metric))
-            p["method"] = m
-            rows.append(p)
-        for p, adj in zip(rows, holm([p["wilcoxon_p"] for p in rows])):
-            p["holm_p"] = adj
-            # the reference is better when the method's difference points the wrong way, significantly
-            worse = p["mean_diff"] < 0 if higher else p["mean_diff"] > 0
-            p["verdict"] = ("n/a" if math.isnan(adj) else
-                            f"{reference} better" if adj < 0.05 and worse else
-                            f"{p['method']} better" if adj < 0.05 else "no significant difference")  # fmt: skip
-        out["paired"][metric] = rows
-    out["fold_level"] = {}
-    for metric, higher in PAIRED_METRICS.items():
-        ref = _fold_means(table, reference, metric)
-        rows = []
-        for m in methods:
-            if m == reference:
-                continue
-            p = fold_level_comparison(ref, _fold_means(table, m, metric))
-            p["method"] = m
-            rows.append(p)
-        for p, adj in zip(rows, holm([p["t_p"] for p in rows])):
-            p["holm_t_p"] = adj
-            worse = p["mean_diff"] < 0 if higher else p["mean_diff"] > 0
-            p["verdict"] = ("n/a" if math.isnan(adj) else
-                            f"{reference} better" if adj < 0.05 and worse else
-                            f"{p['method']} better" if adj < 0.05 else "no significant difference")  # fmt: skip
-        out["fold_level"][metric] = rows
+    out["paired"] = {metric: _against_reference(lambda m: _values(table, m, metric), paired_comparison, "wilcoxon_p",
+                                                "holm_p", methods, reference, higher)
+                     for metric, higher in PAIRED_METRICS.items()}  # fmt: skip
+    out["fold_level"] = {metric: _against_reference(lambda m: _fold_means(table, m, metric), fold_level_comparison,
+                                                    "t_p", "holm_t_p", methods, reference, higher)
+                         for metric, higher in PAIRED_METRICS.items()}  # fmt: skip
     return out
+
+
+def _against_reference(
+    values_of: Any, compare: Any, p_key: str, adjusted_key: str, methods: Sequence[str], reference: str, higher: bool
+) -> list[dict[str, Any]]:
+    """Every method but ``reference`` compared with it (``compare(reference's values, method's)``), the
+    ``p_key`` p-values Holm-corrected across the methods (``adjusted_key``), and a verdict each: the
+    reference is better when a method's difference points the wrong way, significantly."""
+    ref = values_of(reference)
+    rows = []
+    for m in methods:
+        if m == reference:
+            continue
+        p = compare(ref, values_of(m))
+        p["method"] = m
+        rows.append(p)
+    for p, adj in zip(rows, holm([p[p_key] for p in rows])):
+        p[adjusted_key] = adj
+        worse = p["mean_diff"] < 0 if higher else p["mean_diff"] > 0
+        p["verdict"] = ("n/a" if math.isnan(adj) else
+                        f"{reference} better" if adj < 0.05 and worse else
+                        f"{p['method']} better" if adj < 0.05 else "no significant difference")  # fmt: skip
+    return rows
 
 
 def _fold_means(table: Any, method: str, metric: str) -> dict[int, float]:

@@ -83,7 +83,7 @@ class AmpPolicy:
 
     @classmethod
     def resolve(cls, amp: str | bool | None = "auto", device: str | torch.device | None = None) -> AmpPolicy:
-        """Alias of :py:func:`resolve_amp` for bundle configs (``"_target_": "kneeseg.engines.AmpPolicy.resolve"``)."""
+        """Alias of :py:func:`resolve_amp` for bundle configs (``"_target_": "kneeseg.execution.AmpPolicy.resolve"``)."""
         return resolve_amp(amp, device)
 
 

@@ -1,13 +1,13 @@
-"""``kneeseg bench``: the command line of the paper's experiments, one sub-command each
-(``benchmarks/table1.py`` runs the same).
+"""``kneeseg bench``: the command line of the paper's experiments (:mod:`kneeseg.experiments`), one
+sub-command each. (``benchmarks/`` holds speed and memory measurements, not these.)
 
     kneeseg bench table1 [--methods ...] [--seeds ...]       every method x seed, Table-1 style
     kneeseg bench cv [--folds K] [--methods ...]             K-fold cross-validation, convergence rule
     kneeseg bench ablations                                  the reference once per ablation variant
 
-It only reads options and calls the runners: :func:`kneeseg.bench.table1.run_table1`,
-:func:`kneeseg.bench.cv.run_cv` (then :func:`kneeseg.bench.cv_ensemble.ensemble_gain` when a part is
-kept out of the folds), :func:`kneeseg.bench.table1.run_ablations`. ``table1 --cv K`` and
+It only reads options and calls the runners: :func:`kneeseg.experiments.table1.run_table1`,
+:func:`kneeseg.experiments.cv.run_cv` (then :func:`kneeseg.experiments.cv_ensemble.ensemble_gain` when a part is
+kept out of the folds), :func:`kneeseg.experiments.table1.run_ablations`. ``table1 --cv K`` and
 ``table1 --ablations`` are the other two sub-commands under their earlier spelling.
 """
 
@@ -17,9 +17,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kneeseg.bench.protocol import ABLATIONS, EXTRA_PEERS, PAPER_METHODS, REFERENCE
+from kneeseg.experiments.protocol import ABLATIONS, EXTRA_PEERS, PAPER_METHODS, REFERENCE
 
-__all__ = ["add_commands", "main"]
+__all__ = ["add_commands", "run"]
 
 
 def _common(p: argparse.ArgumentParser, out: str, seeds: str) -> None:
@@ -47,7 +47,7 @@ def _cv_options(p: argparse.ArgumentParser, folds_flag: str) -> None:
                        help="the same as 'kneeseg bench cv --folds K': patient-grouped K-fold cross-validation at the "
                             "preset under the convergence rule (early stopping, no table1 protocol overrides): every "
                             "case predicted once out of fold, metrics at native resolution; per-case and per-fold "
-                            "paired statistics (kneeseg.bench.cv); --seeds' first is the fold seed")  # fmt: skip
+                            "paired statistics (kneeseg.experiments.cv); --seeds' first is the fold seed")  # fmt: skip
     def names(name: str) -> list[str]:  # `cv --budget`, `table1 --cv-budget`: each also takes the other
         short, long = f"--{name}", f"--cv-{name}"
         return [short, long] if folds_flag == "--folds" else [long, short]
@@ -66,7 +66,7 @@ def add_commands(bench: argparse.ArgumentParser) -> None:
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
     t1 = sub.add_parser("table1", help="train and evaluate every method x seed through the bundle; Table-1 style results",
                         description="The paper's Table 1: every method x seed trained and evaluated through the bundle "
-                                    "(kneeseg.bench.table1).")  # fmt: skip
+                                    "(kneeseg.experiments.table1).")  # fmt: skip
     _common(t1, "out/table1", "all")
     t1.add_argument("--paper-table", type=Path, default=None,
                     help="JSON with the paper's Table 1, shown beside ours (default: none)")  # fmt: skip
@@ -77,12 +77,12 @@ def add_commands(bench: argparse.ArgumentParser) -> None:
     cv = sub.add_parser("cv", help="K-fold cross-validation of the methods under the convergence rule",
                         description="Patient-grouped K-fold cross-validation under the convergence rule: every case "
                                     "predicted once out of fold, metrics at native resolution, per-case and per-fold "
-                                    "paired statistics (kneeseg.bench.cv).")  # fmt: skip
+                                    "paired statistics (kneeseg.experiments.cv).")  # fmt: skip
     _common(cv, "out/cv", "fold seed: the split and every run's training seed (default: 0; the first is used)")
     _cv_options(cv, "--folds")
     cv.set_defaults(handler=run, paper_table=None, ablations=False)
     ab = sub.add_parser("ablations", help=f"{REFERENCE} once per ablation variant (loss, augmentation, size, schedule)",
-                        description=f"{REFERENCE} trained once per variant in ABLATION_VARIANTS (kneeseg.bench.table1).")
+                        description=f"{REFERENCE} trained once per variant in ABLATION_VARIANTS (kneeseg.experiments.table1).")
     _common(ab, "out/table1", "training seed (default: 0)")
     ab.set_defaults(handler=run, paper_table=None, ablations=True, cv=0)
 
@@ -91,13 +91,13 @@ def run(args: argparse.Namespace) -> int:
     """Run the sub-command ``args`` describes; 0 when it finished."""
     # the runners import numpy, matplotlib and (in the runs) torch and MONAI: only once a command runs,
     # so that --help answers at once
-    from kneeseg.bench.protocol import PROTOCOL, Table1Config
-    from kneeseg.bench.table1 import quick_config, run_ablations, run_table1
+    from kneeseg.experiments.protocol import PROTOCOL, Table1Config
+    from kneeseg.experiments.table1 import quick_config, run_ablations, run_table1
     from kneeseg.workflows import parse_overrides
 
     if getattr(args, "cv", 0):
-        from kneeseg.bench.cv import CVConfig, run_cv
-        from kneeseg.bench.cv_ensemble import ensemble_gain
+        from kneeseg.experiments.cv import CVConfig, run_cv
+        from kneeseg.experiments.cv_ensemble import ensemble_gain
 
         common: dict[str, Any] = dict(out=args.out, k=args.cv, seed=args.seeds[0], exclude=args.cv_exclude,
                                       budget_h=args.cv_budget)  # fmt: skip
@@ -131,21 +131,3 @@ def run(args: argparse.Namespace) -> int:
     run_table1(cfg)
     print(f"wrote {cfg.out / 'table1.md'}, {cfg.out / 'runs.csv'}, {cfg.out / 'paired.csv'}, PNG plots")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``kneeseg bench`` on its own (``benchmarks/table1.py``): ``argv`` starts with the sub-command;
-    without one, ``table1`` is meant."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("table1", "cv", "ablations", "-h", "--help"):
-        argv = ["table1", *argv]
-    parser = argparse.ArgumentParser(prog="kneeseg bench", description="Reproduce the paper's experiments.")
-    add_commands(parser)
-    args = parser.parse_args(argv)
-    return int(args.handler(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -35,29 +35,29 @@ voxel axis points superior), and the affine derived from the DICOM geometry (LPS
 the first two world axes): the NIfTI files equal ``dcm2niix``'s conversion of the DICOM series
 in values and affine. Everything is deterministic in ``(seed, case)``.
 
-Modules: :mod:`~kneeseg.data.phantom.case` (label ids, defaults, geometry, :class:`PhantomCase`),
-:mod:`~kneeseg.data.phantom.anatomy` (distance fields, case parameters),
-:mod:`~kneeseg.data.phantom.render` (:func:`render_case`), :mod:`~kneeseg.data.phantom.dicom_writer`
-(:func:`write_dicom_series`), :mod:`~kneeseg.data.phantom.dataset` (:func:`generate_phantom`, NIfTI
+Modules: :mod:`~kneeseg.phantom.case` (label ids, defaults, geometry, :class:`PhantomCase`),
+:mod:`~kneeseg.phantom.anatomy` (distance fields, case parameters),
+:mod:`~kneeseg.phantom.render` (:func:`render_case`), :mod:`~kneeseg.phantom.dicom_writer`
+(:func:`write_dicom_series`), :mod:`~kneeseg.phantom.dataset` (:func:`generate_phantom`, NIfTI
 and PNG writers, datalists). This package only re-exports their public names.
 """
 
 from __future__ import annotations
 
-from kneeseg.data.phantom.case import (
+from kneeseg.phantom.case import (
     DEFAULT_FOV_MM,
     DEFAULT_SHAPE,
     PHANTOM_LABELS,
     PNG_ORIENTATION,
     PhantomCase,
 )
-from kneeseg.data.phantom.dataset import (
+from kneeseg.phantom.dataset import (
     generate_phantom,
     write_case_nifti,
     write_png_slices,
 )
-from kneeseg.data.phantom.dicom_writer import write_dicom_series
-from kneeseg.data.phantom.render import render_case
+from kneeseg.phantom.dicom_writer import write_dicom_series
+from kneeseg.phantom.render import render_case
 
 __all__ = [
     "DEFAULT_FOV_MM",

@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes
-from kneeseg.bench.protocol import (
+from kneeseg.experiments.protocol import (
     REFERENCE,
     Table1Config,
     bundle_parser,
     run_dirs,
     split_overrides,
 )
-from kneeseg.bench.report import per_case, short_case
+from kneeseg.experiments.report import per_case, short_case
 
 __all__ = ["plot_bars", "plot_curves", "plot_overlays"]
 

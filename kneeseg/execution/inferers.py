@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 from monai.inferers import Inferer, SimpleInferer, SliceInferer
 
-from kneeseg.engines.amp import AmpPolicy, resolve_amp
-from kneeseg.engines.runtime import NetworkRunner
+from kneeseg.execution.precision import AmpPolicy, resolve_amp
+from kneeseg.execution.runtimes import NetworkRunner
 
 __all__ = ["AutocastInferer", "RuntimeInferer", "SliceOrSimpleInferer"]
 
@@ -72,7 +72,7 @@ class RuntimeInferer(Inferer):
     The bundle's ``inference.json`` uses it so that ``python -m monai.bundle run`` and
     ``kneeseg infer-datalist`` run the network the way ``kneeseg infer`` does: ``runtime``
     ``auto`` (default), ``eager``, ``bf16`` or ``onnx``, resolved by
-    :func:`kneeseg.engines.runtime.choose_runtime` on the first call (when the checkpoint's
+    :func:`kneeseg.execution.runtimes.choose_runtime` on the first call (when the checkpoint's
     weights are loaded) and logged once. The ONNX export is redone only if the weights change.
 
     Args:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kneeseg.atomic import atomic_write_text
-from kneeseg.bench.protocol import REFERENCE, run_dirs
+from kneeseg.experiments.protocol import REFERENCE, run_dirs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,7 +124,7 @@ def write_runs_csv(out: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def write_paired_csv(out: Path, paired: Sequence[Mapping[str, Any]]) -> None:
-    """``paired.csv``: the paired comparisons against the reference (see :func:`kneeseg.bench.stats.paired_comparison`)."""
+    """``paired.csv``: the paired comparisons against the reference (see :func:`kneeseg.experiments.stats.paired_comparison`)."""
     lines = ["method,n,mean_dice_diff,ci_low,ci_high,wilcoxon_p"]
     lines += [f"{p['method']},{p['n']},{p['mean_diff']:.4f},{p['ci_low']:.4f},{p['ci_high']:.4f},{p['wilcoxon_p']:.4g}" for p in paired]
     atomic_write_text(out / "paired.csv", "\n".join(lines) + "\n")

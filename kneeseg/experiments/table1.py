@@ -1,6 +1,6 @@
 """The paper's Table 1 under one protocol: every method trained and evaluated through the bundle.
 
-``kneeseg bench table1`` (and ``benchmarks/table1.py``) trains each method for each seed with
+``kneeseg bench table1`` trains each method for each seed with
 the bundle's ``training`` workflow (only ``network_name`` and ``seed`` differ between runs:
 same preset, data config, split, preprocessing, optimizer recipe, epochs and input size),
 keeps the checkpoint with the best validation F1, evaluates it on the test part with the
@@ -17,9 +17,9 @@ bundle's ``evaluating`` workflow, and aggregates:
 
 Runs are resumable: a run whose evaluation summary exists is not repeated.
 
-The protocol is data (``table1_protocol.json``, :mod:`kneeseg.bench.protocol`); the statistics
-are :mod:`kneeseg.bench.stats`, the tables :mod:`kneeseg.bench.report`, the plots
-:mod:`kneeseg.bench.plots`; this module runs the methods; the command line is :mod:`kneeseg.bench.command`.
+The protocol is data (``table1_protocol.json``, :mod:`kneeseg.experiments.protocol`); the statistics
+are :mod:`kneeseg.experiments.stats`, the tables :mod:`kneeseg.experiments.report`, the plots
+:mod:`kneeseg.experiments.plots`; this module runs the methods; the command line is :mod:`kneeseg.experiments.command`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from kneeseg.atomic import atomic_write_text
-from kneeseg.bench.plots import plot_bars, plot_curves, plot_overlays
-from kneeseg.bench.protocol import (
+from kneeseg.experiments.plots import plot_bars, plot_curves, plot_overlays
+from kneeseg.experiments.protocol import (
     ABLATION_VARIANTS,
     ABLATIONS,
     EXTRA_PEERS,
@@ -46,7 +46,7 @@ from kneeseg.bench.protocol import (
     run_dirs,
     split_overrides,
 )
-from kneeseg.bench.report import (
+from kneeseg.experiments.report import (
     METRICS,
     hd95_undefined,
     load_paper_table,
@@ -56,8 +56,8 @@ from kneeseg.bench.report import (
     write_per_case,
     write_runs_csv,
 )
-from kneeseg.bench.runs import best_val, environment, say
-from kneeseg.bench.stats import mean_sd, paired_comparison
+from kneeseg.experiments.runs import best_val, environment, say
+from kneeseg.experiments.stats import mean_sd, paired_comparison
 
 __all__ = ["PAPER_METHODS", "ABLATIONS", "EXTRA_PEERS", "Table1Config", "run_table1", "aggregate"]
 
@@ -208,7 +208,7 @@ def run_ablations(cfg: Table1Config, variants: Mapping[str, Mapping[str, Any]] |
 
 def quick_config(out: Path) -> Table1Config:
     """The CI smoke test: 2 methods, 1 epoch, 64 px, width 4, one seed, a generated tiny phantom."""
-    from kneeseg.data.phantom import generate_phantom
+    from kneeseg.phantom import generate_phantom
 
     data_dir = out / "phantom"
     if not (data_dir / "dataset_2d.json").is_file():

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from kneeseg.engines.choices import LR_SCHEDULES
+from kneeseg.execution.choices import LR_SCHEDULES
 
 __all__ = ["LR_SCHEDULES", "lr_scheduler"]
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from kneeseg.engines.amp import cpu_supports_bf16
-from kneeseg.engines.choices import RUNTIMES
+from kneeseg.execution.precision import cpu_supports_bf16
+from kneeseg.execution.choices import RUNTIMES
 from kneeseg.files import PathLike
 
 __all__ = [

@@ -4,7 +4,7 @@ per-case random parameters (size, flexion, slope, ligament, position, contrast).
 Femur (distal condyles, intercondylar notch, metaphysis and shaft), tibia (sloped plateau,
 tuberosity, shaft), patella (oval, anterior to the femur) and the patellar ligament (a thin band
 from the patella's lower pole to the tibial tuberosity, elliptic in cross-section) are described
-in the knee frame; :mod:`kneeseg.data.phantom.render` turns them into images and labels.
+in the knee frame; :mod:`kneeseg.phantom.render` turns them into images and labels.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-# Probability of each contrast (the keys of kneeseg.data.phantom.render._CONTRASTS).
+# Probability of each contrast (the keys of kneeseg.phantom.render._CONTRASTS).
 _CONTRAST_P = {"pd": 0.5, "t1": 0.25, "pd_fs": 0.25}
 
 

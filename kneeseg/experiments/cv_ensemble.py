@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kneeseg.atomic import atomic_path, atomic_write_text
-from kneeseg.bench.cv import (
+from kneeseg.experiments.cv import (
     CV_METRICS,
     CVConfig,
     data_settings,
@@ -30,9 +30,9 @@ from kneeseg.bench.cv import (
     run_dir,
     run_overrides,
 )
-from kneeseg.bench.protocol import REFERENCE
-from kneeseg.bench.runs import environment, say
-from kneeseg.bench.stats import mean_sd, paired_comparison
+from kneeseg.experiments.protocol import REFERENCE
+from kneeseg.experiments.runs import environment, say
+from kneeseg.experiments.stats import mean_sd, paired_comparison
 
 __all__ = ["ensemble_gain", "ensemble_markdown"]
 

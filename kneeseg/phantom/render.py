@@ -3,7 +3,7 @@
 Every tissue is a signed distance field (mm); tissues are composited with anti-aliased
 partial-volume fractions, then a smooth multiplicative bias field, low-frequency tissue texture
 and Rician noise are applied; labels are the same distance fields thresholded at the voxel
-centres (details in the :mod:`kneeseg.data.phantom` docstring).
+centres (details in the :mod:`kneeseg.phantom` docstring).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from kneeseg.data.phantom.anatomy import Knee, place_patella, rotate, sample_params
-from kneeseg.data.phantom.case import (
+from kneeseg.phantom.anatomy import Knee, place_patella, rotate, sample_params
+from kneeseg.phantom.case import (
     COL_DIR,
     ROW_DIR,
     SLICE_DIR,

@@ -10,7 +10,7 @@ import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes
 from kneeseg.data.dicom.values import decimal_string
-from kneeseg.data.phantom.case import COL_DIR, ROW_DIR, SLICE_DIR, PhantomCase
+from kneeseg.phantom.case import COL_DIR, ROW_DIR, SLICE_DIR, PhantomCase
 from kneeseg.files import PathLike
 
 __all__ = ["write_dicom_series"]

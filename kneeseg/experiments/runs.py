@@ -1,6 +1,6 @@
 """What every benchmark run shares: its console messages, where it was measured, and the best
-validation score of a training (:mod:`~kneeseg.bench.table1`, :mod:`~kneeseg.bench.cv` and
-:mod:`~kneeseg.bench.cv_ensemble` all use them)."""
+validation score of a training (:mod:`~kneeseg.experiments.table1`, :mod:`~kneeseg.experiments.cv` and
+:mod:`~kneeseg.experiments.cv_ensemble` all use them)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def environment() -> dict[str, Any]:
     import monai
     import torch
 
-    from kneeseg.engines import resolve_amp
+    from kneeseg.execution import resolve_amp
 
     cpu = platform.processor() or platform.machine()
     try:
