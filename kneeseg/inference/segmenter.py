@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from kneeseg.data.orientation import AxisMap, map_volume
 from kneeseg.execution.runtimes import NetworkRunner, RuntimeChoice, ensemble_runners
@@ -45,7 +44,12 @@ from kneeseg.files import PathLike
 from kneeseg.inference.definition import bundle_settings, load_networks
 from kneeseg.networks.ensemble import mean_softmax
 from kneeseg.transforms.functional import preprocess_planes, preprocessing_options, preprocessing_steps
-from kneeseg.transforms.postprocess import count_components, keep_largest_components, probabilities_to_labels
+from kneeseg.transforms.postprocess import (
+    count_components,
+    keep_largest_components,
+    probabilities_to_labels,
+    resize_probabilities,
+)
 
 __all__ = ["Prediction", "PreparedVolume", "SliceSegmenter", "load_model", "load_segmenter"]
 
@@ -141,6 +145,8 @@ class SliceSegmenter:
         self.preprocessing = preprocessing_options(preprocessing)
         #: the ordered steps of the definition, run by :func:`kneeseg.transforms.functional.preprocess_planes`
         self.steps = preprocessing_steps(self.preprocessing)
+        #: the resize step's interpolation, used again to bring probabilities back (as the bundle's Invertd)
+        self.resize_mode = next(s.params["mode"] for s in self.steps if s.name == "resize")
         #: where the preprocessing runs: the inference device (a CUDA GPU preprocesses on itself)
         self.preprocess_device = self.device
         self.threads = max(1, int(threads or torch.get_num_threads()))
@@ -224,8 +230,10 @@ class SliceSegmenter:
         """Labels, confidence and raw component counts in the input layout (see :class:`Prediction`).
 
         With two classes the softmax's second channel alone decides (``p1 > 0.5`` is the
-        argmax, first maximum winning ties, and bilinear resizing keeps ``p0 = 1 - p1``), so only
-        one channel is resized back to full size; with more classes all of them are.
+        argmax, and resizing, a weighted mean, keeps ``p0 = 1 - p1``), so only one channel is
+        resized back to full size; with more classes all of them are. Cropping the padding,
+        resizing back (the resize step's ``image_mode``), labels and the clean-up are the functions
+        of :mod:`kneeseg.transforms.postprocess`, as in the bundle's ``post_transforms``.
         """
         cols, rows, depth = prepared.shape
         (h, w), (p0, p1) = prepared.resized, prepared.pad
@@ -238,9 +246,7 @@ class SliceSegmenter:
             t1 = time.perf_counter()
             if probs.shape[1] == 2:  # the foreground channel decides: resize that one back
                 probs = probs[:, 1:2]
-            probs = probs[:, :, p0 : p0 + h, p1 : p1 + w]
-            if (h, w) != (cols, rows):
-                probs = F.interpolate(probs, size=(cols, rows), mode="bilinear", align_corners=False)
+            probs = resize_probabilities(probs[:, :, p0 : p0 + h, p1 : p1 + w], (cols, rows), self.resize_mode)
             lab, best = probabilities_to_labels(probs)
             labels[start:stop] = lab.numpy()
             confidence[start:stop] = (best * 255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()

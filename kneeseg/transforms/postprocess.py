@@ -1,7 +1,10 @@
 """From class probabilities to a clean label map: the one implementation of the post-processing.
 
-Two batched functions and the component clean-up, called by both consumers:
+Batched functions and the component clean-up, called by both consumers:
 
+- :func:`resize_probabilities`: probabilities back from the network's grid to the image's size, with
+  the resize step's ``image_mode`` -- what the bundle's ``Invertd`` does with the recorded resize
+  (MONAI ``Resize`` to the original size, no anti-aliasing);
 - :func:`probabilities_to_labels`: class ids and confidence from probabilities ``(B, K, ...)``
   (argmax over ``K >= 3`` channels, first maximum winning; one channel -- a sigmoid output, or a
   two-class softmax's foreground channel -- above a threshold);
@@ -35,7 +38,21 @@ __all__ = [
     "count_components",
     "keep_largest_components",
     "probabilities_to_labels",
+    "resize_probabilities",
 ]
+
+#: interpolation modes that take ``align_corners`` (MONAI's ``Resize`` leaves it at PyTorch's default)
+_CORNER_MODES = ("linear", "bilinear", "bicubic", "trilinear")
+
+
+def resize_probabilities(probs: torch.Tensor, size: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
+    """Probabilities ``(B, K, h, w)`` resized to ``(B, K, *size)`` with ``mode`` (the preprocessing's
+    ``image_mode``), as the bundle's inverse of the resize computes them; ``probs`` itself when the
+    size is already right."""
+    if tuple(probs.shape[2:]) == tuple(int(s) for s in size):
+        return probs
+    corners = False if mode in _CORNER_MODES else None
+    return torch.nn.functional.interpolate(probs, size=tuple(int(s) for s in size), mode=mode, align_corners=corners)
 
 
 def probabilities_to_labels(probs: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
