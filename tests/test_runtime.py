@@ -101,3 +101,12 @@ def test_bundle_inferer_runs_the_runtime_and_follows_new_weights():
     out2 = inferer(volume, net)
     assert float((ref2 - ref).abs().max()) > 1e-3  # the weights did change
     assert float((out2 - ref2).abs().max()) < 1e-4
+
+
+def test_the_earlier_package_name_still_serves_older_bundle_configs():
+    """Bundle configs of 0.4.2 and before write ``kneeseg.engines.RuntimeInferer`` and the like."""
+    import kneeseg.engines
+    import kneeseg.execution
+
+    for name in ("RuntimeInferer", "SliceOrSimpleInferer", "AutocastInferer", "resolve_amp", "loader_workers", "lr_scheduler"):
+        assert getattr(kneeseg.engines, name) is getattr(kneeseg.execution, name), name
