@@ -46,6 +46,7 @@ from kneeseg.data.splits import (
     validate_ratios,
 )
 from kneeseg.files import PathLike
+from kneeseg.data.orientation import SliceOrientation
 
 __all__ = [
     "DEFAULT_IMAGE_GLOB",
@@ -276,8 +277,6 @@ def build_manifest(
     if labels:
         manifest["labels"] = {str(int(k)): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0]))}
     if image_orientation is not None:
-        from kneeseg.data.orientation import SliceOrientation
-
         try:
             manifest["image_orientation"] = SliceOrientation.parse(image_orientation).to_config()
         except ValueError as exc:

@@ -33,6 +33,7 @@ import torch
 from kneeseg.execution.precision import cpu_supports_bf16
 from kneeseg.execution.choices import RUNTIMES
 from kneeseg.files import PathLike
+from kneeseg.atomic import atomic_write_bytes
 
 __all__ = [
     "RUNTIMES",
@@ -324,8 +325,6 @@ def ensemble_runners(
 
     def keep(model: bytes, path: Path | None) -> None:
         if path is not None:
-            from kneeseg.atomic import atomic_write_bytes
-
             atomic_write_bytes(path, model)
 
     paths: list[Path | None] = [None] * len(members)

@@ -41,6 +41,7 @@ from kneeseg.experiments.protocol import (
     REFERENCE,
     training_parser,
 )
+from kneeseg.data.splits import assign_folds, assign_groups
 
 __all__ = ["CV_METHODS", "CVConfig", "aggregate_cv", "case_metrics", "cv_folds", "fold_datalist", "oof_table", "run_cv", "run_fold"]
 
@@ -99,8 +100,6 @@ def cv_folds(cfg: CVConfig) -> dict[str, Any]:
     All cases of every datalist part (each image once), less those of ``cfg.exclude``; the
     manifest's recorded ``folds`` when it has them for this ``k`` and seed and nothing is excluded.
     """
-    from kneeseg.data.splits import assign_folds
-
     path = data_settings(cfg)["datalist"]
     manifest = json.loads(path.read_text(encoding="utf-8"))
     recorded = manifest.get("folds") if isinstance(manifest.get("folds"), Mapping) else None
@@ -133,8 +132,6 @@ def fold_datalist(folds: Sequence[Sequence[Mapping[str, Any]]], fold: int, seed:
     """The datalist of one fold: ``cv_test`` = the fold, ``cv_train`` + ``cv_val`` = the other folds,
     split by patients (:data:`INNER_RATIOS`, seeded) so that the checkpoint is chosen on cases that
     are neither trained on nor tested on."""
-    from kneeseg.data.splits import assign_groups
-
     rest = [dict(e) for f, part in enumerate(folds) if f != fold for e in part]
     groups: dict[str, int] = {}
     for e in rest:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from kneeseg.atomic import atomic_path
+from kneeseg.atomic import atomic_path, atomic_write_text, is_temporary_of
 from kneeseg.files import PathLike, file_sha256
 
 __all__ = ["BestCheckpointSaver", "LastCheckpointSaver", "ResumeFromCheckpoint", "save_checkpoint"]
@@ -31,8 +31,6 @@ def is_rank0() -> bool:
 
 def _remove_stale_temporaries(folder: Path, target: str) -> None:
     """Remove the temporary files a killed save of ``target`` left in ``folder``."""
-    from kneeseg.atomic import is_temporary_of
-
     if not folder.is_dir():
         return
     for path in folder.iterdir():
@@ -304,8 +302,6 @@ class BestCheckpointSaver:
 
     def __call__(self, engine: Any) -> None:
         import json
-
-        from kneeseg.atomic import atomic_write_text
 
         name = self.key_metric or getattr(engine.state, "key_metric_name", None)
         metrics = getattr(engine.state, "metrics", {}) or {}

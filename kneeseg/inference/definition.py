@@ -17,6 +17,8 @@ import torch
 
 from kneeseg.files import PathLike, file_sha256
 from kneeseg.networks.checkpoints import checkpoint_paths, class_names_of, load_model_weights
+from kneeseg.workflows import default_bundle_dir, workflow_config_files
+from kneeseg.data.orientation import SliceOrientation
 
 __all__ = ["bundle_settings", "file_digest", "load_networks"]
 
@@ -49,9 +51,7 @@ def bundle_settings(
 
     from monai.bundle import ConfigParser
 
-    from kneeseg.data.orientation import SliceOrientation
     from kneeseg.transforms.preprocessing import preprocessing_options
-    from kneeseg.workflows import default_bundle_dir, workflow_config_files
 
     root = Path(bundle) if bundle is not None else default_bundle_dir()
     files = workflow_config_files("infer", root, preset)

@@ -19,6 +19,7 @@ from kneeseg.data.nifti import write_nifti
 from kneeseg.data.orientation import LPS_TO_RAS
 from kneeseg.inference.planning import WorkItem, safe_name
 from kneeseg.inference.results import RECORDS_DIR, RESULTS_CSV, measurement_fields
+from kneeseg.atomic import atomic_write_bytes, is_temporary_of
 
 __all__ = ["FILE_NAMES", "FORMATS", "check_writable", "clean_stale_temporaries", "write_outputs"]
 
@@ -32,8 +33,6 @@ FILE_NAMES = {"nifti": "seg.nii.gz", "seg": "seg.dcm", "png": "preview.png"}
 
 def check_writable(out: Path) -> None:
     """Create ``out`` and prove a file can be written there, or raise a clear ``OSError``."""
-    from kneeseg.atomic import atomic_write_bytes
-
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = atomic_write_bytes(out / ".kneeseg-write-test", b"")
@@ -51,8 +50,6 @@ def clean_stale_temporaries(out: Path) -> int:
     of the files this tool writes are removed: ``manifest.csv``, the series outputs, the records
     and the ONNX cache. Other ``.tmp`` files under ``out`` are left alone.
     """
-    from kneeseg.atomic import is_temporary_of
-
     removed = 0
     if not out.is_dir():
         return 0

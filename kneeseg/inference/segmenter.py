@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kneeseg.data.orientation import AxisMap, map_volume
+from kneeseg.data.orientation import AxisMap, map_volume, SliceOrientation
 from kneeseg.execution.runtimes import NetworkRunner, RuntimeChoice, ensemble_runners
 from kneeseg.files import PathLike
 from kneeseg.inference.definition import bundle_settings, load_networks
@@ -50,6 +50,7 @@ from kneeseg.transforms.postprocess import (
     probabilities_to_labels,
     resize_probabilities,
 )
+from kneeseg.networks.checkpoints import checkpoint_paths, contract_overrides, read_contract
 
 __all__ = ["Prediction", "PreparedVolume", "SliceSegmenter", "load_model", "load_segmenter"]
 
@@ -132,8 +133,6 @@ class SliceSegmenter:
         onnx_path: PathLike | None = None,
         threads: int | None = None,
     ) -> None:
-        from kneeseg.data.orientation import SliceOrientation
-
         if slice_batch < 1:
             raise ValueError(f"slice_batch must be >= 1, got {slice_batch}")
         self.device = torch.device(device)
@@ -334,8 +333,6 @@ def load_model(
         FileNotFoundError: missing checkpoint. ValueError: an unreadable checkpoint, one that does not
         fit the network (saying what differs), or an override that contradicts the model's record.
     """
-    from kneeseg.networks.checkpoints import checkpoint_paths, contract_overrides, read_contract
-
     paths = checkpoint_paths(ckpt) if ckpt is not None and not (isinstance(ckpt, (list, tuple)) and not ckpt) else None
     settings = bundle_settings(bundle, preset, contract_overrides(read_contract(paths[0]) if paths else None, overrides))
     return load_networks(settings, paths if paths is not None else ckpt), settings

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from kneeseg.files import PathLike
+from kneeseg.networks.registry import build_network, list_networks
 
 __all__ = [
     "CONTRACT_KEYS",
@@ -210,8 +211,6 @@ def describe_mismatch(state: Mapping[str, torch.Tensor], network: torch.nn.Modul
     has), the width (the first convolution's output channels), the classes (the last layer's
     outputs). Returns ``""`` when none of them explains it.
     """
-    from kneeseg.networks.registry import build_network, list_networks
-
     parts = []
     keys = set(state)
     own = set(network.state_dict())

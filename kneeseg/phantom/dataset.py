@@ -25,6 +25,7 @@ from kneeseg.phantom.dicom_writer import write_dicom_series
 from kneeseg.phantom.render import check_shape, render_case
 from kneeseg.data.splits import DEFAULT_RATIOS, assign_groups
 from kneeseg.files import PathLike
+from kneeseg import __version__
 
 __all__ = ["generate_phantom", "write_case_nifti", "write_png_slices"]
 
@@ -182,6 +183,4 @@ def generate_phantom(
 
 
 def _version() -> str:
-    from kneeseg import __version__
-
     return __version__

@@ -12,6 +12,7 @@ from kneeseg.atomic import atomic_write_bytes
 from kneeseg.data.dicom.values import decimal_string
 from kneeseg.phantom.case import COL_DIR, ROW_DIR, SLICE_DIR, PhantomCase
 from kneeseg.files import PathLike
+from kneeseg import __version__
 
 __all__ = ["write_dicom_series"]
 
@@ -40,8 +41,6 @@ def write_dicom_series(case: PhantomCase, folder: PathLike) -> list[Path]:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.filewriter import dcmwrite
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
-    from kneeseg import __version__
 
     folder = Path(folder)
     nz, ny, nx = case.image.shape

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from kneeseg.transforms.clahe import clahe_planes, equalize_hist_planes
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -253,8 +254,6 @@ def equalize_planes(
     scikit-image on the CPU). ``global``: ``equalize_hist`` (:func:`kneeseg.transforms.clahe.equalize_hist_planes`).
     ``rescale`` stretches each result to exactly [0, 1]; a constant plane is returned unchanged.
     """
-    from kneeseg.transforms.clahe import clahe_planes, equalize_hist_planes
-
     planes = x.to(torch.float32).clamp(0.0, 1.0)[:, 0]
     if method == "clahe":
         out = clahe_planes(planes, clip_limit=clip_limit, nbins=nbins, rescale=rescale)

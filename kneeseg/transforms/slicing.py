@@ -28,6 +28,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable
+from kneeseg.transforms.checks import source_of
 
 __all__ = ["UNKNOWN_LABEL", "SampleSlicesd", "WeakSliceLabeld"]
 
@@ -166,7 +167,6 @@ class WeakSliceLabeld(MapTransform):
         d = dict(data)
         if d.get(self.label_key) is not None:
             return d
-        from kneeseg.transforms.checks import source_of
 
         image = d[self.image_key]
         where = source_of(image, self.image_key, d)
