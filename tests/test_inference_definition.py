@@ -145,3 +145,25 @@ def test_the_resize_mode_brings_probabilities_back_in_both_paths(tmp_path, serie
     monkeypatch.setattr(SliceSegmenter, "__init__", bilinear_back)
     other = fast(tmp_path / "bilinear_back")
     assert float((other != ref).mean()) > 0.01  # measured: 13 % of the voxels
+
+
+def test_a_one_slice_series_keeps_its_geometry_through_the_bundle(tmp_path, series, model):
+    """MONAI's SaveImaged would squeeze the slice axis of a one-slice sagittal series and fail on the
+    singular 2D affine left over; the bundle writes it with its own affine, the mask kneeseg infer writes."""
+    import shutil
+
+    folder = next(series.iterdir())
+    one = tmp_path / "one" / "s"
+    one.mkdir(parents=True)
+    shutil.copy(sorted(folder.glob("*.dcm"))[len(list(folder.glob("*.dcm"))) // 2], one)
+    path = run_bundle_inference(default_bundle_dir(), one.parent, tmp_path / "bundle_out", "--ckpt_path", str(model),
+                                "--runtime", "eager")  # fmt: skip
+    ref = nib.load(str(path))
+    res = predict_folder(one.parent, tmp_path / "fast", ckpt=model, overrides=TINY,
+                         runtime="eager", formats=["nifti"], progress=lambda line: None)  # fmt: skip
+    (row,) = [r for r in res.rows if r["status"] == "ok"]
+    fast = nib.load(str(tmp_path / "fast" / row["nifti"]))
+    assert ref.shape[:3] == fast.shape[:3] and ref.shape[2] == 1
+    assert np.allclose(ref.affine, fast.affine, atol=1e-4)
+    a, b = np.asarray(fast.dataobj).squeeze(), np.asarray(ref.dataobj).squeeze()
+    assert a.any() and float((a != b).mean()) < 1e-3  # measured: identical

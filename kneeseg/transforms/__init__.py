@@ -42,6 +42,7 @@ from kneeseg.transforms.orientation import OrientSlicesd
 from kneeseg.transforms.postprocess import (
     KeepLargestComponentsd,
     ProbabilitiesToLabelsd,
+    SaveLabelsd,
     count_components,
     keep_largest_components,
     probabilities_to_labels,
@@ -89,6 +90,7 @@ __all__ = [
     "OrientSlicesd",
     "KeepLargestComponentsd",
     "ProbabilitiesToLabelsd",
+    "SaveLabelsd",
     "count_components",
     "keep_largest_components",
     "probabilities_to_labels",

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, SaveImaged
 from monai.utils import convert_to_dst_type
 
 __all__ = [
     "KeepLargestComponentsd",
     "ProbabilitiesToLabelsd",
+    "SaveLabelsd",
     "count_components",
     "keep_largest_components",
     "probabilities_to_labels",
@@ -170,4 +171,27 @@ class KeepLargestComponentsd(MapTransform):
                 classes = [int(c) for c in np.unique(labels) if c > 0]
             kept, _ = keep_largest_components(labels, classes)
             d[key] = convert_to_dst_type(kept[None].astype(np.float32), value, dtype=torch.float32)[0]
+        return d
+
+
+class SaveLabelsd(SaveImaged):
+    """MONAI ``SaveImaged`` that keeps the slice axis of a one-slice volume.
+
+    ``SaveImaged`` squeezes every trailing singleton axis: a 2D image ``(1, W, H)`` is written as
+    ``(W, H)``, as it should be, but a one-slice series ``(1, X, Y, 1)`` too, and its 3D affine then
+    no longer fits (for a sagittal or coronal slice MONAI's 2D affine is singular and the write
+    fails). Such a volume is written with its slice axis, as ``(X, Y, 1, 1)``, and its own affine;
+    everything else exactly as ``SaveImaged`` writes it. (MONAI Label drops it from the bundle's
+    post-processing as it drops ``SaveImaged``.)
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key, meta_key, meta_key_postfix in self.key_iterator(d, self.meta_keys, self.meta_key_postfix):
+            if meta_key is None and meta_key_postfix is not None:
+                meta_key = f"{key}_{meta_key_postfix}"
+            img = d[key]
+            one_slice_volume = img.ndim == 4 and img.shape[-1] == 1
+            self.saver.set_options(data_kwargs={"squeeze_end_dims": not one_slice_volume})
+            self.saver(img=img, meta_data=d.get(meta_key) if meta_key is not None else None)
         return d
