@@ -40,6 +40,10 @@ from kneeseg import __version__
 
 __all__ = ["build_parser", "main"]
 
+# Every command imports its library inside its handler (and the parsers only the light modules of
+# choices and defaults): kneeseg's modules load torch, MONAI, pydicom or matplotlib, and `--help`
+# must answer without them (tests/test_cli_help.py).
+
 
 # ----------------------------------------------------------------------------- data
 

@@ -29,6 +29,7 @@ def _step(msg: str) -> None:
 
 def run_demo(out: Path, cases: int = 12, seed: int = 0, epochs: int | None = None, fresh: bool = False) -> dict:
     """Run the demo into ``out``; returns the evaluation summary and timings."""
+    # inside: `python -m kneeseg.demo --help` answers without torch and MONAI
     import nibabel as nib
     import numpy as np
 
