@@ -152,6 +152,39 @@ def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
     assert any("continuing from" in line and "last.pt" in line for line in lines), lines
     assert (cut / "models" / "model.pt").read_bytes() == model and again_row["dice"] == before["dice"]
 
+    # a second training seed for one method: the same folds and inner split, another training run;
+    # each case then counts once, as its mean over the seeds, and nothing earlier is retrained
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/fold*/run.json")}
+    assert cli_main(["bench", "cv", "--quick", "--folds", "2", "--out", str(out), "--train-seeds", "0", "1",
+                     "--seeded-methods", "csam_unet"]) == 0  # fmt: skip
+    assert sorted(p.relative_to(root).as_posix() for p in root.glob("runs/*/fold*_seed*/run.json")) == [
+        "runs/csam_unet/fold0_seed1/run.json", "runs/csam_unet/fold1_seed1/run.json"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    for fold in range(2):
+        seed0, seed1 = root / "runs" / "csam_unet" / f"fold{fold}", root / "runs" / "csam_unet" / f"fold{fold}_seed1"
+        assert (seed1 / "datalist.json").read_text() == (seed0 / "datalist.json").read_text()
+        assert (seed1 / "models" / "model.pt").read_bytes() != (seed0 / "models" / "model.pt").read_bytes()
+        assert json.loads((seed1 / "run.json").read_text())["seed"] == 1
+    with open(root / "oof_per_case.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by_seed = collections.Counter((r["method"], r["seed"]) for r in rows)
+    assert by_seed == {("csam_unet", "0"): len(every), ("csam_unet", "1"): len(every), ("unet", "0"): len(every)}
+    seeded = json.loads((root / "cv_table.json").read_text())
+    ref = seeded["methods"]["csam_unet"]
+    assert ref["n_seeds"] == 2 and ref["n_cases"] == len(every) and seeded["methods"]["unet"]["n_seeds"] == 1
+    per_case = collections.defaultdict(list)
+    for r in rows:
+        if r["method"] == "csam_unet":
+            per_case[r["case"]].append(float(r["dice"]))
+    means = [sum(v) / len(v) for v in per_case.values()]
+    assert abs(ref["over_cases"]["dice"][0] - sum(means) / len(means)) < 1e-9
+    assert seeded["paired"]["dice"][0]["n"] == len(every) and seeded["fold_level"]["dice"][0]["n"] == 2
+    assert "| method | seeds | cases |" in (root / "cv_table.md").read_text()
+    again = json.loads(json.dumps(recompute.recompute(root / "oof_per_case.csv", runs_csv=root / "runs.csv")))
+    for key in ("methods", "paired", "fold_level", "capped_runs"):
+        assert again[key] == seeded[key], key
+    assert "csam_unet fold 0 seed 1" in seeded["capped_runs"] and "unet fold 0" in seeded["capped_runs"]
+
 
 def test_quick_cv_without_a_part_measures_the_fold_ensemble_on_it(tmp_path):
     """``--cv-exclude test``: the fold models never see the test cases; each of them and their

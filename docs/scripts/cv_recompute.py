@@ -1,7 +1,8 @@
 """Recompute every number of the cross-validated Table 1 from ``oof_per_case.csv`` alone.
 
-The CSV has one row per method, fold and case (``method, fold, case, loss, mae, f1, dice, hd95``
-and ``dice_grid``), as ``kneeseg bench table1 --cv K`` writes it and as shipped in
+The CSV has one row per method, training seed, fold and case (``method, seed, fold, case, loss,
+mae, f1, dice, hd95`` and ``dice_grid``; a case with several seeds counts once, as its mean over
+them), as ``kneeseg bench table1 --cv K`` writes it and as shipped in
 ``docs/results/cv/``. This script rebuilds the table with the same functions the CV uses
 (``kneeseg.experiments.cv_report``: means over cases and folds, per-case and per-fold paired
 comparisons against the reference, Holm's correction) and prints the Markdown, so a reader can
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kneeseg.experiments.cv import capped_runs
 from kneeseg.experiments.cv_report import cv_markdown, cv_statistics
 from kneeseg.experiments.protocol import REFERENCE
 
@@ -42,8 +44,7 @@ def recompute(csv_path: Path, reference: str = REFERENCE, runs_csv: Path | None 
     if runs_csv is not None and runs_csv.is_file():
         runs = pd.read_csv(runs_csv)
         if "stop_reason" in runs.columns:
-            capped = runs[runs["stop_reason"] == "max_epochs"]
-            result["capped_runs"] = [f"{m} fold {f}" for m, f in zip(capped["method"], capped["fold"])]
+            result["capped_runs"] = capped_runs(runs.to_dict("records"))
     return result
 
 

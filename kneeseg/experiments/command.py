@@ -56,6 +56,12 @@ def _cv_options(p: argparse.ArgumentParser, folds_flag: str) -> None:
                    help="train for the preset's own max_epochs instead of the convergence rule")
     p.add_argument(*names("exclude"), dest="cv_exclude", default=None, metavar="KEY",
                    help="keep the cases of this datalist part out of the folds (e.g. test_811, for fold-ensemble tests)")
+    p.add_argument(*names("train-seeds"), dest="cv_train_seeds", nargs="+", type=int, default=None, metavar="S",
+                   help="training seeds per fold (default: the fold seed only); the extra ones run after every "
+                        "method's first seed on every fold, and a case's metrics are averaged over its seeds")  # fmt: skip
+    p.add_argument(*names("seeded-methods"), dest="cv_seeded_methods", nargs="+", default=None, metavar="NAME",
+                   help="the methods the extra training seeds are for (default: all), e.g. the reference and the "
+                        "strongest baseline")  # fmt: skip
     p.add_argument(*names("budget"), dest="cv_budget", type=float, default=None, metavar="HOURS",
                    help="start no run that would end past this many hours (runs go fold by fold, every method on a "
                         "fold first); the table covers what finished, a rerun continues")  # fmt: skip
@@ -100,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         from kneeseg.experiments.cv_ensemble import ensemble_gain
 
         common: dict[str, Any] = dict(out=args.out, k=args.cv, seed=args.seeds[0], exclude=args.cv_exclude,
-                                      budget_h=args.cv_budget)  # fmt: skip
+                                      budget_h=args.cv_budget, train_seeds=args.cv_train_seeds,
+                                      seeded_methods=args.cv_seeded_methods)  # fmt: skip
         if args.quick:
             quick = quick_config(args.out)
             cv = CVConfig(methods=quick.methods, preset=quick.preset, data=quick.data, dataset_dir=quick.dataset_dir,

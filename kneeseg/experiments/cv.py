@@ -11,10 +11,12 @@ the bundle's ``cpu`` preset) and the data config are the bundle's, and every run
 same convergence rule (:data:`~kneeseg.experiments.protocol.CONVERGENCE_RULE`: early stopping on the
 inner-validation Dice under an epoch cap; ``runs.csv`` says why each run stopped). Evaluation is at
 each image's own resolution (the bundle's ``metrics_per_case.csv``), with the network grid's Dice
-beside it. One training seed per fold. Runs are resumable per (method, fold): a run whose
-``run.json`` exists is not repeated.
+beside it. One training seed per fold by default; ``train_seeds`` adds more for the methods named
+in ``seeded_methods`` (same folds, same inner split, another initialisation and batch order), and
+the statistics then use each case's mean over its seeds, so that a case stays one replicate. Runs
+are resumable per (method, fold, seed): a run whose ``run.json`` exists is not repeated.
 
-Outputs under ``OUT/cv`` (:func:`aggregate_cv`): ``oof_per_case.csv`` (every method, fold and
+Outputs under ``OUT/cv`` (:func:`aggregate_cv`): ``oof_per_case.csv`` (every method, seed, fold and
 case), ``folds.json``, ``runs.csv``, ``cv_table.json`` / ``cv_table.md`` (mean +- sd over cases and
 over folds; paired differences against the reference per case -- bootstrap CIs, Wilcoxon p, Holm
 across methods -- and per fold -- t-based CIs, paired t-test, exact Wilcoxon) and two PNG plots
@@ -25,6 +27,7 @@ numbers from ``oof_per_case.csv`` alone.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +46,7 @@ from kneeseg.experiments.protocol import (
 )
 from kneeseg.data.splits import assign_folds, assign_groups
 
-__all__ = ["CV_METHODS", "CVConfig", "aggregate_cv", "case_metrics", "cv_folds", "fold_datalist", "oof_table", "run_cv", "run_fold"]
+__all__ = ["CV_METHODS", "CVConfig", "aggregate_cv", "capped_runs", "case_metrics", "cv_folds", "fold_datalist", "oof_table", "run_cv", "run_fold"]
 
 #: the order CV runs methods in: the reference and the cheap baselines first (complete methods early)
 CV_METHODS = ["csam_unet", "res_unet", "unet", "unetpp", "fr_unet", *ABLATIONS, *EXTRA_PEERS]
@@ -52,7 +55,7 @@ CV_METRICS = ["loss", "mae", "f1", "dice", "hd95"]
 #: the inner split of a fold's training cases: fit : checkpoint selection, by patients
 INNER_RATIOS = (7.0, 1.0)
 #: the columns of ``runs.csv``: each run's result, its best inner-validation epoch and why it stopped
-RUN_COLUMNS = ["method", "fold", "dice", "val_f1", "epoch", "stop_reason", "epochs", "iterations", "max_epochs",
+RUN_COLUMNS = ["method", "fold", "seed", "dice", "val_f1", "epoch", "stop_reason", "epochs", "iterations", "max_epochs",
                "n_train", "n_val", "n_test", "train_s", "wall_s"]
 
 
@@ -65,7 +68,13 @@ class CVConfig:
     out: Path
     k: int = 5
     methods: list[str] = field(default_factory=lambda: list(CV_METHODS))
+    #: the fold seed: the split into folds, each fold's inner split, and the first training seed
     seed: int = 0
+    #: training seeds per fold (``None``: the fold seed only); seeds after the first run only for
+    #: ``seeded_methods``, after every method's first seed on every fold
+    train_seeds: list[int] | None = None
+    #: the methods the extra training seeds are for (``None``: all of ``methods``)
+    seeded_methods: list[str] | None = None
     preset: str = "cpu"
     data: str = "knee_acl"
     dataset_dir: str | None = None
@@ -77,6 +86,11 @@ class CVConfig:
     #: wall-clock budget in hours: no new (method, fold) run starts that would, at the mean time of
     #: the runs trained so far, end past it; the table is written from what finished (``None``: no limit)
     budget_h: float | None = None
+
+    def seeds_of(self, method: str) -> list[int]:
+        """The training seeds ``method`` runs with on every fold, the fold seed's run first."""
+        seeds = list(dict.fromkeys([self.seed, *(self.train_seeds or [])]))
+        return seeds if self.seeded_methods is None or method in self.seeded_methods else seeds[:1]
 
     @property
     def root(self) -> Path:
@@ -144,8 +158,10 @@ def fold_datalist(folds: Sequence[Sequence[Mapping[str, Any]]], fold: int, seed:
     }
 
 
-def run_dir(cfg: CVConfig, method: str, fold: int) -> Path:
-    return cfg.root / "runs" / method / f"fold{fold}"
+def run_dir(cfg: CVConfig, method: str, fold: int, train_seed: int | None = None) -> Path:
+    """A run's folder: ``runs/<method>/fold<k>`` for the fold seed, ``fold<k>_seed<s>`` for another training seed."""
+    name = f"fold{fold}" if train_seed is None or train_seed == cfg.seed else f"fold{fold}_seed{train_seed}"
+    return cfg.root / "runs" / method / name
 
 
 def run_overrides(cfg: CVConfig, method: str, **extra: Any) -> dict[str, Any]:
@@ -163,41 +179,45 @@ def run_overrides(cfg: CVConfig, method: str, **extra: Any) -> dict[str, Any]:
 
 
 def run_fold(cfg: CVConfig, method: str, fold: int, folds: Sequence[Sequence[Mapping[str, Any]]],
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Train on the other folds and predict this one through the bundle; returns the run's record."""
+             progress: Callable[[str], None] | None = None, train_seed: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train on the other folds and predict this one through the bundle (with training seed
+    ``train_seed``, default the fold seed); returns the run's record."""
     from kneeseg.handlers.convergence import read_stop_record
     from kneeseg.workflows import run_workflow
 
-    base = run_dir(cfg, method, fold)
+    seed = cfg.seed if train_seed is None else int(train_seed)
+    base = run_dir(cfg, method, fold, seed)
     record = base / "run.json"
     if record.is_file():
-        return json.loads(record.read_text())
+        return {"seed": seed, **json.loads(record.read_text())}  # records before training seeds had the fold seed
+    # the inner split is the fold seed's for every training seed: the seeds differ in training only
     datalist = fold_datalist(folds, fold, cfg.seed)
     atomic_write_text(base / "datalist.json", json.dumps(datalist, indent=1))
     common = run_overrides(cfg, method, data_list_file_path=str(base / "datalist.json"), train_list_key="cv_train",
-                           val_list_key="cv_val", test_list_key="cv_test", ckpt_dir=str(base / "models"))  # fmt: skip
+                           val_list_key="cv_val", test_list_key="cv_test", ckpt_dir=str(base / "models"), seed=seed)  # fmt: skip
     sizes = {k: len(v) for k, v in datalist.items()}
-    say(progress, f"[cv] {method} fold {fold}: training on {sizes['cv_train']} cases (checkpoint on {sizes['cv_val']})")
+    what = f"{method} fold {fold}" + (f" seed {seed}" if seed != cfg.seed else "")
+    say(progress, f"[cv] {what}: training on {sizes['cv_train']} cases (checkpoint on {sizes['cv_val']})")
     t0 = time.perf_counter()
     # a run cut short (a session's end, a kill) continues from its last.pt: the random streams are in
     # it, so the result is the uninterrupted run's (tests/test_training_resume.py)
     resume = (base / "models" / "last.pt").is_file()
     if resume:
-        say(progress, f"[cv] {method} fold {fold}: continuing from {base / 'models' / 'last.pt'}")
+        say(progress, f"[cv] {what}: continuing from {base / 'models' / 'last.pt'}")
     run_workflow("train", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(base / "train"), resume=resume))
     train_s = time.perf_counter() - t0
-    say(progress, f"[cv] {method} fold {fold}: trained in {train_s:.0f} s; predicting its {sizes['cv_test']} cases")
+    say(progress, f"[cv] {what}: trained in {train_s:.0f} s; predicting its {sizes['cv_test']} cases")
     run_workflow("evaluate", preset=cfg.preset, data=cfg.data, overrides=dict(common, output_dir=str(base / "eval")))
     summary = json.loads((base / "eval" / "metrics_summary.json").read_text())
     val_f1, best_epoch = best_val(base / "train" / "history.json")
     stop = read_stop_record(base / "train") or {}
-    row: dict[str, Any] = {"method": method, "fold": fold, "train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
+    row: dict[str, Any] = {"method": method, "fold": fold, "seed": seed, "train_s": round(train_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
                            "val_f1": val_f1, "epoch": best_epoch, "n_train": sizes["cv_train"], "n_val": sizes["cv_val"],
                            "n_test": sizes["cv_test"], "dice": summary["per_image_mean"].get("dice"),
                            "stop_reason": stop.get("stop_reason"), "epochs": stop.get("epochs"),
                            "iterations": stop.get("iterations"), "max_epochs": stop.get("max_epochs")}  # fmt: skip
     atomic_write_text(record, json.dumps(row, indent=1))
-    say(progress, f"[cv] {method} fold {fold}: Dice {row['dice']:.4f} on its cases")
+    say(progress, f"[cv] {what}: Dice {row['dice']:.4f} on its cases")
     return row
 
 
@@ -221,20 +241,24 @@ def case_metrics(path: Path) -> Any:
 
 
 def oof_table(cfg: CVConfig, methods: Sequence[str]) -> Any:
-    """Every finished fold's per-case metrics (``method``, ``fold``, ``case``, :data:`CV_METRICS`) as a
-    pandas table; raises if a case was predicted twice for a method (folds must not overlap)."""
+    """Every finished run's per-case metrics (``method``, ``seed``, ``fold``, ``case``, :data:`CV_METRICS`,
+    ``dice_grid``) as a pandas table; raises if a case was predicted twice by one method and seed
+    (folds must not overlap)."""
     import pandas as pd
 
+    columns = ["method", "seed", "fold", "case", *CV_METRICS, "dice_grid"]
     frames = []
     for method in methods:
-        for fold in range(cfg.k):
-            path = run_dir(cfg, method, fold) / "eval" / "metrics_per_case.csv"
-            if (run_dir(cfg, method, fold) / "run.json").is_file() and path.is_file():
-                frames.append(case_metrics(path).assign(method=method, fold=fold))
+        for seed in cfg.seeds_of(method):
+            for fold in range(cfg.k):
+                base = run_dir(cfg, method, fold, seed)
+                path = base / "eval" / "metrics_per_case.csv"
+                if (base / "run.json").is_file() and path.is_file():
+                    frames.append(case_metrics(path).assign(method=method, seed=seed, fold=fold))
     if not frames:
-        return pd.DataFrame(columns=["method", "fold", "case", *CV_METRICS, "dice_grid"])
-    table = pd.concat(frames, ignore_index=True)[["method", "fold", "case", *CV_METRICS, "dice_grid"]]
-    twice = table[table.duplicated(["method", "case"], keep=False)]
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)[columns]
+    twice = table[table.duplicated(["method", "seed", "case"], keep=False)]
     if len(twice):
         raise ValueError(f"cases predicted more than once: {sorted(set(zip(twice['method'], twice['case'])))[:5]}")
     return table
@@ -258,8 +282,9 @@ def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping
     write_csv(root / "oof_per_case.csv", table)
     write_csv(root / "runs.csv", rows, RUN_COLUMNS)
     result = cv_statistics(table, methods, REFERENCE, all_cases, cfg.k)
-    result["capped_runs"] = [f"{r['method']} fold {r['fold']}" for r in rows if r.get("stop_reason") == "max_epochs"]
+    result["capped_runs"] = capped_runs(rows)
     result["rule"] = dict(CONVERGENCE_RULE) if cfg.rule else None
+    result["train_seeds"] = {m: cfg.seeds_of(m) for m in methods}
     result.update(k=cfg.k, seed=cfg.seed, preset=cfg.preset, data=cfg.data, overrides=cfg.overrides, excluded=cfg.exclude,
                   folds_source=folds["source"], n_cases=len(all_cases))  # fmt: skip
 
@@ -273,16 +298,32 @@ def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping
     return result
 
 
+def capped_runs(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The runs the epoch cap stopped (not the convergence rule): ``"<method> fold <k>"``, with
+    ``" seed <s>"`` for a method that has runs with several training seeds."""
+    def seed_of(r: Mapping[str, Any]) -> int | None:
+        seed = r.get("seed")
+        return None if seed is None or (isinstance(seed, float) and math.isnan(seed)) else int(seed)
+
+    seeds: dict[str, set] = {}
+    for r in rows:
+        seeds.setdefault(r["method"], set()).add(seed_of(r))
+    return [f"{r['method']} fold {int(r['fold'])}" + (f" seed {seed_of(r)}" if len(seeds[r["method"]]) > 1 else "")
+            for r in rows if r.get("stop_reason") == "max_epochs"]  # fmt: skip
+
+
 def _case_name(entry: Mapping[str, Any]) -> str:
     from kneeseg.experiments.report import short_case
 
     return short_case(str(entry.get("label") or entry["image"]))
 
 
-def run_order(methods: Sequence[str], k: int) -> list[tuple[str, int]]:
-    """Fold by fold, every method on a fold before the next fold: a table cut short by a budget
-    still compares all methods on the same (complete) folds."""
-    return [(m, f) for f in range(k) for m in methods]
+def run_order(cfg: CVConfig) -> list[tuple[str, int, int]]:
+    """``(method, fold, training seed)``: fold by fold, every method on a fold before the next fold,
+    so that a table cut short by a budget still compares all methods on the same (complete) folds;
+    then each extra training seed the same way, for the methods that have it."""
+    seeds = list(dict.fromkeys(s for m in cfg.methods for s in cfg.seeds_of(m)))
+    return [(m, f, s) for s in seeds for f in range(cfg.k) for m in cfg.methods if s in cfg.seeds_of(m)]
 
 
 def run_cv(cfg: CVConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -293,22 +334,23 @@ def run_cv(cfg: CVConfig, progress: Callable[[str], None] | None = None) -> dict
     record = {k: v for k, v in folds.items() if k != "folds"}
     record["cases"] = [[_case_name(e) for e in part] for part in folds["folds"]]
     atomic_write_text(root / "folds.json", json.dumps(record, indent=1))
-    order = run_order(cfg.methods, cfg.k)
+    order = run_order(cfg)
     total = len(order)
     rows, t0, fresh_done = [], time.perf_counter(), 0
-    for i, (method, fold) in enumerate(order, 1):
+    for i, (method, fold, seed) in enumerate(order, 1):
         elapsed = time.perf_counter() - t0
-        fresh = not (run_dir(cfg, method, fold) / "run.json").is_file()
+        fresh = not (run_dir(cfg, method, fold, seed) / "run.json").is_file()
         per_run = elapsed / fresh_done if fresh_done else None
-        left = sum(not (run_dir(cfg, m, f) / "run.json").is_file() for m, f in order[i - 1 :])
+        left = sum(not (run_dir(cfg, m, f, s) / "run.json").is_file() for m, f, s in order[i - 1 :])
         if fresh and cfg.budget_h is not None and per_run is not None and elapsed + per_run > cfg.budget_h * 3600:
             say(progress, f"[cv] budget of {cfg.budget_h:g} h reached after {elapsed / 60:.1f} min: {left} run(s) left for a rerun")
             break
+        what = f"{method} fold {fold}" + (f" seed {seed}" if seed != cfg.seed else "")
         if not fresh:
-            say(progress, f"[cv] run {i}/{total}: {method} fold {fold}: finished earlier")
+            say(progress, f"[cv] run {i}/{total}: {what}: finished earlier")
         else:
             eta = f", about {per_run * left / 60:.0f} min left" if per_run else ""
-            say(progress, f"[cv] run {i}/{total}: {method} fold {fold} ({elapsed / 60:.1f} min elapsed{eta})")
-        rows.append(run_fold(cfg, method, fold, folds["folds"], progress))
+            say(progress, f"[cv] run {i}/{total}: {what} ({elapsed / 60:.1f} min elapsed{eta})")
+        rows.append(run_fold(cfg, method, fold, folds["folds"], progress, seed))
         fresh_done += int(fresh)
     return aggregate_cv(cfg, folds, rows, progress)

@@ -1,7 +1,9 @@
 """The cross-validated Table 1 report: statistics over out-of-fold cases, the Markdown table, the plots.
 
-Input is the out-of-fold table of :func:`kneeseg.experiments.cv.oof_table` (one row per method and
-case; metrics at each image's own resolution, and the network grid's Dice as ``dice_grid``). Per
+Input is the out-of-fold table of :func:`kneeseg.experiments.cv.oof_table` (one row per method,
+training seed and case; metrics at each image's own resolution, and the network grid's Dice as
+``dice_grid``). Where a method has several training seeds, each case's metrics are first averaged
+over its seeds (:func:`seed_averaged`): the case, not the (case, seed) pair, is the replicate. Per
 method: mean +- sd over cases and over folds (of the fold means) of the paper's metrics (loss
 rate as cross-entropy, MAE, F1) and Dice / HD95; against the reference, at two levels
 (:mod:`kneeseg.experiments.stats`): per case (paired differences, bootstrap 95 % CI, Wilcoxon
@@ -25,7 +27,7 @@ from kneeseg.atomic import atomic_write_bytes, atomic_write_text
 from kneeseg.experiments.plots import figure_bytes
 from kneeseg.experiments.stats import fold_level_comparison, holm, mean_sd, paired_comparison
 
-__all__ = ["cv_markdown", "cv_statistics", "plot_fold_boxes", "plot_paired_dots", "write_csv"]
+__all__ = ["cv_markdown", "cv_statistics", "seed_averaged", "plot_fold_boxes", "plot_paired_dots", "write_csv"]
 
 #: the table's metrics (per-case column, label), in the paper's order first
 TABLE_METRICS = [("loss", "loss rate (CE)"), ("mae", "MAE"), ("f1", "F1"), ("dice", "Dice"), ("hd95", "HD95 (px)")]
@@ -53,14 +55,30 @@ def _values(table: Any, method: str, metric: str) -> dict[str, float]:
     return {str(c): float(v) for c, v in zip(mine["case"], mine[metric]) if not (isinstance(v, float) and math.isnan(v))}
 
 
+def seed_averaged(table: Any) -> Any:
+    """One row per method and case: the mean of each metric over the case's training seeds (NaN
+    values, e.g. an undefined HD95, left out of the mean; NaN only when every seed's is), with the
+    number of seeds as ``n_seeds``. A table without a ``seed`` column is one seed per case."""
+    if "seed" not in table.columns:
+        return table.assign(n_seeds=1)
+    metrics = [c for c in table.columns if c not in ("method", "seed", "fold", "case")]
+    keys = ["method", "fold", "case"]
+    grouped = table.assign(**{c: table[c].astype(float) for c in metrics}).groupby(keys, sort=False)
+    means = grouped[metrics].mean()
+    return means.assign(n_seeds=grouped["seed"].nunique()).reset_index()
+
+
 def cv_statistics(table: Any, methods: Sequence[str], reference: str, all_cases: Sequence[str], k: int) -> dict[str, Any]:
-    """The table as a dict: per method its cases, folds, metrics over cases and over folds; the paired tests."""
+    """The table as a dict: per method its cases, folds, seeds, metrics over cases and over folds
+    (each case's mean over its seeds); the paired tests."""
+    table = seed_averaged(table)
     out: dict[str, Any] = {"reference": reference, "methods": {}, "paired": {}}
     for m in methods:
         mine = table[table["method"] == m]
         cases = set(map(str, mine["case"]))
         entry: dict[str, Any] = {"n_cases": len(cases), "n_folds": int(mine["fold"].nunique()), "folds": sorted(map(int, set(mine["fold"]))),
-                                 "missing_cases": sorted(set(all_cases) - cases), "over_cases": {}, "over_folds": {}}  # fmt: skip
+                                 "missing_cases": sorted(set(all_cases) - cases), "over_cases": {}, "over_folds": {},
+                                 "n_seeds": int(mine["n_seeds"].max()) if len(mine) else 0}  # fmt: skip
         for metric, _ in TABLE_METRICS + ([GRID_METRIC] if GRID_METRIC[0] in table.columns else []):
             vals = mine[metric].astype(float)
             entry["over_cases"][metric] = mean_sd(list(vals))
@@ -125,13 +143,18 @@ def cv_markdown(result: Mapping[str, Any]) -> str:
     metrics = TABLE_METRICS + ([GRID_METRIC] if grid else [])
     head = "| method | cases | " + " | ".join(label for _, label in metrics) + " | Dice over folds |"
     space = result.get("measured", "at each image's own resolution")
+    seeds = {m: int(e.get("n_seeds", 1)) for m, e in result["methods"].items()}
+    several = any(n > 1 for n in seeds.values())
+    seeding = ("one training seed per fold" if not several else
+               "training seeds per fold in the seeds column; a case's value is its mean over those seeds")  # fmt: skip
+    head = "| method |" + (" seeds |" if several else "") + head[len("| method |"):]
     lines = [f"{k}-fold cross-validation, out-of-fold predictions, mean ± sd over cases "
-             f"({result.get('n_cases', '?')} cases; metrics {space}; one training seed per fold):", "", head,
-             "|---|---:|" + "---:|" * len(metrics) + "---:|"]  # fmt: skip
+             f"({result.get('n_cases', '?')} cases; metrics {space}; {seeding}):", "", head,
+             "|---|" + ("---:|" if several else "") + "---:|" + "---:|" * len(metrics) + "---:|"]  # fmt: skip
     for m, e in result["methods"].items():
         cells = [_fmt(e["over_cases"][metric], 2 if metric == "hd95" else 4) for metric, _ in metrics]
         over_folds = _fmt(e["over_folds"]["dice"]) if e["n_folds"] > 1 else f"{e['over_folds']['dice'][0]:.4f} (1 fold)"
-        lines.append(f"| {m} | {e['n_cases']} | " + " | ".join(cells) + f" | {over_folds} |")
+        lines.append(f"| {m} |" + (f" {seeds[m]} |" if several else "") + f" {e['n_cases']} | " + " | ".join(cells) + f" | {over_folds} |")
     partial = {m: e for m, e in result["methods"].items() if e["missing_cases"]}
     if partial:
         done = "; ".join(f"{m} {', '.join(map(str, e.get('folds', [])))}" for m, e in result["methods"].items())
@@ -176,12 +199,13 @@ def cv_markdown(result: Mapping[str, Any]) -> str:
 
 
 def plot_paired_dots(table: Any, methods: Sequence[str], reference: str, path: Path) -> None:
-    """Per-case out-of-fold Dice: one panel per method, each case a line from the reference to the method."""
+    """Per-case out-of-fold Dice (mean over seeds): one panel per method, each case a line from the reference to the method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    table = seed_averaged(table)
     others = [m for m in methods if m != reference] or list(methods)
     ref = _values(table, reference, "dice")
     fig, axes = plt.subplots(1, len(others), figsize=(2.6 * len(others) + 0.6, 3.6), squeeze=False, sharey=True)
@@ -202,12 +226,13 @@ def plot_paired_dots(table: Any, methods: Sequence[str], reference: str, path: P
 
 
 def plot_fold_boxes(table: Any, methods: Sequence[str], k: int, path: Path) -> None:
-    """Per-case out-of-fold Dice as one box per fold, grouped by method."""
+    """Per-case out-of-fold Dice (mean over seeds) as one box per fold, grouped by method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    table = seed_averaged(table)
     fig, ax = plt.subplots(figsize=(1.2 + 0.45 * k * max(1, len(methods)), 3.8))
     colours = plt.get_cmap("tab10")
     positions, data, labels = [], [], []
