@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,16 +34,27 @@ _UMASK = _read_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, keep_name: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
 
     For writers that want a file name (``torch.save``, ``nibabel.save``)::
 
         with atomic_path("models/last.pt") as tmp:
             torch.save(state, tmp)
+
+    ``keep_name``: the temporary path has ``path``'s own name, inside a temporary folder beside it,
+    for writers that choose the format by the name's extension (``x.nii.gz``); the folder goes too.
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if keep_name:
+        folder = Path(tempfile.mkdtemp(prefix=f".{out.name}{TEMP_MARKER}", suffix=".tmp", dir=out.parent))
+        try:
+            yield folder / out.name
+            os.replace(folder / out.name, out)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}{TEMP_MARKER}", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:

@@ -257,6 +257,8 @@ def _cmd_workflow(args: argparse.Namespace) -> int:
             overrides[key] = value
     overrides.setdefault("ckpt_dir", ckpt_default)
     overrides.setdefault("output_dir", out_default)
+    if getattr(args, "overwrite", False):
+        overrides["overwrite"] = True
     if args.workflow == "train":
         decide_resume(overrides, resume=args.resume, fresh=args.fresh)
     else:  # evaluate, infer-datalist: the model's own record (model.json) rebuilds the model it describes
@@ -281,6 +283,19 @@ def _cmd_workflow(args: argparse.Namespace) -> int:
         from kneeseg.workflows import training_summary
 
         print("\n".join(training_summary(overrides["ckpt_dir"], overrides["output_dir"])))
+    if args.workflow == "infer":  # the batch carried on past bad images; say so, and fail the command
+        from kneeseg.execution.datasets import FAILURES_CSV
+
+        failures = Path(overrides["output_dir"]) / FAILURES_CSV
+        if failures.is_file():
+            import csv
+
+            with open(failures, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            for row in rows:
+                print(f"kneeseg: skipped {row['error']}", file=sys.stderr)
+            print(f"kneeseg: {len(rows)} image(s) could not be predicted, listed in {failures}; the others were", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -309,6 +324,10 @@ def _add_workflow_commands(commands: Any) -> None:
             "--set", action="append", metavar="KEY=VALUE",
             help="any bundle config override, e.g. --set max_epochs=2 --set amp=false (repeatable; unknown keys are refused)",
         )  # fmt: skip
+        if workflow == "infer":
+            p.add_argument("--overwrite", action="store_true",
+                           help="predict images whose mask exists again (default: a rerun skips them; failures, in "
+                                "OUTPUT_DIR/failures.csv, are retried)")  # fmt: skip
         if workflow == "train":
             p.add_argument("--resume", action="store_true",
                            help="continue the run in MODEL_DIR/last.pt (exactly: same losses as without the stop)")  # fmt: skip

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kneeseg.files import PathLike
+from kneeseg.files import PathLike, cause_of
 
 __all__ = [
     "WORKFLOWS", "TrainingStopped", "cause_of", "check_override_keys", "decide_resume", "default_bundle_dir",
@@ -291,19 +291,6 @@ def model_overrides(ckpt: PathLike, overrides: Mapping[str, Any]) -> dict[str, A
     except FileNotFoundError:
         return dict(overrides)
     return contract_overrides(read_contract(paths[0]), overrides)
-
-
-def cause_of(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
-    """``exc`` or the first exception of type ``kind`` in its chain of causes (MONAI's config
-    evaluation wraps errors in ``RuntimeError("Failed to evaluate ...")``)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, kind):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
 
 
 class TrainingStopped(Exception):

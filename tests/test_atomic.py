@@ -34,3 +34,24 @@ def test_atomic_write_gets_the_mode_of_a_plain_write(tmp_path):
     mode = stat.S_IMODE((tmp_path / "a.csv").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "b.csv").stat().st_mode) == 0o666 & ~_UMASK
     assert mode != 0o600 or _UMASK == 0o177
+
+
+def test_keep_name_gives_the_writer_the_real_name_and_cleans_up(tmp_path):
+    """For writers that pick the format by the extension (nibabel's ``.nii.gz``): the temporary
+    file has the target's own name in a temporary folder; a failed write keeps the old file and
+    leaves neither a file nor the folder behind."""
+    import nibabel as nib
+    import numpy as np
+
+    target = tmp_path / "case_seg.nii.gz"
+    with atomic_path(target, keep_name=True) as tmp:
+        assert tmp.name == target.name and tmp.parent != target.parent
+        nib.save(nib.Nifti1Image(np.ones((4, 5), np.uint8), np.eye(4)), tmp)
+        assert not target.exists()
+    assert nib.load(target).shape == (4, 5) and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError):
+        with atomic_path(target, keep_name=True) as tmp:
+            tmp.write_bytes(b"half a file")
+            raise RuntimeError("killed while writing")
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [target.name]

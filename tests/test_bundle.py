@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -279,26 +280,58 @@ def test_cli_train_then_evaluate_writes_reports(tiny_phantom, tmp_path, capsys):
     assert main(["train", "--preset", "no-such-preset"]) == 2
 
 
-def test_infer_datalist_names_an_image_with_nans_in_one_line(tiny_phantom, trained, tmp_path, capsys):
-    """A bad image is one ``kneeseg: error:`` line naming the file and the NaN count, exit 2 --
-    not the chain of MONAI's config and transform errors around it."""
+def test_infer_datalist_records_bad_images_carries_on_and_resumes(tiny_phantom, trained, tmp_path, capsys):
+    """A batch over a datalist with bad images (NaNs, a missing file, a corrupt file) predicts the
+    good ones, names each bad file and its problem in one line (stderr and OUT/failures.csv) and
+    exits 1; a rerun skips the finished masks and retries the failures; --overwrite redoes all."""
     from kneeseg.cli import main
 
     run_dir, _ = trained
-    src = nib.load(tiny_phantom / json.loads((tiny_phantom / "dataset.json").read_text())["training"][0]["image"])
+    entries = json.loads((tiny_phantom / "dataset.json").read_text())["training"]
+    good = [tiny_phantom / entries[0]["image"], tiny_phantom / entries[1]["image"]]
+    src = nib.load(good[0])
     data = np.asarray(src.dataobj, dtype=np.float32).copy()
     data[:3, :4, 0] = np.nan
-    bad = tmp_path / "nan_case.nii.gz"
-    nib.save(nib.Nifti1Image(data, src.affine), bad)
+    nan_case = tmp_path / "nan_case.nii.gz"
+    nib.save(nib.Nifti1Image(data, src.affine), nan_case)
+    corrupt = tmp_path / "corrupt_case.nii.gz"
+    corrupt.write_bytes(good[0].read_bytes()[:300])  # a cut-off download
+    missing = tmp_path / "missing_case.nii.gz"
+    images = [good[0], nan_case, missing, corrupt, good[1]]
     datalist = tmp_path / "list.json"
-    datalist.write_text(json.dumps({"test": [{"image": str(bad)}]}))
-    code = main(["infer-datalist", "--model", str(run_dir / "models"), "--output-dir", str(tmp_path / "out"),
-                 "--dataset-dir", "/", f"--set=data_list_file_path={datalist}", "--set=spatial_size=64",
-                 "--set=width=4"])  # fmt: skip
+    datalist.write_text(json.dumps({"test": [{"image": str(p)} for p in images]}))
+    out = tmp_path / "out"
+    command = ["infer-datalist", "--model", str(run_dir / "models"), "--output-dir", str(out), "--dataset-dir", "/",
+               f"--set=data_list_file_path={datalist}", "--set=spatial_size=64", "--set=width=4"]  # fmt: skip
+    assert main(command) == 1
     err = capsys.readouterr().err
-    assert code == 2, err[-2000:]
-    assert err.strip().splitlines()[-1] == f"kneeseg: error: {bad}: image contains 12 NaN values"
     assert "Traceback" not in err
+    assert f"kneeseg: skipped {nan_case}: image contains 12 NaN values" in err.splitlines()
+    for bad in (missing, corrupt):
+        assert any(line.startswith("kneeseg: skipped ") and str(bad) in line for line in err.splitlines()), err[-3000:]
+    assert "3 image(s) could not be predicted" in err
+    with open(out / "failures.csv", newline="") as fh:
+        failures = {row["image"]: row["error"] for row in csv.DictReader(fh)}
+    assert set(failures) == {str(nan_case), str(missing), str(corrupt)}
+    assert "NaN" in failures[str(nan_case)]
+    masks = sorted(out.glob("*_seg.nii.gz"))
+    assert [m.name for m in masks] == sorted(p.name.replace(".nii.gz", "_seg.nii.gz") for p in good)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+    for mask, image in zip(sorted(masks), sorted(good)):
+        assert nib.load(mask).shape[:2] == nib.load(image).shape[:2]
+    stamps = {m: m.stat().st_mtime_ns for m in masks}
+    labels = {m: np.asarray(nib.load(m).dataobj) for m in masks}
+    # a rerun: the finished masks stay, the failures are tried again
+    assert main(command) == 1
+    assert {m: m.stat().st_mtime_ns for m in masks} == stamps
+    assert "3 image(s) could not be predicted" in capsys.readouterr().err
+    # the bad images repaired (removed from the list): nothing left to do, no failures file
+    datalist.write_text(json.dumps({"test": [{"image": str(p)} for p in good]}))
+    assert main(command) == 0
+    assert not (out / "failures.csv").exists() and {m: m.stat().st_mtime_ns for m in masks} == stamps
+    assert main([*command, "--overwrite"]) == 0
+    assert all(m.stat().st_mtime_ns != stamps[m] for m in masks)
+    assert all(np.array_equal(np.asarray(nib.load(m).dataobj), labels[m]) for m in masks)
 
 
 @pytest.mark.parametrize("data", ["phantom", "knee_acl"])

@@ -1,7 +1,8 @@
 """How the networks run, around MONAI's engines: the precision policy (:mod:`.precision`: CUDA fp16 +
 GradScaler, CPU bf16), the inference runtimes (:mod:`.runtimes`: eager, bf16, ONNX Runtime, chosen by
 measurement), the inferers that apply them (:mod:`.inferers`), the learning-rate schedules
-(:mod:`.schedule`) and the data-loader settings (:mod:`.loader`). The engines' event handlers are
+(:mod:`.schedule`), the data-loader settings (:mod:`.loader`) and the inference dataset that records
+failures, carries on and resumes (:mod:`.datasets`). The engines' event handlers are
 :mod:`kneeseg.handlers`; ``kneeseg.engines`` is this package's earlier name.
 
 Imports are lazy, so ``import kneeseg.execution`` (and the names of :mod:`kneeseg.execution.choices`) do not load torch.
@@ -17,6 +18,8 @@ _EXPORTS = {
     "RuntimeInferer": "kneeseg.execution.inferers",
     "SliceOrSimpleInferer": "kneeseg.execution.inferers",
     "loader_workers": "kneeseg.execution.loader",
+    "FAILURES_CSV": "kneeseg.execution.datasets",
+    "ResumableDataset": "kneeseg.execution.datasets",
     "LR_SCHEDULES": "kneeseg.execution.choices",
     "lr_scheduler": "kneeseg.execution.schedule",
     "RUNTIMES": "kneeseg.execution.choices",

@@ -29,8 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, SaveImaged
-from monai.utils import convert_to_dst_type
+from monai.utils import ImageMetaKey, MetaKeys, convert_to_dst_type
+
+from kneeseg.atomic import atomic_path
 
 __all__ = [
     "KeepLargestComponentsd",
@@ -175,7 +178,12 @@ class KeepLargestComponentsd(MapTransform):
 
 
 class SaveLabelsd(SaveImaged):
-    """MONAI ``SaveImaged`` that keeps the slice axis of a one-slice volume.
+    """MONAI ``SaveImaged`` that writes atomically and keeps the slice axis of a one-slice volume.
+
+    Every file is written under a temporary name beside its target and renamed into place
+    (:func:`kneeseg.atomic.atomic_path`), so a run killed while writing leaves no half-written mask
+    -- and a rerun that skips finished images (:class:`kneeseg.execution.ResumableDataset`) can
+    trust every mask it finds. :meth:`output_path` is the file an image's mask goes to.
 
     ``SaveImaged`` squeezes every trailing singleton axis: a 2D image ``(1, W, H)`` is written as
     ``(W, H)``, as it should be, but a one-slice series ``(1, X, Y, 1)`` too, and its 3D affine then
@@ -185,13 +193,27 @@ class SaveLabelsd(SaveImaged):
     post-processing as it drops ``SaveImaged``.)
     """
 
+    def output_path(self, meta_data: Mapping[str, Any] | None = None, image: str | None = None) -> str:
+        """The file a prediction with ``meta_data`` (or of the image file ``image``) is saved to."""
+        meta = dict(meta_data or {})
+        if image is not None:
+            meta[ImageMetaKey.FILENAME_OR_OBJ] = str(image)
+        return str(self.saver.folder_layout.filename(**self.saver.fname_formatter(meta, self.saver)))
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key, meta_key, meta_key_postfix in self.key_iterator(d, self.meta_keys, self.meta_key_postfix):
             if meta_key is None and meta_key_postfix is not None:
                 meta_key = f"{key}_{meta_key_postfix}"
             img = d[key]
+            meta = img.meta if isinstance(img, MetaTensor) else d.get(meta_key) if meta_key is not None else None
             one_slice_volume = img.ndim == 4 and img.shape[-1] == 1
             self.saver.set_options(data_kwargs={"squeeze_end_dims": not one_slice_volume})
-            self.saver(img=img, meta_data=d.get(meta_key) if meta_key is not None else None)
+            final = self.output_path(meta)
+            ext = self.saver.output_ext
+            with atomic_path(final, keep_name=True) as tmp:
+                # the saver appends its extension to an explicit file name
+                self.saver(img=img, meta_data=meta, filename=str(tmp)[: -len(ext)] if ext else str(tmp))
+            if self.saver.savepath_in_metadict and meta is not None:
+                meta[MetaKeys.SAVED_TO] = final
         return d
