@@ -54,6 +54,35 @@ def test_min_delta_and_the_cap(tmp_path):
         EarlyStopping(validator, patience=-1)
 
 
+def test_a_resumed_run_stops_where_an_uninterrupted_one_would_with_min_delta(tmp_path):
+    """With ``min_delta`` the rule's best (improved by more than it) is not the checkpoint's (any
+    improvement): a resumed run replays the rule over the run's history.json instead of starting
+    from the checkpoint's record."""
+    scores = [0.5, 0.6, 0.605, 0.61, 0.615, 0.62, 0.625, 0.63]
+    trainer, validator = _engines(scores)
+    EarlyStopping(validator, patience=3, min_delta=0.02, output_dir=tmp_path / "whole").attach(trainer)
+    trainer.run([0], max_epochs=8)
+    assert trainer.state.epoch == 5 and read_stop_record(tmp_path / "whole")["best_epoch"] == 2
+    # the same run cut after epoch 3: its history (TrainingCurveHandler's format) and its checkpoint's
+    # record (model.json: the best by any improvement, epoch 3)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "history.json").write_text(json.dumps({"epoch": [1, 2, 3, 4], "loss": [1.0] * 4, "val_epoch": [1, 2, 3, 4],
+                                                  "val": {"val_dice": scores[:4]}}))  # fmt: skip  # epoch 4 not in last.pt
+    (cut / "model.json").write_text(json.dumps({"score": 0.605, "epoch": 3}))
+
+    def resumed() -> Engine:
+        trainer, validator = _engines(scores)
+        EarlyStopping(validator, patience=3, min_delta=0.02, output_dir=cut, resume_record=cut / "model.json").attach(trainer)
+        trainer.load_state_dict({"epoch": 3, "max_epochs": 8, "epoch_length": 1})
+        trainer.run([0])
+        return trainer
+
+    assert resumed().state.epoch == 5 and read_stop_record(cut)["best_epoch"] == 2
+    (cut / "history.json").unlink()  # without the history only the checkpoint's record is left
+    assert resumed().state.epoch == 6 and read_stop_record(cut)["best_epoch"] == 3
+
+
 def test_plateau_schedule_reduces_after_patience_validations_without_improvement():
     net = torch.nn.Linear(2, 1)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)

@@ -64,7 +64,11 @@ class EarlyStopping:
         output_dir: folder of ``stop.json`` (``None``: no file).
         resume_record: a best-model record (``model.json`` of
             :class:`~kneeseg.handlers.BestCheckpointSaver`: ``score``, ``epoch``) to start from when
-            the trainer resumes mid-run, so that a resumed run stops where an uninterrupted one would.
+            the trainer resumes mid-run and the run's ``history.json`` (in ``output_dir``, written by
+            :class:`~kneeseg.handlers.TrainingCurveHandler`) is not there. With the history, the rule is
+            replayed over the validations up to the resumed epoch, so that a resumed run stops where an
+            uninterrupted one would also when ``min_delta`` is above 0 (the checkpoint's best then need
+            not be the rule's).
     """
 
     def __init__(
@@ -96,8 +100,34 @@ class EarlyStopping:
         trainer.add_event_handler(Events.STARTED, self._on_started)
         trainer.add_event_handler(Events.COMPLETED, self._on_completed)
 
+    def _update(self, value: float, epoch: int) -> bool:
+        """Count one validation; True when it improved on the best by more than ``min_delta``."""
+        if self.best is None or value > self.best + self.min_delta:
+            self.best, self.best_epoch = value, epoch
+            return True
+        return False
+
+    def _replay_history(self, epoch: int) -> bool:
+        """The rule over the run's recorded validations up to ``epoch``; False without a usable history."""
+        path = self.output_dir / "history.json" if self.output_dir is not None else None
+        if path is None or not path.is_file():
+            return False
+        try:
+            history = json.loads(path.read_text())
+            name = _metric_of(self.validator, self.metric)
+            pairs = [(int(e), float(v)) for e, v in zip(history["val_epoch"], history["val"][name]) if int(e) <= epoch]
+        except (ValueError, KeyError, TypeError):
+            return False
+        for e, v in pairs:
+            if math.isfinite(v):
+                self._update(v, e)
+        return self.best is not None
+
     def _on_started(self, trainer: Any) -> None:
         self.reason = None
+        self.best, self.best_epoch = None, None
+        if trainer.state.epoch and self._replay_history(int(trainer.state.epoch)):
+            return
         if trainer.state.epoch and self.resume_record is not None and self.resume_record.is_file():
             try:
                 rec = json.loads(self.resume_record.read_text())
@@ -111,8 +141,7 @@ class EarlyStopping:
         if value is None or not math.isfinite(float(value)):
             return
         epoch = int(self.trainer.state.epoch)
-        if self.best is None or float(value) > self.best + self.min_delta:
-            self.best, self.best_epoch = float(value), epoch
+        if self._update(float(value), epoch):
             return
         if self.patience and epoch - int(self.best_epoch or 0) >= self.patience and epoch < self.trainer.state.max_epochs:
             self.reason = "patience"
