@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kneeseg.experiments.cv import CVConfig, cv_folds, fold_datalist
+from kneeseg.experiments.cv import CVConfig, cv_folds, fold_datalist, import_runs, run_cv
 from kneeseg.experiments.stats import holm
 from kneeseg.cli import main as cli_main
 from kneeseg.data.splits import ManifestError, assign_folds
@@ -184,6 +185,28 @@ def test_quick_cv_predicts_every_case_exactly_once_and_resumes(tmp_path):
     for key in ("methods", "paired", "fold_level", "capped_runs"):
         assert again[key] == seeded[key], key
     assert "csam_unet fold 0 seed 1" in seeded["capped_runs"] and "unet fold 0" in seeded["capped_runs"]
+
+    # the shipped table's runs taken on "another machine" (a new out folder): the same table, nothing trained
+    other = tmp_path / "elsewhere"
+    assert cli_main(["bench", "cv", "--quick", "--folds", "2", "--out", str(other), "--train-seeds", "0", "1",
+                     "--seeded-methods", "csam_unet", "--reuse", str(root), "--report-only"]) == 0  # fmt: skip
+    reused = json.loads((other / "cv" / "cv_table.json").read_text())
+    for key in ("methods", "paired", "fold_level", "capped_runs"):
+        assert reused[key] == seeded[key], key
+    assert not list((other / "cv").glob("runs/*/*/models")) and len(reused["imported_runs"]) == 6
+    assert (other / "cv" / "oof_per_case.csv").read_text() == (root / "oof_per_case.csv").read_text()
+    assert "taken from the table in" in (other / "cv" / "cv_table.md").read_text()
+    # runs on other folds, or trained with other settings, are refused, naming the file
+    folds = json.loads((root / "folds.json").read_text())["cases"]
+    with pytest.raises(ValueError, match="folds.json: its folds are not"):
+        import_runs(dataclasses.replace(cfg, out=tmp_path / "swapped"), root, [folds[1][:1] + folds[0][1:], folds[0][:1] + folds[1][1:]])
+    with pytest.raises(ValueError, match="cv_table.json: its runs were trained with other settings: overrides"):
+        import_runs(dataclasses.replace(cfg, out=tmp_path / "lr", overrides={**cfg.overrides, "learning_rate": 0.5}),
+                    root, folds)  # fmt: skip
+    # a report with nothing to train reports what it has and trains nothing
+    lines = []
+    assert run_cv(dataclasses.replace(cfg, out=tmp_path / "empty", report_only=True), lines.append)["methods"] == {}
+    assert any("0 of 4 run(s) finished" in line for line in lines), lines
 
 
 def test_quick_cv_without_a_part_measures_the_fold_ensemble_on_it(tmp_path):

@@ -65,6 +65,12 @@ def _cv_options(p: argparse.ArgumentParser, folds_flag: str) -> None:
     p.add_argument(*names("budget"), dest="cv_budget", type=float, default=None, metavar="HOURS",
                    help="start no run that would end past this many hours (runs go fold by fold, every method on a "
                         "fold first); the table covers what finished, a rerun continues")  # fmt: skip
+    p.add_argument(*names("reuse"), dest="cv_reuse", type=Path, default=None, metavar="DIR",
+                   help="take the finished runs of an earlier CV's table folder (runs.csv, oof_per_case.csv, "
+                        "folds.json, cv_table.json; e.g. docs/results/cv) as done, after checking that its folds "
+                        "and settings are these; the table then grows on another machine without retraining them")  # fmt: skip
+    p.add_argument(*names("report-only"), dest="cv_report_only", action="store_true",
+                   help="train nothing: write the tables and plots from the runs finished (or reused) so far")
 
 
 def add_commands(bench: argparse.ArgumentParser) -> None:
@@ -107,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
 
         common: dict[str, Any] = dict(out=args.out, k=args.cv, seed=args.seeds[0], exclude=args.cv_exclude,
                                       budget_h=args.cv_budget, train_seeds=args.cv_train_seeds,
-                                      seeded_methods=args.cv_seeded_methods)  # fmt: skip
+                                      seeded_methods=args.cv_seeded_methods, reuse=args.cv_reuse,
+                                      report_only=args.cv_report_only)  # fmt: skip
         if args.quick:
             quick = quick_config(args.out)
             cv = CVConfig(methods=quick.methods, preset=quick.preset, data=quick.data, dataset_dir=quick.dataset_dir,

@@ -46,7 +46,7 @@ from kneeseg.experiments.protocol import (
 )
 from kneeseg.data.splits import assign_folds, assign_groups
 
-__all__ = ["CV_METHODS", "CVConfig", "aggregate_cv", "capped_runs", "case_metrics", "cv_folds", "fold_datalist", "oof_table", "run_cv", "run_fold"]
+__all__ = ["CV_METHODS", "CVConfig", "aggregate_cv", "capped_runs", "case_metrics", "cv_folds", "fold_datalist", "import_runs", "oof_table", "run_cv", "run_fold"]
 
 #: the order CV runs methods in: the reference and the cheap baselines first (complete methods early)
 CV_METHODS = ["csam_unet", "res_unet", "unet", "unetpp", "fr_unet", *ABLATIONS, *EXTRA_PEERS]
@@ -86,6 +86,12 @@ class CVConfig:
     #: wall-clock budget in hours: no new (method, fold) run starts that would, at the mean time of
     #: the runs trained so far, end past it; the table is written from what finished (``None``: no limit)
     budget_h: float | None = None
+    #: a table folder written by an earlier CV (``runs.csv``, ``oof_per_case.csv``, ``folds.json``,
+    #: ``cv_table.json``; e.g. the shipped ``docs/results/cv``) whose runs count as finished here
+    #: (:func:`import_runs`), so that a table grows on another machine without retraining them
+    reuse: Path | None = None
+    #: train nothing: write the tables from the runs finished (or imported) so far
+    report_only: bool = False
 
     def seeds_of(self, method: str) -> list[int]:
         """The training seeds ``method`` runs with on every fold, the fold seed's run first."""
@@ -230,11 +236,11 @@ def case_metrics(path: Path) -> Any:
 
     from kneeseg.experiments.report import short_case
 
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path, dtype={"case_id": str})
     frame = frame.assign(case=frame["case_id"].astype(str).map(short_case))[["case", *CV_METRICS]]
     grid = Path(path).with_name("metrics_per_case_grid.csv")
     if grid.is_file():
-        g = pd.read_csv(grid)
+        g = pd.read_csv(grid, dtype={"case_id": str})
         g = g.assign(case=g["case_id"].astype(str).map(short_case))[["case", "dice"]].rename(columns={"dice": "dice_grid"})
         return frame.merge(g, on="case", how="left")
     return frame.assign(dice_grid=float("nan"))
@@ -283,6 +289,9 @@ def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping
     write_csv(root / "runs.csv", rows, RUN_COLUMNS)
     result = cv_statistics(table, methods, REFERENCE, all_cases, cfg.k)
     result["capped_runs"] = capped_runs(rows)
+    result["n_runs"] = len(rows)
+    result["imported_runs"] = [{"run": f"{r['method']} fold {r['fold']} seed {r['seed']}", "from": r["imported_from"],
+                                "environment": r.get("environment")} for r in rows if r.get("imported_from")]  # fmt: skip
     result["rule"] = dict(CONVERGENCE_RULE) if cfg.rule else None
     result["train_seeds"] = {m: cfg.seeds_of(m) for m in methods}
     result.update(k=cfg.k, seed=cfg.seed, preset=cfg.preset, data=cfg.data, overrides=cfg.overrides, excluded=cfg.exclude,
@@ -292,8 +301,9 @@ def aggregate_cv(cfg: CVConfig, folds: Mapping[str, Any], rows: Sequence[Mapping
     result["train_s_total"] = round(sum(float(r.get("train_s") or 0) for r in rows), 1)
     atomic_write_text(root / "cv_table.json", json.dumps(result, indent=1))
     atomic_write_text(root / "cv_table.md", cv_markdown(result))
-    plot_paired_dots(table, methods, REFERENCE, root / "cv_paired_dots.png")
-    plot_fold_boxes(table, methods, cfg.k, root / "cv_fold_boxes.png")
+    if methods:  # nothing finished yet (e.g. a report before any run): the table says so, no plots
+        plot_paired_dots(table, methods, REFERENCE, root / "cv_paired_dots.png")
+        plot_fold_boxes(table, methods, cfg.k, root / "cv_fold_boxes.png")
     say(progress, cv_markdown(result))
     return result
 
@@ -310,6 +320,63 @@ def capped_runs(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         seeds.setdefault(r["method"], set()).add(seed_of(r))
     return [f"{r['method']} fold {int(r['fold'])}" + (f" seed {seed_of(r)}" if len(seeds[r["method"]]) > 1 else "")
             for r in rows if r.get("stop_reason") == "max_epochs"]  # fmt: skip
+
+
+def import_runs(cfg: CVConfig, source: Path, cases: Sequence[Sequence[str]]) -> list[str]:
+    """Take the finished runs of the table in ``source`` as this CV's own: for each run of
+    ``source/runs.csv`` that ``cfg`` would run (its method, fold and training seed) and has not
+    finished here, write its ``run.json`` (the row, with ``imported_from``) and its cases' metrics
+    from ``source/oof_per_case.csv`` into its run folder, as its evaluation would have. Refuses a
+    table whose folds (``folds.json``'s cases) or settings (``cv_table.json``: the convergence rule,
+    preset, data config, overrides, fold seed, excluded part) differ from ``cfg``'s, or whose
+    ``oof_per_case.csv`` lacks a run's cases. Returns the runs imported (``"<method> fold <k> seed <s>"``)."""
+    import pandas as pd
+
+    source = Path(source)
+    need = [source / n for n in ("runs.csv", "oof_per_case.csv", "folds.json", "cv_table.json")]
+    missing = [str(n) for n in need if not n.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{source}: not a CV table folder, missing {', '.join(missing)}")
+    theirs = json.loads((source / "folds.json").read_text())
+    if [list(map(str, part)) for part in theirs.get("cases", [])] != [list(map(str, part)) for part in cases]:
+        raise ValueError(f"{source / 'folds.json'}: its folds are not this cross-validation's (k {cfg.k}, seed {cfg.seed}); "
+                         "runs on other folds cannot be pooled")  # fmt: skip
+    table = json.loads((source / "cv_table.json").read_text())
+    mine = {"rule": dict(CONVERGENCE_RULE) if cfg.rule else None, "preset": cfg.preset, "data": cfg.data,
+            "overrides": dict(cfg.overrides), "seed": cfg.seed, "excluded": cfg.exclude}  # fmt: skip
+    differ = [f"{k} {table.get(k)!r} (here {v!r})" for k, v in mine.items() if table.get(k) != v]
+    if differ:
+        raise ValueError(f"{source / 'cv_table.json'}: its runs were trained with other settings: {'; '.join(differ)}")
+    runs = pd.read_csv(source / "runs.csv")
+    oof = pd.read_csv(source / "oof_per_case.csv", dtype={"case": str})
+    if "seed" not in oof.columns:
+        oof = oof.assign(seed=cfg.seed)
+    imported = []
+    for row in runs.to_dict("records"):
+        method, fold = str(row["method"]), int(row["fold"])
+        seed = cfg.seed if pd.isna(row.get("seed")) else int(row["seed"])
+        if method not in cfg.methods or seed not in cfg.seeds_of(method) or fold >= cfg.k:
+            continue
+        base = run_dir(cfg, method, fold, seed)
+        if (base / "run.json").is_file():
+            continue
+        part = oof[(oof["method"] == method) & (oof["seed"] == seed) & (oof["fold"] == fold)]
+        expected = set(cases[fold])
+        if set(part["case"]) != expected:
+            raise ValueError(f"{source / 'oof_per_case.csv'}: {method} fold {fold} seed {seed} has "
+                             f"{len(part)} of the fold's {len(expected)} cases")  # fmt: skip
+        # the metrics files the run's evaluation writes, with the short case names as case ids
+        grid = part[["case", "dice_grid"]] if "dice_grid" in part.columns else None
+        (base / "eval").mkdir(parents=True, exist_ok=True)
+        write_frame = lambda frame, path: atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))  # noqa: E731
+        write_frame(part[["case", *CV_METRICS]].rename(columns={"case": "case_id"}), base / "eval" / "metrics_per_case.csv")
+        if grid is not None and grid["dice_grid"].notna().any():
+            write_frame(grid.rename(columns={"case": "case_id", "dice_grid": "dice"}), base / "eval" / "metrics_per_case_grid.csv")
+        record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        record.update(method=method, fold=fold, seed=seed, imported_from=str(source), environment=table.get("environment"))
+        atomic_write_text(base / "run.json", json.dumps(record, indent=1))
+        imported.append(f"{method} fold {fold} seed {seed}")
+    return imported
 
 
 def _case_name(entry: Mapping[str, Any]) -> str:
@@ -334,12 +401,20 @@ def run_cv(cfg: CVConfig, progress: Callable[[str], None] | None = None) -> dict
     record = {k: v for k, v in folds.items() if k != "folds"}
     record["cases"] = [[_case_name(e) for e in part] for part in folds["folds"]]
     atomic_write_text(root / "folds.json", json.dumps(record, indent=1))
+    if cfg.reuse is not None:
+        imported = import_runs(cfg, cfg.reuse, record["cases"])
+        say(progress, f"[cv] {len(imported)} finished run(s) taken from {cfg.reuse}" + (f": {', '.join(imported)}" if imported else ""))
     order = run_order(cfg)
     total = len(order)
     rows, t0, fresh_done = [], time.perf_counter(), 0
+    if cfg.report_only:
+        left = sum(not (run_dir(cfg, m, f, s) / "run.json").is_file() for m, f, s in order)
+        say(progress, f"[cv] report only: {total - left} of {total} run(s) finished, {left} not trained")
     for i, (method, fold, seed) in enumerate(order, 1):
         elapsed = time.perf_counter() - t0
         fresh = not (run_dir(cfg, method, fold, seed) / "run.json").is_file()
+        if fresh and cfg.report_only:
+            continue
         per_run = elapsed / fresh_done if fresh_done else None
         left = sum(not (run_dir(cfg, m, f, s) / "run.json").is_file() for m, f, s in order[i - 1 :])
         if fresh and cfg.budget_h is not None and per_run is not None and elapsed + per_run > cfg.budget_h * 3600:

@@ -191,10 +191,23 @@ def cv_markdown(result: Mapping[str, Any]) -> str:
             lines.append(f"| {p['method']} | {p['n']} | {per} | {p['mean_diff']:+.4f} | [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}] | "
                          f"{p['t_p']:.3g} | {p['holm_t_p']:.3g} | {p['wilcoxon_p']:.3g} | {p['verdict']} |")  # fmt: skip
     env = result.get("environment")
+    imported = result.get("imported_runs") or []
     if env:
-        lines += ["", f"Measured on {env['cpu']} ({env['cores']} cores, {env['torch_threads']} torch threads, GPU: "
-                      f"{'yes' if env['gpu'] else 'no'}), torch {env['torch']}, MONAI {env['monai']}, {env['precision']}; "
-                      f"training took {result.get('train_s_total', 0) / 3600:.2f} h in all."]  # fmt: skip
+        here = (f"{env['cpu']} ({env['cores']} cores, {env['torch_threads']} torch threads, GPU: "
+                f"{'yes' if env['gpu'] else 'no'}), torch {env['torch']}, MONAI {env['monai']}, {env['precision']}")  # fmt: skip
+        total = f"training took {result.get('train_s_total', 0) / 3600:.2f} h in all"
+        if not imported:
+            lines += ["", f"Measured on {here}; {total}."]
+        else:
+            where: dict[str, list[str]] = {}
+            for r in imported:
+                e = r.get("environment") or {}
+                what = f"{r['from']} (trained on {e.get('cpu', 'an unrecorded machine')}, torch {e.get('torch', '?')}, {e.get('precision', '?')})"
+                where.setdefault(what, []).append(r["run"])
+            lines += ["", f"{len(imported)} run(s) were trained earlier and taken from the table in "
+                      + "; ".join(f"{src}: {', '.join(runs)}" for src, runs in where.items())
+                      + (f". The other runs were trained on {here}" if len(imported) < result.get("n_runs", len(imported) + 1) else "")
+                      + f". Together, {total}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
