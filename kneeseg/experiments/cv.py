@@ -332,6 +332,8 @@ def import_runs(cfg: CVConfig, source: Path, cases: Sequence[Sequence[str]]) -> 
     ``oof_per_case.csv`` lacks a run's cases. Returns the runs imported (``"<method> fold <k> seed <s>"``)."""
     import pandas as pd
 
+    from kneeseg.experiments.cv_report import write_csv
+
     source = Path(source)
     need = [source / n for n in ("runs.csv", "oof_per_case.csv", "folds.json", "cv_table.json")]
     missing = [str(n) for n in need if not n.is_file()]
@@ -368,10 +370,9 @@ def import_runs(cfg: CVConfig, source: Path, cases: Sequence[Sequence[str]]) -> 
         # the metrics files the run's evaluation writes, with the short case names as case ids
         grid = part[["case", "dice_grid"]] if "dice_grid" in part.columns else None
         (base / "eval").mkdir(parents=True, exist_ok=True)
-        write_frame = lambda frame, path: atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))  # noqa: E731
-        write_frame(part[["case", *CV_METRICS]].rename(columns={"case": "case_id"}), base / "eval" / "metrics_per_case.csv")
+        write_csv(base / "eval" / "metrics_per_case.csv", part[["case", *CV_METRICS]].rename(columns={"case": "case_id"}))
         if grid is not None and grid["dice_grid"].notna().any():
-            write_frame(grid.rename(columns={"case": "case_id", "dice_grid": "dice"}), base / "eval" / "metrics_per_case_grid.csv")
+            write_csv(base / "eval" / "metrics_per_case_grid.csv", grid.rename(columns={"case": "case_id", "dice_grid": "dice"}))
         record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
         record.update(method=method, fold=fold, seed=seed, imported_from=str(source), environment=table.get("environment"))
         atomic_write_text(base / "run.json", json.dumps(record, indent=1))
