@@ -140,3 +140,14 @@ def test_hd95_skipping_a_missed_image_is_counted_and_cannot_win(tmp_path):
     assert best_per_metric(table)["hd95"] == "unet"
     md = markdown(table)
     assert "left out of the HD95 mean (over all seeds): att_unet 1 of 2." in md and "hd95 unet" in md
+
+
+def test_environment_line_names_the_machine_and_counts_threads_in_words():
+    from kneeseg.experiments.runs import describe_environment, environment
+
+    env = environment()
+    line = describe_environment(env)
+    assert line.startswith(env["cpu"]) and f"torch {torch.__version__}" in line and env["precision"] in line
+    one = describe_environment({**env, "torch_threads": 1, "cores": 2, "gpu": False})
+    assert "(2 cores, 1 torch thread, GPU: no)" in one
+    assert "(2 cores, 4 torch threads, GPU: yes)" in describe_environment({**env, "torch_threads": 4, "cores": 2, "gpu": True})

@@ -25,6 +25,7 @@ import numpy as np
 
 from kneeseg.atomic import atomic_write_bytes, atomic_write_text
 from kneeseg.experiments.plots import figure_bytes
+from kneeseg.experiments.runs import describe_environment
 from kneeseg.experiments.stats import fold_level_comparison, holm, mean_sd, paired_comparison
 
 __all__ = ["cv_markdown", "cv_statistics", "seed_averaged", "plot_fold_boxes", "plot_paired_dots", "write_csv"]
@@ -193,8 +194,7 @@ def cv_markdown(result: Mapping[str, Any]) -> str:
     env = result.get("environment")
     imported = result.get("imported_runs") or []
     if env:
-        here = (f"{env['cpu']} ({env['cores']} cores, {env['torch_threads']} torch threads, GPU: "
-                f"{'yes' if env['gpu'] else 'no'}), torch {env['torch']}, MONAI {env['monai']}, {env['precision']}")  # fmt: skip
+        here = describe_environment(env)
         total = f"training took {result.get('train_s_total', 0) / 3600:.2f} h in all"
         if not imported:
             lines += ["", f"Measured on {here}; {total}."]

@@ -19,6 +19,7 @@ import numpy as np
 
 from kneeseg.atomic import atomic_write_text
 from kneeseg.experiments.protocol import REFERENCE, run_dirs
+from kneeseg.experiments.runs import describe_environment
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -186,9 +187,7 @@ def markdown(table: Mapping[str, Any]) -> str:
     env = table.get("environment")
     if env:
         total = table.get("total_run_s")
-        lines += ["", f"Measured on {env['cpu']} ({env['cores']} cores, {env['torch_threads']} torch threads, GPU: "
-                      f"{'yes' if env['gpu'] else 'no'}), torch {env['torch']}, MONAI {env['monai']}, {env['precision']}"
-                      + (f"; all runs took {total / 3600:.2f} h." if total else ".")]  # fmt: skip
+        lines += ["", f"Measured on {describe_environment(env)}" + (f"; all runs took {total / 3600:.2f} h." if total else ".")]
     paired = table.get("paired_vs_" + REFERENCE) or []
     if paired:
         lines += ["", f"Per-case Dice difference against {REFERENCE} (method minus {REFERENCE}; cases averaged over seeds):", "",

@@ -50,3 +50,10 @@ def environment() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "monai": monai.__version__, "python": platform.python_version(), "gpu": torch.cuda.is_available(),
             "precision": resolve_amp("auto").describe()}  # fmt: skip
+
+
+def describe_environment(env: dict[str, Any]) -> str:
+    """``environment()`` as the tables print it: ``CPU (2 cores, 1 torch thread, GPU: no), torch ..., MONAI ..., precision``."""
+    threads = env["torch_threads"]
+    return (f"{env['cpu']} ({env['cores']} cores, {threads} torch thread{'' if threads == 1 else 's'}, "
+            f"GPU: {'yes' if env['gpu'] else 'no'}), torch {env['torch']}, MONAI {env['monai']}, {env['precision']}")  # fmt: skip
