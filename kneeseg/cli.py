@@ -309,7 +309,7 @@ def _add_workflow_commands(commands: Any) -> None:
         ckpt_default, out_default = DEFAULT_DIRS[workflow]
         p = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("--bundle", default=None, help="bundle folder (default: the bundle shipped with kneeseg)")
-        p.add_argument("--preset", default=None, help="preset override: cpu, paper, or a JSON file")
+        p.add_argument("--preset", default=None, help="preset override: cpu (24 epochs), cpu_converged (early stopping, the CV's rule), paper, or a JSON file")
         p.add_argument("--data", default=None, help="data config: phantom, knee_acl, or a JSON file")
         p.add_argument("--config", action="append", help="extra override JSON file (repeatable; later wins)")
         p.add_argument("--dataset-dir", dest="dataset_dir", default=None, help="dataset root (overrides dataset_dir)")
@@ -393,7 +393,7 @@ def _add_infer_command(commands: Any) -> None:
         "cross-validation) make an ensemble that averages their softmax before the argmax; "
         "--ckpt and --ckpt-dir are the same option",
     )  # fmt: skip
-    p.add_argument("--preset", default=None, help="bundle preset the checkpoint was trained with (cpu, paper, JSON)")
+    p.add_argument("--preset", default=None, help="bundle preset the checkpoint was trained with (cpu, cpu_converged, paper, JSON)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="bundle config override (repeatable)")
     p.add_argument(
         "--runtime", choices=RUNTIMES, default="auto",

@@ -129,3 +129,31 @@ def test_bundle_training_stops_early_and_records_why(tmp_path):
     assert record["iterations"] == trainer.state.iteration and record["max_epochs"] == 10
     assert (tmp_path / "run" / "models" / "model.pt").is_file() and (tmp_path / "run" / "models" / "last.pt").is_file()
     assert isinstance(wf.parser.get_parsed_content("lr_scheduler"), torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def test_the_cpu_converged_preset_is_the_cpu_recipe_under_the_cv_rule_with_a_cap_no_cv_run_reached():
+    """presets/cpu_converged.json = presets/cpu.json (its step schedule aside) + the CV's convergence rule,
+    with a cap above every run of the shipped 5-fold table; the bundle builds it with early stopping on
+    and the plateau schedule."""
+    import csv
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    from kneeseg.experiments.protocol import CONVERGENCE_RULE
+    from kneeseg.workflows import workflow_config_files
+
+    cpu = json.loads((CONFIGS / "presets" / "cpu.json").read_text())
+    conv = json.loads((CONFIGS / "presets" / "cpu_converged.json").read_text())
+    expected = {k: v for k, v in cpu.items() if k != "lr_drop_epoch"} | dict(CONVERGENCE_RULE)
+    cap = conv.pop("max_epochs")
+    expected.pop("max_epochs")
+    assert conv == expected
+    runs = list(csv.DictReader((Path(__file__).parents[1] / "docs" / "results" / "cv" / "runs.csv").open()))
+    assert runs and cap <= CONVERGENCE_RULE["max_epochs"]
+    assert max(int(r["epochs"]) for r in runs) < cap and all(r["stop_reason"] == "patience" for r in runs)
+
+    parser = ConfigParser()
+    parser.read_config(workflow_config_files("train", preset="cpu_converged", data="phantom"))
+    assert parser.get_parsed_content("max_epochs") == cap and parser.get_parsed_content("early_stop_patience") == 20
+    assert isinstance(parser.get_parsed_content("lr_scheduler"), torch.optim.lr_scheduler.ReduceLROnPlateau)
